@@ -162,10 +162,10 @@ impl TempPath {
 
 impl Drop for TempPath {
     fn drop(&mut self) {
-        if !self.keep {
-            if let Err(e) = remove_any(&self.path) {
-                tracing::warn!("could not remove {}: {e:#}", self.path.display());
-            }
+        if !self.keep
+            && let Err(e) = remove_any(&self.path)
+        {
+            tracing::warn!("could not remove {}: {e:#}", self.path.display());
         }
     }
 }

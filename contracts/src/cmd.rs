@@ -14,6 +14,37 @@ use std::process::{Command, ExitStatus, Stdio};
 /// How many lines of stderr an error keeps.
 const TAIL_LINES: usize = 25;
 
+/// Children running right now, so an interrupted tool can stop them (and
+/// then clean up its temporary files) instead of leaving them running.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+struct Registered(u32);
+
+impl Registered {
+    fn new(pid: u32) -> Self {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Registered(pid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != self.0);
+    }
+}
+
+/// Sends SIGTERM to every command currently running through [`Cmd`].
+/// Their `run` then returns an error, and the caller unwinds normally.
+pub fn terminate_running() {
+    let pids = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for pid in pids {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            // The child may have exited in the meantime; nothing to do then.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
 /// A failed external command.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
@@ -220,6 +251,7 @@ impl Cmd {
         let mut c = self.command();
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let _registered = Registered::new(child.id());
         if let Some(input) = &self.input {
             let mut stdin = child.stdin.take().expect("stdin is piped");
             let input = input.clone();
@@ -251,6 +283,7 @@ impl Cmd {
         let mut c = self.command();
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let _registered = Registered::new(child.id());
         if let Some(input) = &self.input {
             let mut stdin = child.stdin.take().expect("stdin is piped");
             let input = input.clone();

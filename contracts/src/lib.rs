@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod cmd;
+pub mod config;
 pub mod digest;
 pub mod layout;
 pub mod manifest;

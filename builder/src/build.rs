@@ -1,0 +1,105 @@
+//! `builder build`: validate → plan → rootfs → tree → disk → outputs.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use flypack_contracts::manifest::{BinaryInfo, MANIFEST_SCHEMA, Manifest, RootfsInfo};
+use time::format_description::well_known::Rfc3339;
+
+use crate::host::{self, Need};
+use crate::plan::{self, Options, Plan};
+use crate::profile::Profile;
+use crate::progress::Reporter;
+use crate::stages::{self, outputs::Written, rootfs::Rootfs};
+
+/// Loads the profile and makes the plan (what `--dry-run` prints).
+pub fn plan(opts: &Options) -> Result<Plan> {
+    let profile = Profile::load(&opts.profile)?;
+    plan::make(&profile, opts)
+}
+
+/// Checks the output and cache folders before any long work.
+pub fn preflight(plan: &Plan) -> Result<()> {
+    for (what, dir) in [("output folder", &plan.out_dir), ("cache folder", &plan.cache_dir)] {
+        fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the {what} {}: choose another with --out/--cache-dir, or fix its permissions", dir.display())
+        })?;
+        let probe = dir.join(format!("{}probe.{}", flypack_contracts::atomic::TEMP_PREFIX, std::process::id()));
+        fs::write(&probe, b"").with_context(|| {
+            format!("the {what} {} is not writable: choose another with --out/--cache-dir, or fix its permissions", dir.display())
+        })?;
+        fs::remove_file(&probe).with_context(|| format!("removing {}", probe.display()))?;
+        let n = flypack_contracts::atomic::sweep_stale_temps(dir)?;
+        if n > 0 {
+            tracing::info!("removed {n} leftovers of interrupted builds from {}", dir.display());
+        }
+    }
+    let work = plan.cache_dir.join("work");
+    flypack_contracts::atomic::sweep_stale_temps(&work)?;
+    host::require(&[Need::Build])?;
+    if !rustix::process::geteuid().is_root() {
+        anyhow::bail!(
+            "builder build must run as root: it unpacks the root filesystem with its owners and \
+             runs mmdebstrap in root mode (it never mounts anything or uses loop devices); run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+/// The manifest, without outputs.
+pub fn manifest(plan: &Plan, rootfs: &Rootfs) -> Result<Manifest> {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
+    Ok(Manifest {
+        schema: MANIFEST_SCHEMA,
+        name: plan.name.clone(),
+        builder_version: plan.builder_version.to_string(),
+        built_at: now.format(&Rfc3339)?,
+        profile: plan.profile.clone(),
+        plan_digest: plan.digest.clone(),
+        rootfs: RootfsInfo {
+            digest: plan.rootfs.key.clone(),
+            suite: plan.rootfs.suite.clone(),
+            mirror: plan.rootfs.mirror.clone(),
+            snapshot: plan.rootfs.snapshot.clone(),
+        },
+        packages: rootfs.packages.clone(),
+        firstboot: BinaryInfo { sha256: plan.firstboot.sha256.clone(), glibc_required: plan.firstboot.glibc_required.clone() },
+        disk: plan.disk.info(),
+        container_images: Vec::new(),
+        outputs: Vec::new(),
+    })
+}
+
+/// Runs every stage of `plan`.
+pub fn run(plan: &Plan, rep: &Reporter) -> Result<Written> {
+    preflight(plan)?;
+    let rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
+    check_glibc(plan, &rootfs)?;
+    crate::interrupt::check()?;
+    let manifest = manifest(plan, &rootfs)?;
+    let tree = stages::tree::run(plan, &rootfs, &manifest, rep)?;
+    crate::interrupt::check()?;
+    let disk = stages::disk::run(plan, &tree, rep)?;
+    drop(tree);
+    crate::interrupt::check()?;
+    stages::outputs::run(plan, disk, manifest, rep)
+}
+
+/// The root filesystem's libc6 must be at least what firstboot needs.
+fn check_glibc(plan: &Plan, rootfs: &Rootfs) -> Result<()> {
+    let libc = rootfs.packages.iter().find(|p| p.name == "libc6" || p.name == "libc6:amd64");
+    if let (Some(libc), Some(need)) = (libc, plan.firstboot.glibc_required.split_once('.')) {
+        let have = crate::elfcheck::debian_glibc(&libc.version).context("parsing libc6's version")?;
+        let need: (u32, u32) = (need.0.parse()?, need.1.parse()?);
+        if need > have {
+            anyhow::bail!(
+                "firstboot needs glibc {}.{} but the image has libc6 {}: build firstboot on Debian 12 or for musl",
+                need.0,
+                need.1,
+                libc.version
+            );
+        }
+    }
+    Ok(())
+}

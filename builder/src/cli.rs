@@ -1,0 +1,194 @@
+//! Command-line interface (clap derive; no logic here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::qemu::{Accel, Firmware, Forward};
+
+/// Builds, boots, flashes and restores Flypack appliance images.
+///
+/// A profile (images/*.toml) becomes a bootable Debian 12 disk image with our
+/// overlay, the firstboot service and a seed partition for per-unit config.
+/// Run `builder doctor` first on a new machine.
+#[derive(Debug, Parser)]
+#[command(name = "builder", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Print progress as JSON lines on stdout (for machines).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v: every external command; -vv: everything).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a profile.
+    ///
+    /// Writes NAME.img (raw, sparse), NAME.manifest.json and SHA256SUMS into
+    /// the output folder, under temporary names renamed at the very end: an
+    /// interrupted or failed build leaves nothing under the final names. The
+    /// root filesystem is cached by a digest of its inputs, so rebuilding
+    /// after an overlay change takes seconds, not minutes.
+    Build(BuildArgs),
+    /// Check profiles (and later unit and fleet configs) without building.
+    Validate(ValidateArgs),
+    /// Boot an image in QEMU, on a copy-on-write overlay (the image is never
+    /// changed), with two NICs like a flypack server: management (QEMU user
+    /// networking, where --forward maps ports) and media (isolated).
+    ///
+    /// The serial console is shown and logged. With --expect-ready, exits
+    /// when firstboot prints its FLYPACK-STATUS line, with firstboot's exit
+    /// codes: 0 GO, 1 NO-GO, 2 GO with warnings; 124 if the line did not
+    /// appear in time, 125 if QEMU failed.
+    Boot(BootArgs),
+    /// List missing host tools and the apt-get command that installs them.
+    Doctor,
+}
+
+/// `builder build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image profile.
+    #[arg(default_value = crate::profile::DEFAULT_PROFILE)]
+    pub profile: PathBuf,
+
+    /// Output folder.
+    #[arg(long, short, default_value = "out")]
+    pub out: PathBuf,
+
+    /// Cache folder for packages and root filesystems
+    /// [default: $FLYPACK_CACHE, else $XDG_CACHE_HOME/flypack, else ~/.cache/flypack].
+    #[arg(long, env = "FLYPACK_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// The firstboot binary to install [default: next to this builder].
+    #[arg(long, env = "FLYPACK_FIRSTBOOT")]
+    pub firstboot: Option<PathBuf>,
+
+    /// Print the build plan as JSON and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Rebuild the root filesystem even if a cached one matches.
+    #[arg(long)]
+    pub refresh_rootfs: bool,
+
+    /// Boot the image in QEMU once built (like `builder boot IMAGE --expect-ready 600`).
+    #[arg(long)]
+    pub boot: bool,
+}
+
+/// `builder validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Profile files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `builder boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// The image (raw or qcow2).
+    pub image: PathBuf,
+
+    /// Firmware to boot with.
+    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
+
+    /// Exit once the FLYPACK-STATUS line appears; fail after SECS seconds without it.
+    #[arg(long, value_name = "SECS")]
+    pub expect_ready: Option<u64>,
+
+    /// After the status line, keep the VM running until Ctrl-C.
+    #[arg(long, requires = "expect_ready")]
+    pub keep_running: bool,
+
+    /// Forward 127.0.0.1:HOST to the guest's management NIC port GUEST (repeatable), e.g. 2222:22.
+    #[arg(long, value_name = "HOST:GUEST")]
+    pub forward: Vec<Forward>,
+
+    /// Accelerator. TCG (software) works everywhere; use kvm where /dev/kvm works.
+    #[arg(long, value_enum, env = "FLYPACK_ACCEL", default_value = "tcg")]
+    pub accel: Accel,
+
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory: u32,
+
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+
+    /// Virtual disk size in GiB (the root filesystem grows into it).
+    #[arg(long, default_value_t = 8)]
+    pub disk_gib: u64,
+
+    /// Keep the guest's disk in this qcow2 file (reused when it exists: a
+    /// second boot continues where the first stopped).
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
+
+    /// Console log file [default: IMAGE.FIRMWARE.console.log].
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+
+    /// Do not copy the console to the terminal (it is still logged).
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Attach a raw disk image as a USB stick (repeatable).
+    #[arg(long, value_name = "IMAGE")]
+    pub usb: Vec<PathBuf>,
+
+    /// Plug the media NIC into a UDP multicast "switch" shared with other VMs (e.g. 230.0.0.1:1234).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub media_mcast: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn build_defaults() {
+        let cli = Cli::try_parse_from(["builder", "build"]).unwrap();
+        let Command::Build(b) = cli.command else { panic!() };
+        assert_eq!(b.profile, PathBuf::from("images/flypack.toml"));
+        assert_eq!(b.out, PathBuf::from("out"));
+        assert!(!b.dry_run && !b.boot);
+    }
+
+    #[test]
+    fn boot_args() {
+        let cli = Cli::try_parse_from([
+            "builder", "boot", "out/flypack.img", "--firmware", "uefi", "--expect-ready", "300", "--forward", "2222:22", "--forward", "8080:80",
+        ])
+        .unwrap();
+        let Command::Boot(b) = cli.command else { panic!() };
+        assert_eq!(b.firmware, Firmware::Uefi);
+        assert_eq!(b.expect_ready, Some(300));
+        assert_eq!(b.forward.len(), 2);
+        assert!(Cli::try_parse_from(["builder", "boot", "x.img", "--forward", "22"]).is_err());
+        assert!(Cli::try_parse_from(["builder", "boot", "x.img", "--keep-running"]).is_err());
+    }
+
+    #[test]
+    fn validate_needs_a_file() {
+        assert!(Cli::try_parse_from(["builder", "validate"]).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! `builder build`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::{BootArgs, BuildArgs};
+use crate::plan::Options;
+use crate::progress::{Mode, Reporter};
+use crate::qemu::{Accel, Firmware};
+
+/// Builds (and optionally boots) an image.
+pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
+    let opts = Options {
+        profile: args.profile.clone(),
+        out_dir: args.out.clone(),
+        cache_dir: args.cache_dir.clone().unwrap_or_else(super::default_cache_dir),
+        firstboot: args.firstboot.clone().unwrap_or_else(super::sibling_firstboot),
+        refresh_rootfs: args.refresh_rootfs,
+        ids: None,
+    };
+    let plan = crate::build::plan(&opts)?;
+    if args.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(0);
+    }
+    rep.info(&format!(
+        "building {} from {} (root filesystem {})",
+        plan.name,
+        plan.profile.path,
+        if plan.rootfs.cached && !plan.rootfs.refresh { "cached" } else { "to build: a few minutes" }
+    ));
+    let written = crate::build::run(&plan, rep)?;
+    if rep.mode() == Mode::Json {
+        rep.event("result", json!({ "image": written.image, "manifest": written.manifest, "sums": written.sums, "extra": written.extra, "data_bytes": written.image_data_bytes, "size_bytes": written.image_size }));
+    } else {
+        eprintln!("\nbuilt {}", written.image.display());
+        eprintln!("  manifest  {}", written.manifest.display());
+        eprintln!("  checksums {}", written.sums.display());
+        for e in &written.extra {
+            eprintln!("  also      {}", e.display());
+        }
+        eprintln!("try it:    builder boot {} --expect-ready 600 --forward 2222:22", written.image.display());
+    }
+    if args.boot {
+        let boot = BootArgs {
+            image: written.image.clone(),
+            firmware: Firmware::Bios,
+            expect_ready: Some(600),
+            keep_running: false,
+            forward: vec![],
+            accel: Accel::Tcg,
+            memory: 2048,
+            cpus: 2,
+            disk_gib: 8,
+            overlay: None,
+            log: None,
+            quiet: false,
+            usb: vec![],
+            media_mcast: None,
+        };
+        return super::boot::run(&boot, rep);
+    }
+    Ok(0)
+}

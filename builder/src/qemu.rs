@@ -1,0 +1,413 @@
+//! QEMU: boots an image the way a flypack server would run it (two NICs,
+//! BIOS or UEFI), on a copy-on-write overlay so the image is never changed.
+//! The serial console goes to a log file that we follow.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use flypack_contracts::cmd::Cmd;
+use flypack_contracts::status::{Status, parse_status_line};
+
+/// OVMF firmware code (read-only) and the template for its variable store.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF variable store template.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS (legacy BIOS).
+    Bios,
+    /// OVMF (UEFI).
+    Uefi,
+}
+
+/// Accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Software emulation: works everywhere, slow.
+    Tcg,
+    /// Hardware virtualisation (/dev/kvm).
+    Kvm,
+    /// KVM if /dev/kvm is usable, else TCG.
+    Auto,
+}
+
+/// A port forward from the host to the guest's management NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// Port on 127.0.0.1.
+    pub host: u16,
+    /// Port in the guest.
+    pub guest: u16,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected HOST:GUEST ports, e.g. 2222:22");
+        let (h, g) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Forward { host: h.parse().map_err(|_| bad())?, guest: g.parse().map_err(|_| bad())? })
+    }
+}
+
+/// Where the second (media) NIC is plugged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaNet {
+    /// A hub with nothing else on it.
+    Isolated,
+    /// A UDP multicast socket shared with other VMs (`230.0.0.1:1234`).
+    Multicast(String),
+}
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The image (raw or qcow2); never written.
+    pub image: PathBuf,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// Accelerator.
+    pub accel: Accel,
+    /// RAM in MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Virtual disk size (at least the image's); the root grows into it.
+    pub disk_size: Option<u64>,
+    /// Keep the overlay here (and reuse it if it exists) instead of a temp file.
+    pub overlay: Option<PathBuf>,
+    /// Port forwards to the management NIC.
+    pub forwards: Vec<Forward>,
+    /// The media NIC's network.
+    pub media: MediaNet,
+    /// Serial console log.
+    pub console_log: PathBuf,
+    /// Extra raw disk images attached as USB sticks.
+    pub usb_disks: Vec<PathBuf>,
+}
+
+/// A running VM. Dropping it kills QEMU.
+#[derive(Debug)]
+pub struct Vm {
+    child: Option<Child>,
+    _tmp: tempfile::TempDir,
+    log: PathBuf,
+    pos: u64,
+    pending: String,
+    /// Console lines seen so far (bounded).
+    pub tail: std::collections::VecDeque<String>,
+    started: Instant,
+    accel: Accel,
+}
+
+/// How waiting ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The status line appeared.
+    Ready(Box<Status>),
+    /// QEMU exited.
+    Exited(std::process::ExitStatus),
+    /// Time ran out.
+    Timeout,
+}
+
+fn resolve_accel(a: Accel) -> Accel {
+    match a {
+        Accel::Auto => {
+            if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            }
+        }
+        other => other,
+    }
+}
+
+fn image_format(path: &Path) -> Result<&'static str> {
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .with_context(|| format!("reading {}: is it a Flypack image?", path.display()))?;
+    Ok(if &magic == b"QFI\xfb" { "qcow2" } else { "raw" })
+}
+
+impl Vm {
+    /// Creates the overlay and starts QEMU.
+    pub fn start(cfg: &VmConfig) -> Result<Vm> {
+        let image = fs::canonicalize(&cfg.image).with_context(|| format!("image {} not found", cfg.image.display()))?;
+        let fmt = image_format(&image)?;
+        let image_size = fs::metadata(&image)?.len();
+        let tmp = tempfile::Builder::new().prefix("flypack-boot-").tempdir().context("creating a temp folder")?;
+        let overlay = cfg.overlay.clone().unwrap_or_else(|| tmp.path().join("disk.qcow2"));
+        if !overlay.exists() {
+            let mut c = Cmd::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", fmt, "-b"])
+                .arg(&image)
+                .arg(&overlay);
+            if let Some(size) = cfg.disk_size {
+                let virt = if fmt == "raw" { image_size } else { 0 };
+                c = c.arg(size.max(virt).to_string());
+            }
+            c.run().context("creating the copy-on-write overlay")?;
+        }
+        let accel = resolve_accel(cfg.accel);
+        let args = qemu_args(cfg, &overlay, tmp.path(), accel)?;
+        if let Some(parent) = cfg.console_log.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        File::create(&cfg.console_log).with_context(|| format!("creating console log {}", cfg.console_log.display()))?;
+        tracing::debug!("qemu-system-x86_64 {}", args.join(" "));
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!("could not start qemu-system-x86_64: {e} (install it: apt-get install qemu-system-x86)")
+        })?;
+        Ok(Vm {
+            child: Some(child),
+            _tmp: tmp,
+            log: cfg.console_log.clone(),
+            pos: 0,
+            pending: String::new(),
+            tail: Default::default(),
+            started: Instant::now(),
+            accel,
+        })
+    }
+
+    /// Seconds since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether KVM is in use.
+    pub fn uses_kvm(&self) -> bool {
+        self.accel == Accel::Kvm
+    }
+
+    /// Reads new console output; calls `echo` with raw text.
+    fn poll(&mut self, echo: &mut dyn FnMut(&str), found: &mut Option<Status>) -> Result<()> {
+        let mut f = File::open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
+        f.seek(SeekFrom::Start(self.pos))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.pos += buf.len() as u64;
+        let text = String::from_utf8_lossy(&buf);
+        echo(&text);
+        self.pending.push_str(&text);
+        while let Some(i) = self.pending.find('\n') {
+            let line: String = self.pending.drain(..=i).collect();
+            let line = line.trim_end_matches(['\n', '\r']).to_string();
+            if found.is_none()
+                && let Some(Ok(s)) = parse_status_line(&line) {
+                    *found = Some(s);
+                }
+            if self.tail.len() == 200 {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line);
+        }
+        Ok(())
+    }
+
+    /// Follows the console until the status line, QEMU's exit, or `timeout`
+    /// (`None`: no status expected, wait for exit).
+    pub fn wait(&mut self, timeout: Option<Duration>, echo: &mut dyn FnMut(&str)) -> Result<Outcome> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let mut found = None;
+            self.poll(echo, &mut found)?;
+            if let (Some(s), Some(_)) = (found, timeout) {
+                return Ok(Outcome::Ready(Box::new(s)));
+            }
+            if let Some(status) = self.try_exit()? {
+                let mut found = None;
+                self.poll(echo, &mut found)?;
+                return Ok(Outcome::Exited(status));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Outcome::Timeout);
+            }
+            if crate::interrupt::interrupted() {
+                bail!("interrupted");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn try_exit(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.child.as_mut() else { return Ok(None) };
+        Ok(child.try_wait()?)
+    }
+
+    /// QEMU's own error output (after it exited).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(c) = self.child.as_mut()
+            && let Some(mut e) = c.stderr.take() {
+                // Best effort: this is only used to explain an exit.
+                let _ = e.read_to_string(&mut s);
+            }
+        s
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> String {
+        let start = self.tail.len().saturating_sub(n);
+        self.tail.iter().skip(start).cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Kills QEMU now (a power cut, for tests of resilience).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Already exited is fine.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec we only make one async-signal-safe
+    // system call (prctl) and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// QEMU's arguments (data, for golden tests).
+pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Result<Vec<String>> {
+    let accel_name = if accel == Accel::Kvm { "kvm" } else { "tcg" };
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        "flypack".into(),
+        "-machine".into(),
+        format!("q35,accel={accel_name}"),
+        "-smp".into(),
+        cfg.cpus.to_string(),
+        "-m".into(),
+        cfg.memory_mib.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-chardev".into(),
+        format!("file,id=console,path={}", cfg.console_log.display()),
+        "-serial".into(),
+        "chardev:console".into(),
+        // Entropy for the SSH host keys made on first boot.
+        "-device".into(),
+        "virtio-rng-pci".into(),
+        "-drive".into(),
+        format!("if=none,id=disk0,format=qcow2,file={},discard=unmap", overlay.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=disk0,bootindex=1".into(),
+    ];
+    let mut user = "user,id=mgmt".to_string();
+    for f in &cfg.forwards {
+        user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
+    }
+    a.extend(["-netdev".into(), user, "-device".into(), "virtio-net-pci,netdev=mgmt,mac=52:54:00:f1:00:01".into()]);
+    let media = match &cfg.media {
+        MediaNet::Isolated => "hubport,id=media,hubid=1".to_string(),
+        MediaNet::Multicast(addr) => format!("socket,id=media,mcast={addr}"),
+    };
+    a.extend(["-netdev".into(), media, "-device".into(), "virtio-net-pci,netdev=media,mac=52:54:00:f1:00:02".into()]);
+    if !cfg.usb_disks.is_empty() {
+        a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
+        for (i, d) in cfg.usb_disks.iter().enumerate() {
+            a.extend([
+                "-drive".into(),
+                format!("if=none,id=usb{i},format=raw,file={}", d.display()),
+                "-device".into(),
+                format!("usb-storage,bus=xhci.0,drive=usb{i},removable=on"),
+            ]);
+        }
+    }
+    if cfg.firmware == Firmware::Uefi {
+        if !Path::new(OVMF_CODE).exists() {
+            bail!("UEFI firmware {OVMF_CODE} not found: apt-get install ovmf");
+        }
+        let vars = match &cfg.overlay {
+            Some(o) => o.with_extension("vars.fd"),
+            None => tmp.join("OVMF_VARS.fd"),
+        };
+        if !vars.exists() {
+            fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+        }
+        a.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        ]);
+    }
+    Ok(a)
+}
+
+/// Writes console text to stdout as it comes.
+pub fn echo_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the VM.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_parses() {
+        assert_eq!("2222:22".parse::<Forward>().unwrap(), Forward { host: 2222, guest: 22 });
+        assert!("22".parse::<Forward>().unwrap_err().contains("HOST:GUEST"));
+        assert!("a:b".parse::<Forward>().is_err());
+    }
+
+    #[test]
+    fn args_golden_bios() {
+        let cfg = VmConfig {
+            image: "/i/flypack.img".into(),
+            firmware: Firmware::Bios,
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            cpus: 2,
+            disk_size: None,
+            overlay: None,
+            forwards: vec![Forward { host: 2222, guest: 22 }],
+            media: MediaNet::Isolated,
+            console_log: "/l/console.log".into(),
+            usb_disks: vec![],
+        };
+        let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg).unwrap().join(" ");
+        assert_eq!(
+            a,
+            "-name flypack -machine q35,accel=tcg -smp 2 -m 2048 -nodefaults -no-user-config -display none \
+             -chardev file,id=console,path=/l/console.log -serial chardev:console -device virtio-rng-pci \
+             -drive if=none,id=disk0,format=qcow2,file=/t/disk.qcow2,discard=unmap -device virtio-blk-pci,drive=disk0,bootindex=1 \
+             -netdev user,id=mgmt,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=mgmt,mac=52:54:00:f1:00:01 \
+             -netdev hubport,id=media,hubid=1 -device virtio-net-pci,netdev=media,mac=52:54:00:f1:00:02"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Disk stage: assemble the disk image from files, without mounts or loop
+//! devices: the GPT written by sfdisk from the partition plan, FAT
+//! filesystems made in place with mkfs.vfat --offset and filled with mtools,
+//! the ext4 root made in place from the tree with mkfs.ext4 -d -E offset,
+//! and GRUB for BIOS and UEFI.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use flypack_contracts::atomic::TempPath;
+use flypack_contracts::cmd::Cmd;
+use flypack_contracts::layout::{PART_BIOS, PART_ESP, PART_ROOT, PART_SEED, SECTOR};
+use serde::Deserialize;
+
+use crate::disk_plan::{DiskPlan, PartitionPlan};
+use crate::grub::{self, Platform};
+use crate::plan::Plan;
+use crate::progress::Reporter;
+use crate::stages::tree::Tree;
+
+/// Where GRUB's platform folders are on the host.
+pub const GRUB_LIB: &str = "/usr/lib/grub";
+
+/// The seed partition's README (the seed is edited on laptops).
+pub const SEED_README: &str = include_str!("seed-README.txt");
+
+/// What the stage produced: the image under its temporary name.
+#[derive(Debug)]
+pub struct Disk {
+    /// The image, renamed into place by the outputs stage.
+    pub image: TempPath,
+}
+
+/// Runs the stage.
+pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
+    let stage = rep.stage("disk", "writing the partition table");
+    check_root_fits(plan, tree)?;
+    let image = TempPath::sibling(&plan.outputs.image)?;
+    {
+        let f = File::create(image.path()).with_context(|| format!("creating {}", image.path().display()))?;
+        f.set_len(plan.disk.size).with_context(|| format!("sizing {}", image.path().display()))?;
+    }
+    let img = image.path();
+    write_table(&plan.disk, img)?;
+
+    let work = tempfile::Builder::new()
+        .prefix(".flypack-tmp-grub-")
+        .tempdir_in(plan.cache_dir.join("work"))
+        .context("creating a work folder")?;
+    let grub_lib = Path::new(GRUB_LIB);
+
+    stage.progress("making the ESP (GRUB for UEFI)");
+    let esp = plan.disk.part(PART_ESP);
+    mkfs_vfat(img, esp, 32)?;
+    let efi = work.path().join("BOOTX64.EFI");
+    grub::mkimage(Platform::Efi, grub_lib, &efi).run().context("making GRUB's UEFI image")?;
+    mtools(img, esp, &["mmd", "::EFI", "::EFI/BOOT"], &[])?;
+    mtools(img, esp, &["mcopy"], &[(&efi, "::EFI/BOOT/BOOTX64.EFI")])?;
+
+    stage.progress("making the seed partition");
+    let seed = plan.disk.part(PART_SEED);
+    mkfs_vfat(img, seed, 16)?;
+    let readme = work.path().join("README.TXT");
+    fs::write(&readme, SEED_README.replace('\n', "\r\n")).context("writing the seed README")?;
+    mtools(img, seed, &["mcopy"], &[(&readme, "::README.TXT")])?;
+
+    stage.progress(&format!("making the root filesystem ({})", indicatif::HumanBytes(tree.used_bytes)));
+    mkfs_ext4(plan, img, tree)?;
+
+    stage.progress("installing GRUB for legacy BIOS");
+    let core = work.path().join("core.img");
+    grub::mkimage(Platform::Bios, grub_lib, &core).run().context("making GRUB's BIOS core image")?;
+    install_bios(img, &plan.disk, &grub_lib.join("i386-pc/boot.img"), &core)?;
+
+    stage.done(&format!("{} image, root {}", indicatif::HumanBytes(plan.disk.size), indicatif::HumanBytes(plan.disk.part(PART_ROOT).size)));
+    Ok(Disk { image })
+}
+
+fn check_root_fits(plan: &Plan, tree: &Tree) -> Result<()> {
+    let root = plan.disk.part(PART_ROOT).size;
+    // ext4 overhead: inode tables (256 B per 16 KiB), journal, group
+    // descriptors; plus headroom for first boot's logs and keys.
+    let overhead = root / 64 + (128 << 20);
+    let need = tree.used_bytes + tree.used_bytes / 20 + overhead;
+    let inodes = root / 16384;
+    if need > root || tree.inodes > inodes {
+        let suggest = (plan.disk.size - root + need).div_ceil(1 << 30);
+        bail!(
+            "{}: disk.size: the root filesystem needs about {} ({} of files, {} inodes) but the disk size leaves {} for it: \
+             raise disk.size (e.g. to \"{}GiB\")",
+            plan.profile.path,
+            indicatif::HumanBytes(need),
+            indicatif::HumanBytes(tree.used_bytes),
+            tree.inodes,
+            indicatif::HumanBytes(root),
+            suggest
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct SfdiskJson {
+    partitiontable: SfdiskTable,
+}
+
+#[derive(Debug, Deserialize)]
+struct SfdiskTable {
+    label: String,
+    id: String,
+    sectorsize: u64,
+    partitions: Vec<SfdiskPart>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SfdiskPart {
+    start: u64,
+    size: u64,
+    #[serde(rename = "type")]
+    type_guid: String,
+    uuid: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Writes the GPT with sfdisk and reads it back: a table that is not exactly
+/// the plan is an error (partitioning tools have exited 0 without writing).
+pub fn write_table(disk: &DiskPlan, img: &Path) -> Result<()> {
+    Cmd::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", "--quiet", "--wipe", "always"])
+        .arg(img)
+        .stdin_bytes(disk.sfdisk_script())
+        .run()
+        .context("writing the partition table")?;
+    verify_table(disk, img)
+}
+
+/// Reads the table back with `sfdisk --json` and compares it with the plan.
+pub fn verify_table(disk: &DiskPlan, img: &Path) -> Result<()> {
+    let out = Cmd::new("sfdisk").arg("--json").arg(img).run().context("reading the partition table back")?;
+    let t: SfdiskJson = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
+    let t = t.partitiontable;
+    ensure!(t.label == "gpt", "partition table is {:?}, expected gpt", t.label);
+    ensure!(t.sectorsize == SECTOR, "sector size {} , expected {SECTOR}", t.sectorsize);
+    ensure!(t.id.eq_ignore_ascii_case(&disk.disk_guid.to_string()), "disk GUID {} is not the planned {}", t.id, disk.disk_guid);
+    ensure!(t.partitions.len() == disk.partitions.len(), "{} partitions written, {} planned", t.partitions.len(), disk.partitions.len());
+    for (got, want) in t.partitions.iter().zip(&disk.partitions) {
+        let same = got.start == want.start_sector()
+            && got.size == want.sectors()
+            && got.type_guid.eq_ignore_ascii_case(want.type_guid)
+            && got.uuid.eq_ignore_ascii_case(&want.uuid.to_string())
+            && got.name == want.name;
+        ensure!(same, "partition {} was written as {got:?}, planned {want:?}", want.number);
+    }
+    Ok(())
+}
+
+fn mkfs_vfat(img: &Path, part: &PartitionPlan, fat: u32) -> Result<()> {
+    let fs = part.fs.as_ref().context("partition has no filesystem")?;
+    let mut cmd = Cmd::new("mkfs.vfat").arg("-F").arg(fat.to_string());
+    if fat == 32 {
+        // One sector per cluster keeps a small ESP above FAT32's cluster minimum.
+        cmd = cmd.args(["-s", "1"]);
+    }
+    cmd.arg("-n")
+        .arg(&fs.label)
+        .arg("-i")
+        .arg(fs.uuid.replace('-', ""))
+        .arg(format!("--offset={}", part.start_sector()))
+        .arg(img)
+        .arg((part.size / 1024).to_string())
+        .run()
+        .with_context(|| format!("making the FAT filesystem of partition {} ({})", part.number, part.name))?;
+    Ok(())
+}
+
+/// Runs an mtools command on a FAT partition inside an image.
+pub fn mtools(img: &Path, part: &PartitionPlan, cmd: &[&str], copies: &[(&Path, &str)]) -> Result<()> {
+    let target = format!("{}@@{}", img.display(), part.start);
+    let mut c = Cmd::new(cmd[0]).env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(&target);
+    if cmd[0] == "mcopy" {
+        c = c.arg("-o");
+    }
+    c = c.args(&cmd[1..]);
+    for (src, dst) in copies {
+        c = c.arg(src).arg(dst);
+    }
+    c.run().with_context(|| format!("writing into partition {} ({})", part.number, part.name))?;
+    Ok(())
+}
+
+fn mkfs_ext4(plan: &Plan, img: &Path, tree: &Tree) -> Result<()> {
+    let part = plan.disk.part(PART_ROOT);
+    let fs = part.fs.as_ref().context("root has no filesystem")?;
+    let r = Cmd::new("mkfs.ext4")
+        .args(["-F", "-q", "-L"])
+        .arg(&fs.label)
+        .arg("-U")
+        .arg(&fs.uuid)
+        .arg("-E")
+        .arg(format!("offset={},root_owner=0:0", part.start))
+        .arg("-d")
+        .arg(tree.path())
+        .arg(img)
+        .arg(format!("{}k", part.size / 1024))
+        .run();
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.stderr().contains("Could not allocate block") || e.stderr().contains("No space left") => bail!(
+            "{}: disk.size: the root filesystem ran out of space while copying {} of files: raise disk.size\n({e})",
+            plan.profile.path,
+            indicatif::HumanBytes(tree.used_bytes)
+        ),
+        Err(e) => Err(e).context("making the root filesystem"),
+    }
+}
+
+fn install_bios(img: &Path, disk: &DiskPlan, boot_img: &Path, core_img: &Path) -> Result<()> {
+    let boot = fs::read(boot_img).with_context(|| format!("reading {}", boot_img.display()))?;
+    let core = fs::read(core_img).with_context(|| format!("reading {}", core_img.display()))?;
+    let mut f = OpenOptions::new().read(true).write(true).open(img).with_context(|| format!("opening {}", img.display()))?;
+    let mut mbr = [0u8; 512];
+    f.read_exact(&mut mbr).context("reading the protective MBR")?;
+    let part = disk.part(PART_BIOS);
+    let (first, core) = grub::install_bios(&mbr, &boot, &core, part.start_sector(), part.sectors())?;
+    f.seek(SeekFrom::Start(part.start))?;
+    f.write_all(&core).context("writing GRUB's core image")?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&first).context("writing the boot sector")?;
+    f.sync_all().context("syncing the image")?;
+    Ok(())
+}

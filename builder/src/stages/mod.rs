@@ -1,0 +1,7 @@
+//! The build stages, in order. Each takes the plan (and what the previous
+//! stage produced) and returns what it produced.
+
+pub mod disk;
+pub mod outputs;
+pub mod rootfs;
+pub mod tree;

@@ -1,0 +1,334 @@
+//! Root filesystem stage: mmdebstrap from Debian's archive (signatures
+//! checked by apt, as mmdebstrap does), cached by a digest of its inputs.
+//!
+//! Downloaded packages are kept between builds in `CACHE/apt/` with the
+//! recipe from mmdebstrap's manual (`--skip=essential/unlink`, `sync-in` in
+//! a setup hook, `sync-out` in a customize hook). The result is one tar
+//! archive per input digest in `CACHE/rootfs/`, written under a temporary
+//! name and renamed when complete, with the installed package list beside it.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use flypack_contracts::atomic::{TempPath, write_atomic};
+use flypack_contracts::cmd::{Cmd, CmdError, Stream};
+use flypack_contracts::manifest::Package;
+
+use crate::plan::RootfsPlan;
+use crate::progress::Reporter;
+
+/// How many cached root filesystems to keep.
+const KEEP_CACHED: usize = 3;
+
+/// What the stage produced.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    /// The root filesystem archive.
+    pub archive: PathBuf,
+    /// Installed packages.
+    pub packages: Vec<Package>,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// Runs the stage.
+pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) -> Result<Rootfs> {
+    let dir = cache_dir.join("rootfs");
+    fs::create_dir_all(&dir).with_context(|| format!("creating cache folder {}", dir.display()))?;
+    let list = plan.archive.with_extension("packages.json");
+
+    // One build makes a given root filesystem at a time; others wait for it.
+    let lock_path = plan.archive.with_extension("lock");
+    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        rep.info("another build is making the same root filesystem; waiting for it");
+        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    }
+
+    if !plan.refresh && plan.archive.is_file() && list.is_file() {
+        let stage = rep.stage("rootfs", "reusing the cached root filesystem");
+        let packages = read_packages(&list)?;
+        // Touch it so pruning keeps the ones in use.
+        File::open(&plan.archive)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("touching {}", plan.archive.display()))?;
+        stage.done(&format!("cached {} ({} packages)", short(&plan.key), packages.len()));
+        return Ok(Rootfs { archive: plan.archive.clone(), packages, cached: true });
+    }
+
+    let stage = rep.stage("rootfs", "checking the mirror");
+    check_mirrors(plan, profile)?;
+    stage.progress("running mmdebstrap");
+
+    let apt_cache = cache_dir.join("apt");
+    fs::create_dir_all(&apt_cache).with_context(|| format!("creating {}", apt_cache.display()))?;
+    let work = cache_dir.join("work");
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let archive_tmp = TempPath::sibling(&plan.archive)?;
+    let list_tmp = TempPath::sibling(&list)?;
+    let preseed_tmp = TempPath::sibling(&plan.archive.with_extension("preseed"))?;
+    if let Some(p) = &plan.preseed {
+        fs::write(preseed_tmp.path(), &p.text).with_context(|| format!("writing {}", preseed_tmp.path().display()))?;
+    }
+
+    let cmd = mmdebstrap(plan, &apt_cache, archive_tmp.path(), list_tmp.path(), plan.preseed.as_ref().map(|_| preseed_tmp.path()))
+        .env("TMPDIR", &work);
+    let mut errors: Vec<String> = Vec::new();
+    let result = cmd.run_lines(|stream, line| {
+        if stream == Stream::Stderr && (line.starts_with("E: ") || line.contains("useradd: ") || line.starts_with("W: Unable")) {
+            errors.push(line.to_string());
+        }
+        if let Some(msg) = line.strip_prefix("I: ") {
+            stage.progress(msg);
+        }
+    });
+    if let Err(e) = result {
+        return Err(explain(plan, profile, &errors, e));
+    }
+
+    let packages = read_dpkg_list(list_tmp.path())?;
+    if packages.is_empty() {
+        bail!("mmdebstrap finished but no installed packages were listed: the root filesystem is unusable");
+    }
+    write_atomic(&list, serde_json::to_vec_pretty(&packages)?.as_slice(), 0o644)?;
+    archive_tmp.persist(&plan.archive)?;
+    drop(list_tmp);
+    prune(&dir, &plan.archive)?;
+    let size = fs::metadata(&plan.archive).map(|m| m.len()).unwrap_or(0);
+    stage.done(&format!("built {} ({} packages, {})", short(&plan.key), packages.len(), indicatif::HumanBytes(size)));
+    Ok(Rootfs { archive: plan.archive.clone(), packages, cached: false })
+}
+
+fn short(key: &str) -> &str {
+    &key[..12.min(key.len())]
+}
+
+/// The mmdebstrap command line for a plan.
+pub fn mmdebstrap(plan: &RootfsPlan, apt_cache: &Path, out: &Path, list_out: &Path, preseed: Option<&Path>) -> Cmd {
+    let q = |p: &Path| flypack_contracts::cmd::shell_quote(&p.display().to_string());
+    let mut cmd = Cmd::new("mmdebstrap")
+        .arg(format!("--variant={}", plan.variant))
+        .arg(format!("--architectures={}", plan.architecture))
+        .arg(format!("--include={}", plan.packages.join(",")))
+        .arg("--skip=essential/unlink")
+        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
+        .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", q(apt_cache)));
+    if plan.packages.iter().any(|p| p == "zstd") {
+        // zstd initramfs: much faster to unpack at boot than gzip.
+        cmd = cmd.arg(
+            "--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d && \
+             echo COMPRESS=zstd > \"$1\"/etc/initramfs-tools/conf.d/flypack-compress.conf",
+        );
+    }
+    if let Some(p) = preseed {
+        // Before the non-essential packages are installed and configured.
+        cmd = cmd
+            .arg(format!("--essential-hook=copy-in {} /tmp", q(p)))
+            .arg(format!(
+                "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/{name} && rm \"$1\"/tmp/{name}",
+                name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            ));
+    }
+    for u in &plan.users {
+        let mut hook = format!(
+            "--customize-hook=chroot \"$1\" useradd --create-home --user-group --shell {} ",
+            flypack_contracts::cmd::shell_quote(&u.shell)
+        );
+        if !u.groups.is_empty() {
+            hook.push_str(&format!("--groups {} ", u.groups.join(",")));
+        }
+        // No password, ever: the account is locked and logs in with SSH keys.
+        hook.push_str(&format!("{name} && chroot \"$1\" passwd --lock --quiet {name}", name = u.name));
+        cmd = cmd.arg(hook);
+    }
+    cmd.arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(apt_cache)))
+        .arg(format!(
+            "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}}\\t${{Version}}\\n' > {}",
+            q(list_out)
+        ))
+        .arg(&plan.suite)
+        .arg(out)
+        .args(&plan.sources)
+}
+
+/// Turns mmdebstrap's failure into what the user must change.
+fn explain(plan: &RootfsPlan, profile: &Path, errors: &[String], e: CmdError) -> anyhow::Error {
+    let p = profile.display();
+    for line in errors {
+        if let Some(pkg) = line
+            .strip_prefix("E: Unable to locate package ")
+            .or_else(|| line.strip_prefix("E: Package '").and_then(|s| s.split('\'').next()))
+        {
+            return anyhow!(
+                "{p}: debian.packages: package {pkg:?} does not exist in {} ({}) at {}: check its name \
+                 (apt-cache policy {pkg}) and debian.components\n(mmdebstrap said: {line})",
+                plan.suite,
+                plan.sources.first().map(|s| s.split_whitespace().skip(3).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+                plan.mirror
+            );
+        }
+        if let Some(rest) = line.split("useradd: group '").nth(1) {
+            let group = rest.split('\'').next().unwrap_or(rest);
+            return anyhow!(
+                "{p}: users: group {group:?} does not exist in the image: remove it from the user's groups \
+                 or add the package that creates it\n(mmdebstrap said: {line})"
+            );
+        }
+        if line.contains("Failed to fetch") || line.contains("Could not resolve") || line.contains("Temporary failure resolving") || line.contains("Unable to connect") || line.contains("Release' does not have a Release file") || line.contains("does not have a Release file") {
+            return anyhow!(
+                "{p}: debian.mirror: cannot download from {}: check the URL and the network\n(mmdebstrap said: {line})",
+                plan.mirror
+            );
+        }
+    }
+    anyhow::Error::new(e).context("mmdebstrap failed to build the root filesystem")
+}
+
+/// Checks that every source answers before spending minutes in mmdebstrap.
+fn check_mirrors(plan: &RootfsPlan, profile: &Path) -> Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    for src in &plan.sources {
+        let mut f = src.split_whitespace().skip(1);
+        let (Some(url), Some(suite)) = (f.next(), f.next()) else { continue };
+        let release = format!("{}/dists/{suite}/InRelease", url.trim_end_matches('/'));
+        if let Some(path) = release.strip_prefix("file://") {
+            if !Path::new(path).is_file() {
+                bail!("{}: debian.mirror: {release} does not exist: check the path", profile.display());
+            }
+            continue;
+        }
+        match agent.head(&release).call() {
+            Ok(_) => {}
+            Err(ureq::Error::StatusCode(code)) => bail!(
+                "{}: debian.mirror: {release} answered HTTP {code}: check the mirror URL and the suite",
+                profile.display()
+            ),
+            Err(e) => bail!(
+                "{}: debian.mirror: cannot reach {url} ({e}): check the URL and the network \
+                 (builds need Debian's archive; booting and flashing do not)",
+                profile.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn read_dpkg_list(path: &Path) -> Result<Vec<Package>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out: Vec<Package> = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| Package { name: n.to_string(), version: v.to_string() })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn read_packages(path: &Path) -> Result<Vec<Package>> {
+    let text = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Keeps the newest [`KEEP_CACHED`] archives.
+fn prune(dir: &Path, keep: &Path) -> Result<()> {
+    let mut tars: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar") && p != keep)
+        .filter_map(|p| fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
+        .collect();
+    tars.sort();
+    let excess = tars.len().saturating_sub(KEEP_CACHED - 1);
+    for (_, p) in tars.into_iter().take(excess) {
+        tracing::info!("pruning cached root filesystem {}", p.display());
+        for ext in ["tar", "packages.json", "lock"] {
+            flypack_contracts::atomic::remove_any(&p.with_extension(ext))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{PreseedPlan, RootfsUser};
+
+    fn plan() -> RootfsPlan {
+        RootfsPlan {
+            key: "k".into(),
+            recipe: 1,
+            suite: "bookworm".into(),
+            architecture: "amd64".into(),
+            variant: "minbase".into(),
+            sources: vec!["deb http://deb.debian.org/debian bookworm main".into()],
+            mirror: "http://deb.debian.org/debian".into(),
+            snapshot: None,
+            packages: vec!["linux-image-amd64".into(), "zstd".into()],
+            preseed: Some(PreseedPlan { path: "/p/flypack.preseed".into(), text: String::new() }),
+            users: vec![RootfsUser { name: "ops".into(), groups: vec!["sudo".into(), "adm".into()], shell: "/bin/bash".into() }],
+            archive: "/c/rootfs/k.tar".into(),
+            cached: false,
+            refresh: false,
+        }
+    }
+
+    #[test]
+    fn mmdebstrap_command_golden() {
+        let cmd = mmdebstrap(&plan(), Path::new("/c/apt"), Path::new("/c/rootfs/tmp.tar"), Path::new("/c/list"), Some(Path::new("/c/x.preseed")));
+        let want = [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--architectures=amd64",
+            "--include=linux-image-amd64,zstd",
+            "--skip=essential/unlink",
+            "'--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/'",
+            "'--setup-hook=sync-in /c/apt /var/cache/apt/archives/'",
+            "'--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d && echo COMPRESS=zstd > \"$1\"/etc/initramfs-tools/conf.d/flypack-compress.conf'",
+            "'--essential-hook=copy-in /c/x.preseed /tmp'",
+            "'--essential-hook=chroot \"$1\" debconf-set-selections /tmp/x.preseed && rm \"$1\"/tmp/x.preseed'",
+            "'--customize-hook=chroot \"$1\" useradd --create-home --user-group --shell /bin/bash --groups sudo,adm ops && chroot \"$1\" passwd --lock --quiet ops'",
+            "'--customize-hook=sync-out /var/cache/apt/archives /c/apt'",
+            "'--customize-hook=chroot \"$1\" dpkg-query -W -f='\\''${Package}\\t${Version}\\n'\\'' > /c/list'",
+            "bookworm",
+            "/c/rootfs/tmp.tar",
+            "'deb http://deb.debian.org/debian bookworm main'",
+        ]
+        .join(" ");
+        assert_eq!(cmd.display(), want);
+    }
+
+    #[test]
+    fn failures_become_profile_errors() {
+        let e = || CmdError::Failed { command: "mmdebstrap".into(), status: "exit status: 1".into(), code: Some(1), stderr_tail: String::new() };
+        let p = Path::new("images/x.toml");
+        let msg = explain(&plan(), p, &["E: Unable to locate package nosuchpkg".into()], e()).to_string();
+        assert!(msg.starts_with("images/x.toml: debian.packages: package \"nosuchpkg\" does not exist in bookworm"), "{msg}");
+        let msg = explain(&plan(), p, &["E: Package 'foo' has no installation candidate".into()], e()).to_string();
+        assert!(msg.contains("package \"foo\" does not exist"), "{msg}");
+        let msg = explain(&plan(), p, &["useradd: group 'docker' does not exist".into()], e()).to_string();
+        assert!(msg.contains("group \"docker\" does not exist in the image"), "{msg}");
+        let msg = explain(&plan(), p, &["E: Failed to fetch http://x/InRelease  Could not resolve 'x'".into()], e()).to_string();
+        assert!(msg.contains("debian.mirror: cannot download"), "{msg}");
+        let msg = format!("{:#}", explain(&plan(), p, &[], e()));
+        assert!(msg.contains("mmdebstrap failed"), "{msg}");
+    }
+
+    #[test]
+    fn dpkg_list_parses() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        fs::write(&p, "zstd\t1.5.4+dfsg2-5\nlibc6\t2.36-9+deb12u14\nremoved\t\n").unwrap();
+        let l = read_dpkg_list(&p).unwrap();
+        assert_eq!(l, vec![
+            Package { name: "libc6".into(), version: "2.36-9+deb12u14".into() },
+            Package { name: "zstd".into(), version: "1.5.4+dfsg2-5".into() },
+        ]);
+    }
+}
