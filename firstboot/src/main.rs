@@ -1,3 +1,24 @@
+use clap::Parser;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = firstboot::cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    let code = match firstboot::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("firstboot: error: {e:#}");
+            // Distinct from the verdict codes 1 and 2.
+            3
+        }
+    };
+    std::process::exit(code);
 }

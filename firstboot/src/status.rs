@@ -1,0 +1,182 @@
+//! The verdict: computed from the journal (and, once QA exists, its report),
+//! announced on the console as the `FLYPACK-STATUS` line, written to the
+//! status file (for the web app) and to the login banner.
+
+use anyhow::{Context, Result};
+use flypack_contracts::atomic::write_atomic;
+use flypack_contracts::layout::target;
+use flypack_contracts::status::{Provisioning, STATUS_SCHEMA, StageState, StageStatus, Status, Verdict};
+
+use crate::journal::Journal;
+use crate::root::Root;
+
+/// Attempts after which a failing stage is reported as given up (the
+/// systemd unit's StartLimitBurst).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The unit's hostname as configured in the root.
+pub fn hostname(root: &Root) -> String {
+    std::fs::read_to_string(root.path("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Computes the status from the journal. `stages` is the full stage order.
+pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> Status {
+    let mut out = Vec::new();
+    let mut reasons = Vec::new();
+    let mut failed_for_good = false;
+    for name in stages {
+        match journal.stage(name) {
+            Some(r) => {
+                if r.state == StageState::Failed {
+                    let gave_up = r.attempts >= MAX_ATTEMPTS;
+                    failed_for_good |= gave_up;
+                    reasons.push(format!(
+                        "stage {name} failed (attempt {}{}): {}",
+                        r.attempts,
+                        if gave_up { ", gave up" } else { ", will retry" },
+                        r.detail.as_deref().unwrap_or("no detail")
+                    ));
+                }
+                out.push(StageStatus {
+                    name: name.to_string(),
+                    state: r.state,
+                    attempts: r.attempts,
+                    duration_ms: r.duration_ms,
+                    detail: r.detail.clone(),
+                });
+            }
+            None => out.push(StageStatus { name: name.to_string(), state: StageState::Pending, attempts: 0, duration_ms: None, detail: None }),
+        }
+    }
+    let provisioning = if done {
+        Provisioning::Done
+    } else if failed_for_good {
+        Provisioning::Failed
+    } else {
+        Provisioning::InProgress
+    };
+    if !done && reasons.is_empty() {
+        reasons.push("provisioning has not finished".to_string());
+    }
+    let verdict = if done && reasons.is_empty() { Verdict::Go } else { Verdict::NoGo };
+    Status {
+        schema: STATUS_SCHEMA,
+        verdict,
+        version: flypack_contracts::VERSION.to_string(),
+        hostname: hostname(root),
+        time: crate::runner::now(),
+        provisioning,
+        stages: out,
+        qa: None,
+        services: Vec::new(),
+        reasons,
+    }
+}
+
+/// Prints the status line and writes the status file and the login banner.
+pub fn announce(root: &Root, status: &Status) -> Result<()> {
+    // One write of one line, so it is never interleaved on the console.
+    println!("{}", status.to_line());
+    let json = serde_json::to_vec_pretty(status).context("serialising the status")?;
+    let file = root.path(target::STATUS_FILE);
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    write_atomic(&file, &json, 0o644)?;
+    let issue = root.path(target::ISSUE_FILE);
+    if let Some(d) = issue.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    write_atomic(&issue, banner(status).as_bytes(), 0o644)?;
+    if root.is_live() {
+        // Ask running gettys to redraw the banner; a box without agetty
+        // (a container, a test) simply has nothing to refresh.
+        if let Err(e) = flypack_contracts::cmd::Cmd::new("agetty").arg("--reload").run() {
+            tracing::debug!("agetty --reload: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// The login banner fragment.
+pub fn banner(status: &Status) -> String {
+    let mut s = format!(
+        "\n  FLYPACK {}: {}  (provisioning {}, firstboot {})\n",
+        status.hostname,
+        status.verdict,
+        match status.provisioning {
+            Provisioning::Done => "done",
+            Provisioning::InProgress => "in progress",
+            Provisioning::Failed => "FAILED",
+        },
+        status.version
+    );
+    for r in &status.reasons {
+        s.push_str(&format!("  - {r}\n"));
+    }
+    s.push_str("  `firstboot status` for details\n\n");
+    s
+}
+
+/// A human table of the status.
+pub fn table(status: &Status) -> String {
+    let mut s = format!("{}: {} (provisioning {:?})\n", status.hostname, status.verdict, status.provisioning);
+    for st in &status.stages {
+        s.push_str(&format!(
+            "  {:<10} {:<8} attempts {:<2} {:>8}  {}\n",
+            st.name,
+            format!("{:?}", st.state).to_lowercase(),
+            st.attempts,
+            st.duration_ms.map(|d| format!("{:.1}s", d as f64 / 1000.0)).unwrap_or_default(),
+            st.detail.as_deref().unwrap_or("")
+        ));
+    }
+    for r in &status.reasons {
+        s.push_str(&format!("  - {r}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_follows_the_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        std::fs::create_dir_all(root.path("/etc")).unwrap();
+        std::fs::write(root.path("/etc/hostname"), "unit-3\n").unwrap();
+        let mut j = Journal::default();
+        let s = compute(&root, &j, &["disk"], false);
+        assert_eq!((s.verdict, s.provisioning), (Verdict::NoGo, Provisioning::InProgress));
+        assert_eq!(s.stages[0].state, StageState::Pending);
+        j.stage_mut("disk").state = StageState::Done;
+        let s = compute(&root, &j, &["disk"], true);
+        assert_eq!((s.verdict, s.provisioning), (Verdict::Go, Provisioning::Done));
+        assert_eq!(s.hostname, "unit-3");
+        let r = j.stage_mut("disk");
+        r.state = StageState::Failed;
+        r.attempts = MAX_ATTEMPTS;
+        r.detail = Some("growpart: no space".into());
+        let s = compute(&root, &j, &["disk"], false);
+        assert_eq!((s.verdict, s.provisioning), (Verdict::NoGo, Provisioning::Failed));
+        assert_eq!(s.reasons, vec!["stage disk failed (attempt 5, gave up): growpart: no space"]);
+    }
+
+    #[test]
+    fn announce_writes_status_and_banner() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let s = compute(&root, &Journal::default(), &["disk"], false);
+        announce(&root, &s).unwrap();
+        let written: Status = serde_json::from_slice(&std::fs::read(root.path(target::STATUS_FILE)).unwrap()).unwrap();
+        assert_eq!(written, s);
+        let issue = std::fs::read_to_string(root.path(target::ISSUE_FILE)).unwrap();
+        assert!(issue.contains("FLYPACK unknown: NO-GO"), "{issue}");
+    }
+}
