@@ -79,8 +79,20 @@ pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> S
 
 /// Prints the status line and writes the status file and the login banner.
 pub fn announce(root: &Root, status: &Status) -> Result<()> {
-    // One write of one line, so it is never interleaved on the console.
-    println!("{}", status.to_line());
+    let line = status.to_line();
+    // stdout goes to the journal; on the unit the line also goes straight to
+    // the console, at the start of a line and without journald's prefix,
+    // in one write so nothing interleaves with it.
+    println!("{line}");
+    if root.is_live() {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/console")
+            .and_then(|mut c| std::io::Write::write_all(&mut c, format!("\n{line}\n").as_bytes()))
+        {
+            tracing::warn!("cannot write the status line to /dev/console: {e}");
+        }
+    }
     let json = serde_json::to_vec_pretty(status).context("serialising the status")?;
     let file = root.path(target::STATUS_FILE);
     if let Some(d) = file.parent() {

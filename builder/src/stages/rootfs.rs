@@ -81,7 +81,9 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
             errors.push(line.to_string());
         }
         if let Some(msg) = line.strip_prefix("I: ") {
-            stage.progress(msg);
+            // Hook lines carry whole shell commands: show their start.
+            let short: String = msg.chars().take(90).collect();
+            stage.progress(&short);
         }
     });
     if let Err(e) = result {
@@ -110,6 +112,8 @@ pub fn mmdebstrap(plan: &RootfsPlan, apt_cache: &Path, out: &Path, list_out: &Pa
     let q = |p: &Path| flypack_contracts::cmd::shell_quote(&p.display().to_string());
     let mut cmd = Cmd::new("mmdebstrap")
         .arg(format!("--variant={}", plan.variant))
+        // Explicit: the output is written under a temporary name without .tar.
+        .arg("--format=tar")
         .arg(format!("--architectures={}", plan.architecture))
         .arg(format!("--include={}", plan.packages.join(",")))
         .arg("--skip=essential/unlink")
@@ -285,6 +289,7 @@ mod tests {
         let want = [
             "mmdebstrap",
             "--variant=minbase",
+            "--format=tar",
             "--architectures=amd64",
             "--include=linux-image-amd64,zstd",
             "--skip=essential/unlink",
