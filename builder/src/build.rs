@@ -71,19 +71,41 @@ pub fn manifest(plan: &Plan, rootfs: &Rootfs) -> Result<Manifest> {
     })
 }
 
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The files written.
+    pub written: Written,
+    /// Whether the root filesystem came from the cache.
+    pub rootfs_cached: bool,
+    /// Seconds per stage, in order.
+    pub stage_seconds: Vec<(&'static str, f64)>,
+}
+
 /// Runs every stage of `plan`.
-pub fn run(plan: &Plan, rep: &Reporter) -> Result<Written> {
+pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
+    let mut secs = Vec::new();
+    let mut t = std::time::Instant::now();
+    let mut lap = |name: &'static str, secs: &mut Vec<(&'static str, f64)>| {
+        secs.push((name, t.elapsed().as_secs_f64()));
+        t = std::time::Instant::now();
+    };
     preflight(plan)?;
     let rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
+    lap("rootfs", &mut secs);
     check_glibc(plan, &rootfs)?;
     crate::interrupt::check()?;
     let manifest = manifest(plan, &rootfs)?;
     let tree = stages::tree::run(plan, &rootfs, &manifest, rep)?;
+    lap("tree", &mut secs);
     crate::interrupt::check()?;
     let disk = stages::disk::run(plan, &tree, rep)?;
     drop(tree);
+    lap("disk", &mut secs);
     crate::interrupt::check()?;
-    stages::outputs::run(plan, disk, manifest, rep)
+    let written = stages::outputs::run(plan, disk, manifest, rep)?;
+    lap("outputs", &mut secs);
+    Ok(Report { written, rootfs_cached: rootfs.cached, stage_seconds: secs })
 }
 
 /// The root filesystem's libc6 must be at least what firstboot needs.

@@ -160,7 +160,9 @@ impl DiskPlan {
         s.push_str("label: gpt\n");
         s.push_str(&format!("label-id: {}\n", self.disk_guid.to_string().to_uppercase()));
         s.push_str("unit: sectors\n");
-        s.push_str(&format!("first-lba: {}\n", ALIGN / SECTOR));
+        // 34: the first sector after the primary GPT. Partitions still start
+        // 1 MiB in; a larger first-lba makes `sgdisk -v` warn about a gap.
+        s.push_str("first-lba: 34\n");
         s.push_str(&format!("sector-size: {SECTOR}\n\n"));
         for p in &self.partitions {
             s.push_str(&format!(
@@ -239,7 +241,7 @@ mod tests {
             "label: gpt
 label-id: 11111111-2222-4333-8444-555555555555
 unit: sectors
-first-lba: 2048
+first-lba: 34
 sector-size: 512
 
 start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, uuid=00000000-0000-4000-8000-000000000001, name=\"bios-boot\"

@@ -1,14 +1,242 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Helpers for the workspace's end-to-end tests: build the binaries and the
+//! default image once per run (shared by every test, across test processes),
+//! build variants, boot images in QEMU and look inside them without mounting.
+//!
+//! These tests need root, mmdebstrap, QEMU and Debian's archive: `.ci/run`
+//! installs what they need. A test that cannot run fails; it never skips.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use flypack_contracts::manifest::{Manifest, PartitionInfo};
+use flypack_contracts::status::Status;
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Cargo's target folder.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"))
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// Where end-to-end artefacts go (kept between runs, under target/).
+pub fn e2e_dir() -> PathBuf {
+    let d = target_dir().join("e2e");
+    std::fs::create_dir_all(&d).expect("creating target/e2e");
+    d
+}
+
+/// Holds an exclusive lock on a file in target/e2e while alive.
+pub struct Lock(#[allow(dead_code)] File);
+
+/// Takes the named lock (blocking), so test processes do shared work once.
+pub fn lock(name: &str) -> Lock {
+    let f = File::create(e2e_dir().join(format!("{name}.lock"))).expect("creating lock file");
+    f.lock().expect("locking");
+    Lock(f)
+}
+
+/// The release binaries under test.
+#[derive(Debug)]
+pub struct Bins {
+    /// builder.
+    pub builder: PathBuf,
+    /// firstboot.
+    pub firstboot: PathBuf,
+}
+
+/// Builds (once) and returns the release `builder` and `firstboot`.
+///
+/// Under cargo-nextest (the README's test command) this runs
+/// `cargo build --release` for the two binaries; `FLYPACK_BIN_DIR` points
+/// at prebuilt ones instead.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let dir = match std::env::var_os("FLYPACK_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let _l = lock("cargo-build");
+                assert!(
+                    std::env::var_os("NEXTEST_RUN_ID").is_some(),
+                    "run the end-to-end tests with `cargo nextest run` (README), or set FLYPACK_BIN_DIR to a folder \
+                     holding release builds of builder and firstboot: plain `cargo test` holds cargo's build lock"
+                );
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let st = Command::new(cargo)
+                    .args(["build", "--release", "--bins", "-p", "builder", "-p", "firstboot"])
+                    .current_dir(repo())
+                    .status()
+                    .expect("running cargo build");
+                assert!(st.success(), "cargo build --release of builder and firstboot failed");
+                target_dir().join("release")
+            }
+        };
+        let b = Bins { builder: dir.join("builder"), firstboot: dir.join("firstboot") };
+        assert!(b.builder.is_file() && b.firstboot.is_file(), "no builder/firstboot in {}", dir.display());
+        b
+    })
+}
+
+/// A `builder` command with the test environment.
+pub fn builder() -> Command {
+    let b = bins();
+    let mut c = Command::new(&b.builder);
+    c.env("FLYPACK_FIRSTBOOT", &b.firstboot).current_dir(repo()).stdin(Stdio::null());
+    c
+}
+
+/// What a `builder --json ...` run printed.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// JSON events from stdout.
+    pub events: Vec<Value>,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The first event of this kind.
+    pub fn event(&self, kind: &str) -> Option<&Value> {
+        self.events.iter().find(|e| e["event"] == kind)
     }
+}
+
+/// Runs a builder command and collects its JSON events.
+pub fn run(cmd: &mut Command) -> Run {
+    let out: Output = cmd.output().expect("running builder");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events = stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    Run { code: out.status.code().unwrap_or(-1), events, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// `builder --json build PROFILE --out OUT`.
+pub fn build(profile: &Path, out: &Path) -> Run {
+    run(builder().args(["--json", "build"]).arg(profile).arg("--out").arg(out))
+}
+
+/// The plan digest `builder build --dry-run` computes for a profile.
+pub fn plan_digest(profile: &Path, out: &Path) -> String {
+    let o = builder().args(["build", "--dry-run"]).arg(profile).arg("--out").arg(out).output().expect("dry run");
+    assert!(o.status.success(), "dry run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let plan: Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
+    plan["digest"].as_str().expect("plan digest").to_string()
+}
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The raw image.
+    pub path: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl Image {
+    /// Loads an image and its manifest from an output folder.
+    pub fn load(out: &Path, name: &str) -> Image {
+        let m = std::fs::read(out.join(format!("{name}.manifest.json"))).expect("reading manifest");
+        Image { path: out.join(format!("{name}.img")), manifest: serde_json::from_slice(&m).expect("parsing manifest") }
+    }
+
+    /// A partition.
+    pub fn part(&self, n: u32) -> &PartitionInfo {
+        self.manifest.disk.partition(n).expect("partition in manifest")
+    }
+
+    /// `image?offset=N` of the root filesystem, for e2fsprogs tools.
+    pub fn root_fs(&self) -> String {
+        format!("{}?offset={}", self.path.display(), self.part(4).start_bytes)
+    }
+
+    /// A file's content in the root filesystem (debugfs, no mount).
+    pub fn read_root_file(&self, path: &str) -> String {
+        let o = Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(self.root_fs()).output().expect("debugfs");
+        assert!(o.status.success(), "debugfs failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Copies partition `n` to a file (for fsck.vfat and friends).
+    pub fn extract_partition(&self, n: u32, dest: &Path) {
+        use std::io::{Read, Seek, SeekFrom};
+        let p = self.part(n);
+        let mut f = File::open(&self.path).expect("opening image");
+        f.seek(SeekFrom::Start(p.start_bytes)).expect("seek");
+        let mut buf = vec![0u8; p.size_bytes as usize];
+        f.read_exact(&mut buf).expect("reading partition");
+        std::fs::write(dest, buf).expect("writing partition copy");
+    }
+}
+
+/// The default profile's image, built once per run and shared by every test
+/// (rebuilt only when its plan digest changed: code, profile or overlay).
+pub fn shared_image() -> Image {
+    let out = e2e_dir().join("default");
+    let profile = repo().join("images/flypack.toml");
+    let _l = lock("default-image");
+    let want = plan_digest(&profile, &out);
+    let current = std::fs::read(out.join("flypack.manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .map(|m| m.plan_digest);
+    if current.as_deref() != Some(want.as_str()) || !out.join("flypack.img").is_file() {
+        let r = build(&profile, &out);
+        assert_eq!(r.code, 0, "building the default image failed:\n{}", r.stderr);
+    }
+    Image::load(&out, "flypack")
+}
+
+/// How a boot ended.
+#[derive(Debug)]
+pub struct Booted {
+    /// builder boot's exit code.
+    pub code: i32,
+    /// The status line, if it appeared.
+    pub status: Option<Status>,
+    /// Seconds to the status line.
+    pub seconds: Option<f64>,
+    /// The console log.
+    pub console: String,
+    /// builder's stderr.
+    pub stderr: String,
+}
+
+/// Boots `image` with `builder boot --expect-ready 600` plus `args`.
+pub fn boot(image: &Path, args: &[&str], log: &Path) -> Booted {
+    let r = run(builder()
+        .args(["--json", "boot", "--quiet", "--expect-ready", "600", "--log"])
+        .arg(log)
+        .arg(image)
+        .args(args));
+    let ready = r.event("ready");
+    Booted {
+        code: r.code,
+        status: ready.map(|e| serde_json::from_value(e["status"].clone()).expect("status JSON")),
+        seconds: ready.and_then(|e| e["seconds"].as_f64()),
+        console: std::fs::read_to_string(log).unwrap_or_default(),
+        stderr: r.stderr,
+    }
+}
+
+/// Runs a command and returns (success, stdout+stderr).
+pub fn sh(cmd: &mut Command) -> (bool, String) {
+    let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// Names of the files in a folder, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => vec![],
+    };
+    v.sort();
+    v
 }

@@ -29,9 +29,19 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
         plan.profile.path,
         if plan.rootfs.cached && !plan.rootfs.refresh { "cached" } else { "to build: a few minutes" }
     ));
-    let written = crate::build::run(&plan, rep)?;
+    let report = crate::build::run(&plan, rep)?;
+    let written = &report.written;
     if rep.mode() == Mode::Json {
-        rep.event("result", json!({ "image": written.image, "manifest": written.manifest, "sums": written.sums, "extra": written.extra, "data_bytes": written.image_data_bytes, "size_bytes": written.image_size }));
+        let stages: serde_json::Map<String, serde_json::Value> =
+            report.stage_seconds.iter().map(|(n, s)| (n.to_string(), json!((s * 10.0).round() / 10.0))).collect();
+        rep.event(
+            "result",
+            json!({
+                "image": written.image, "manifest": written.manifest, "sums": written.sums, "extra": written.extra,
+                "data_bytes": written.image_data_bytes, "size_bytes": written.image_size,
+                "rootfs_cached": report.rootfs_cached, "plan_digest": plan.digest, "stage_seconds": stages,
+            }),
+        );
     } else {
         eprintln!("\nbuilt {}", written.image.display());
         eprintln!("  manifest  {}", written.manifest.display());

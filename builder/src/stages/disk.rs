@@ -59,6 +59,7 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     mtools(img, esp, &["mmd", "::EFI", "::EFI/BOOT"], &[])?;
     mtools(img, esp, &["mcopy"], &[(&efi, "::EFI/BOOT/BOOTX64.EFI")])?;
 
+    crate::interrupt::check()?;
     stage.progress("making the seed partition");
     let seed = plan.disk.part(PART_SEED);
     mkfs_vfat(img, seed, 16)?;
@@ -69,6 +70,7 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     stage.progress(&format!("making the root filesystem ({})", indicatif::HumanBytes(tree.used_bytes)));
     mkfs_ext4(plan, img, tree)?;
 
+    crate::interrupt::check()?;
     stage.progress("installing GRUB for legacy BIOS");
     let core = work.path().join("core.img");
     grub::mkimage(Platform::Bios, grub_lib, &core).run().context("making GRUB's BIOS core image")?;

@@ -130,6 +130,7 @@ pub fn hash_file(path: &Path, stage: &Stage) -> Result<String> {
         }
         h.update(&buf[..n]);
         done += n as u64;
+        crate::interrupt::check()?;
         stage.bytes(done, total);
     }
     Ok(hex::encode(h.finalize()))

@@ -1,0 +1,279 @@
+//! End to end: the default profile builds into an image that boots under
+//! SeaBIOS and OVMF to firstboot's status line, whose filesystems and
+//! partition table check clean; a changed overlay reuses the cached root
+//! filesystem; bad input fails clearly and leaves nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use flypack_contracts::status::{StageState, Verdict};
+use flypack_e2e::*;
+
+fn assert_go(b: &Booted, what: &str) {
+    let status = b.status.as_ref().unwrap_or_else(|| {
+        panic!("{what}: no FLYPACK-STATUS line (exit {}):\n{}\n--- console tail ---\n{}", b.code, b.stderr, tail(&b.console, 60))
+    });
+    assert_eq!(status.verdict, Verdict::Go, "{what}: {status:?}");
+    assert_eq!(b.code, 0, "{what}: builder boot exit code");
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    let disk = status.stages.iter().find(|s| s.name == "disk").expect("disk stage reported");
+    assert_eq!(disk.state, StageState::Done, "{what}: {disk:?}");
+    // builder boot gives the guest an 8 GiB disk: the 4 GiB image's root grew.
+    assert!(disk.detail.as_deref().unwrap_or("").contains("root grown to 7.9 GiB"), "{what}: {disk:?}");
+    // The status line stands at the start of a console line.
+    assert!(b.console.lines().any(|l| l.starts_with("FLYPACK-STATUS {")), "{what}: status line not at line start");
+    eprintln!("{what}: FLYPACK-STATUS after {:.1} s", b.seconds.unwrap_or(0.0));
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(n)..].join("\n")
+}
+
+#[test]
+fn default_image_boots_under_bios() {
+    let img = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let b = boot(&img.path, &["--firmware", "bios"], &dir.path().join("console.log"));
+    assert_go(&b, "BIOS");
+    // GRUB's BIOS core image ran (not UEFI).
+    assert!(b.console.contains("GNU GRUB"), "no GRUB banner on the BIOS console");
+}
+
+#[test]
+fn default_image_boots_under_uefi() {
+    let img = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let b = boot(&img.path, &["--firmware", "uefi"], &dir.path().join("console.log"));
+    assert_go(&b, "UEFI");
+    assert!(b.console.contains("EFI stub") || b.console.contains("efi: EFI v"), "kernel did not boot through UEFI");
+}
+
+#[test]
+fn boot_never_changes_the_image() {
+    let img = shared_image();
+    let before = std::fs::read_to_string(img.path.parent().unwrap().join("SHA256SUMS")).unwrap();
+    let sums = img.manifest.outputs.iter().find(|o| o.name == "flypack.img").unwrap().sha256.clone();
+    assert!(before.contains(&sums));
+    let dir = tempfile::tempdir().unwrap();
+    let b = boot(&img.path, &[], &dir.path().join("console.log"));
+    assert_go(&b, "BIOS (image unchanged)");
+    let (ok, out) = sh(Command::new("sha256sum").arg(&img.path));
+    assert!(ok, "{out}");
+    assert!(out.starts_with(&sums), "the image changed while booting: {out} vs {sums}");
+}
+
+#[test]
+fn outputs_are_consistent_and_filesystems_clean() {
+    let img = shared_image();
+    let out = img.path.parent().unwrap();
+    // Exactly the promised outputs, nothing temporary.
+    assert_eq!(names(out), ["SHA256SUMS", "flypack.img", "flypack.manifest.json"]);
+    let (ok, msg) = sh(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out));
+    assert!(ok, "SHA256SUMS does not match: {msg}");
+
+    // Partition table: sgdisk finds nothing wrong; sfdisk reads back what the manifest says.
+    let (ok, msg) = sh(Command::new("sgdisk").arg("-v").arg(&img.path));
+    assert!(ok && msg.contains("No problems found"), "sgdisk -v: {msg}");
+    assert!(!msg.to_lowercase().contains("warning"), "sgdisk -v warns: {msg}");
+    let o = Command::new("sfdisk").arg("--json").arg(&img.path).output().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4);
+    for (i, p) in parts.iter().enumerate() {
+        let m = img.part(i as u32 + 1);
+        assert_eq!(p["start"].as_u64().unwrap() * 512, m.start_bytes);
+        assert_eq!(p["size"].as_u64().unwrap() * 512, m.size_bytes);
+        assert!(p["uuid"].as_str().unwrap().eq_ignore_ascii_case(&m.uuid), "{p} vs {m:?}");
+        assert!(p["type"].as_str().unwrap().eq_ignore_ascii_case(&m.type_guid));
+        assert_eq!(p["name"].as_str().unwrap(), m.name);
+    }
+    assert_eq!(
+        parts.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["bios-boot", "esp", "flypack-seed", "root"]
+    );
+
+    // Filesystems: fsck finds nothing wrong.
+    let (ok, msg) = sh(Command::new("e2fsck").arg("-fn").arg(img.root_fs()));
+    assert!(ok, "e2fsck -fn: {msg}");
+    let dir = tempfile::tempdir().unwrap();
+    for (n, label) in [(2, "FLYPACK-ESP"), (3, "FLYPACKSEED")] {
+        let f = dir.path().join(format!("p{n}"));
+        img.extract_partition(n, &f);
+        let (ok, msg) = sh(Command::new("fsck.vfat").arg("-n").arg(&f));
+        assert!(ok, "fsck.vfat -n partition {n}: {msg}");
+        let (ok, msg) = sh(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(&f).arg("::"));
+        assert!(ok && msg.contains(&format!("Volume in drive : is {label}")), "partition {n}: {msg}");
+        let fs = img.part(n).filesystem.as_ref().unwrap();
+        assert!(msg.contains(&format!("Volume Serial Number is {}", fs.uuid)), "{msg} vs {fs:?}");
+    }
+    let (ok, msg) = sh(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(dir.path().join("p2")).arg("::EFI/BOOT"));
+    assert!(ok && msg.contains("BOOTX64  EFI"), "no removable-media boot loader on the ESP: {msg}");
+
+    // Root filesystem: UUID and label as recorded.
+    let (ok, msg) = sh(Command::new("dumpe2fs").arg("-h").arg(img.root_fs()));
+    assert!(ok, "{msg}");
+    let fs = img.part(4).filesystem.as_ref().unwrap();
+    assert!(msg.contains(&format!("Filesystem UUID:          {}", fs.uuid)), "{msg}");
+    assert!(msg.contains("Filesystem volume name:   flypack-root"));
+
+    // Inside: the manifest, boot config and a clonable system.
+    let inside: flypack_contracts::manifest::Manifest =
+        serde_json::from_str(&img.read_root_file("/usr/share/flypack/manifest.json")).unwrap();
+    let mut outside = img.manifest.clone();
+    outside.outputs.clear();
+    assert_eq!(inside, outside, "the manifest inside the image differs from the one beside it");
+    let grub = img.read_root_file("/boot/grub/grub.cfg");
+    assert!(grub.contains(&format!("root=PARTUUID={} ", img.part(4).uuid)), "{grub}");
+    assert!(grub.contains("console=ttyS0,115200n8"));
+    let fstab = img.read_root_file("/etc/fstab");
+    assert!(fstab.contains(&format!("UUID={}\t/\text4", fs.uuid)), "{fstab}");
+    assert_eq!(img.read_root_file("/etc/machine-id"), "", "the image must not carry a machine-id");
+    let (ok, ls) = sh(Command::new("debugfs").arg("-R").arg("ls -l /etc/ssh").arg(img.root_fs()));
+    assert!(ok && ls.contains("sshd_config") && !ls.contains("ssh_host_"), "host keys in the image: {ls}");
+    let shadow = img.read_root_file("/etc/shadow");
+    for line in shadow.lines() {
+        let pw = line.split(':').nth(1).unwrap_or("");
+        assert!(pw.starts_with('!') || pw == "*" || pw.starts_with("!*"), "an account has a usable password: {line}");
+    }
+    let sshd = img.read_root_file("/etc/ssh/sshd_config.d/60-flypack.conf");
+    assert!(sshd.contains("PasswordAuthentication no"));
+    let names: Vec<&str> = img.manifest.packages.iter().map(|p| p.name.as_str()).collect();
+    for want in ["linux-image-amd64", "systemd-resolved", "openssh-server", "chrony", "linuxptp", "docker.io", "firmware-bnx2x", "intel-microcode"] {
+        assert!(names.contains(&want), "{want} missing from the manifest's packages");
+    }
+    // firstboot and its unit are in and enabled.
+    let (ok, ls) = sh(Command::new("debugfs").arg("-R").arg("ls /etc/systemd/system/multi-user.target.wants").arg(img.root_fs()));
+    assert!(ok && ls.contains("flypack-firstboot.service"), "{ls}");
+    let (ok, ls) = sh(Command::new("debugfs").arg("-R").arg("stat /etc/systemd/system/systemd-firstboot.service").arg(img.root_fs()));
+    assert!(ok && ls.contains("Fast link dest: \"/dev/null\""), "systemd-firstboot not masked: {ls}");
+}
+
+/// Copies the default profile into `dir` with absolute paths and the given
+/// overlays, applying `edit` to its text.
+fn variant_profile(dir: &Path, overlays: &[&Path], edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let images = repo().join("images");
+    let list: Vec<String> = overlays.iter().map(|o| format!("{:?}", o.display().to_string())).collect();
+    let text = std::fs::read_to_string(images.join("flypack.toml"))
+        .unwrap()
+        .replace("preseed = \"flypack.preseed\"", &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()))
+        .replace("overlays = [\"../overlays/base\"]", &format!("overlays = [{}]", list.join(", ")));
+    let p = dir.join("variant.toml");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    let (ok, msg) = sh(Command::new("cp").arg("-a").arg(src).arg(dst));
+    assert!(ok, "{msg}");
+}
+
+#[test]
+fn changed_overlay_reuses_the_cached_rootfs_and_boots() {
+    let base = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("base");
+    copy_tree(&repo().join("overlays/base"), &overlay);
+    let sysctl = overlay.join("etc/sysctl.d/60-flypack-video.conf");
+    let text = std::fs::read_to_string(&sysctl).unwrap().replace("net.core.rmem_max = 67108864", "net.core.rmem_max = 33554432");
+    std::fs::write(&sysctl, text).unwrap();
+    let profile = variant_profile(dir.path(), &[&overlay], |t| t);
+    let out = dir.path().join("out");
+
+    let r = build(&profile, &out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let result = r.event("result").expect("result event");
+    assert_eq!(result["rootfs_cached"], true, "the root filesystem was rebuilt for an overlay change");
+    let img = Image::load(&out, "flypack");
+    assert_eq!(img.manifest.rootfs.digest, base.manifest.rootfs.digest);
+    assert_eq!(img.manifest.packages, base.manifest.packages);
+    assert_ne!(img.manifest.outputs[0].sha256, base.manifest.outputs[0].sha256, "same image after an overlay change");
+    assert!(img.read_root_file("/etc/sysctl.d/60-flypack-video.conf").contains("net.core.rmem_max = 33554432"));
+    eprintln!("warm rebuild stages: {}", result["stage_seconds"]);
+
+    let b = boot(&img.path, &[], &dir.path().join("console.log"));
+    assert_go(&b, "rebuilt image");
+}
+
+#[test]
+fn bad_input_fails_clearly_and_leaves_nothing() {
+    // The cached root filesystem makes the "too small" case quick.
+    let _ = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo().join("overlays/base");
+    type Case<'a> = (&'a str, Box<dyn Fn(String) -> String>, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("unknown key", Box::new(|t: String| t.replacen("version = 1", "version = 1\ncolour = \"red\"", 1)), None, "colour: unknown field `colour`"),
+        (
+            "unreachable mirror",
+            Box::new(|t: String| t.replace("mirror = \"http://deb.debian.org/debian\"", "mirror = \"http://127.0.0.1:9/debian\"")),
+            None,
+            "debian.mirror: cannot reach http://127.0.0.1:9/debian",
+        ),
+        (
+            "package that does not exist",
+            Box::new(|t: String| t.replacen("\"jq\", ", "\"jq\", \"flypack-no-such-package\", ", 1)),
+            None,
+            "debian.packages: package \"flypack-no-such-package\" does not exist in bookworm",
+        ),
+        ("unwritable output folder", Box::new(|t| t), Some("/proc/flypack-out"), "cannot create the output folder /proc/flypack-out"),
+        ("root too small", Box::new(|t: String| t.replace("size = \"4GiB\"", "size = \"1536MiB\"")), None, "disk.size: the root filesystem needs about"),
+    ];
+    for (what, edit, out_override, words) in cases {
+        let case_dir = dir.path().join(what.replace(' ', "-"));
+        std::fs::create_dir_all(&case_dir).unwrap();
+        let profile = variant_profile(&case_dir, &[&base], edit);
+        let out = out_override.map(std::path::PathBuf::from).unwrap_or_else(|| case_dir.join("out"));
+        let r = build(&profile, &out);
+        assert_ne!(r.code, 0, "{what}: build succeeded");
+        assert!(r.stderr.contains(words), "{what}: error does not say {words:?}:\n{}", r.stderr);
+        assert!(r.stderr.starts_with("error: ") || r.stderr.contains("\nerror: "), "{what}: {}", r.stderr);
+        assert_eq!(names(&out), Vec::<String>::new(), "{what}: files left in the output folder");
+        eprintln!("{what}: {}", r.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or(""));
+    }
+}
+
+#[test]
+fn interrupted_build_leaves_nothing_under_the_final_names() {
+    let _ = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = variant_profile(dir.path(), &[&repo().join("overlays/base")], |t| t);
+    let out = dir.path().join("out");
+    for signal in ["TERM", "KILL"] {
+        let mut child = builder()
+            .args(["--json", "build"])
+            .arg(&profile)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            // Interrupt while the disk image is being written.
+            if line.contains("\"stage-start\"") && line.contains("\"disk\"") {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let (ok, msg) = sh(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()));
+                assert!(ok, "{msg}");
+                break;
+            }
+        }
+        let st = child.wait().unwrap();
+        assert!(!st.success(), "{signal}: build was not interrupted");
+        let left = names(&out);
+        for final_name in ["flypack.img", "flypack.manifest.json", "SHA256SUMS"] {
+            assert!(!left.contains(&final_name.to_string()), "{signal}: {final_name} exists after an interrupted build");
+        }
+        if signal == "TERM" {
+            // A clean interrupt also removes its temporary files.
+            assert_eq!(left, Vec::<String>::new(), "SIGTERM left files behind");
+        }
+    }
+    // The next build sweeps what SIGKILL left and completes.
+    let r = build(&profile, &out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(names(&out), ["SHA256SUMS", "flypack.img", "flypack.manifest.json"]);
+}
