@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Benchmarks of `builder build` and `builder boot` (issue 2). Prints figures;
+# asserts nothing. Run as root from the repository root after
+# `cargo build --release`:
+#
+#   bench/build.sh [ROUNDS]        (default 1 round of the cold comparison)
+#
+# 1. Cold build of the default profile vs a bare mmdebstrap of the same
+#    package set, in the same run, alternating, both with empty package
+#    caches (both download everything). Ratio = builder / mmdebstrap.
+# 2. Warm rebuild after changing one overlay file (root filesystem cached).
+# 3. Boot to the FLYPACK-STATUS line under BIOS and UEFI, median of 3 each,
+#    one VM at a time.
+# 4. Image size: bytes of data in the sparse image, and zstd -3 size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-1}"
+bin="${FLYPACK_BIN_DIR:-target/release}"
+builder="$bin/builder"
+export FLYPACK_FIRSTBOOT="$bin/firstboot"
+work="$(mktemp -d /var/tmp/flypack-bench.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+packages="$("$builder" build --dry-run --out "$work/dry" | python3 -c 'import json,sys; p=json.load(sys.stdin); print(",".join(p["rootfs"]["packages"]))')"
+mapfile -t sources < <("$builder" build --dry-run --out "$work/dry" | python3 -c 'import json,sys; [print(s) for s in json.load(sys.stdin)["rootfs"]["sources"]]')
+
+echo "== 1. cold build vs bare mmdebstrap ($rounds round(s)) =="
+: > "$work/cold"
+for i in $(seq 1 "$rounds"); do
+  rm -rf "$work/c" "$work/o" "$work/m.tar"
+  t0=$(now)
+  mmdebstrap --quiet --variant=minbase --format=tar --include="$packages" bookworm "$work/m.tar" "${sources[@]}"
+  t1=$(now)
+  FLYPACK_CACHE="$work/c" "$builder" build --out "$work/o" >/dev/null 2>"$work/build.log"
+  t2=$(now)
+  m=$(echo "$t1 - $t0" | bc); b=$(echo "$t2 - $t1" | bc)
+  echo "round $i: mmdebstrap ${m}s  builder ${b}s  ratio $(echo "scale=3; $b / $m" | bc)"
+  echo "$m $b" >> "$work/cold"
+done
+cold_m=$(awk '{print $1}' "$work/cold" | median); cold_b=$(awk '{print $2}' "$work/cold" | median)
+echo "median: mmdebstrap ${cold_m}s  builder ${cold_b}s  ratio $(echo "scale=3; $cold_b / $cold_m" | bc)  (goal <= 1.25)"
+
+echo "== 2. warm rebuild after one overlay file changed =="
+cp -a overlays/base "$work/overlay"
+sed -i 's/^net.core.netdev_max_backlog = .*/net.core.netdev_max_backlog = 12000/' "$work/overlay/etc/sysctl.d/60-flypack-video.conf"
+sed -e "s|preseed = \"flypack.preseed\"|preseed = \"$PWD/images/flypack.preseed\"|" \
+    -e "s|overlays = \[\"../overlays/base\"\]|overlays = [\"$work/overlay\"]|" images/flypack.toml > "$work/warm.toml"
+t0=$(now)
+FLYPACK_CACHE="$work/c" "$builder" --json build "$work/warm.toml" --out "$work/o" > "$work/warm.json" 2>/dev/null
+t1=$(now)
+warm=$(echo "$t1 - $t0" | bc)
+echo "warm rebuild ${warm}s = $(echo "scale=1; 100 * $warm / $cold_b" | bc)% of the cold build (goal <= 10% and < 60 s)"
+grep '"result"' "$work/warm.json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  stages:", r["stage_seconds"], " rootfs cached:", r["rootfs_cached"])'
+
+echo "== 3. boot to FLYPACK-STATUS (TCG, one VM at a time) =="
+for fw in bios uefi; do
+  : > "$work/boot-$fw"
+  for i in 1 2 3; do
+    "$builder" --json boot "$work/o/flypack.img" --firmware "$fw" --quiet --expect-ready 600 --log "$work/console.log" \
+      | python3 -c 'import json,sys
+for l in sys.stdin:
+    e=json.loads(l)
+    if e.get("event")=="ready": print(e["seconds"])' >> "$work/boot-$fw"
+  done
+  echo "$fw: $(tr '\n' ' ' < "$work/boot-$fw")-> median $(median < "$work/boot-$fw") s"
+done
+
+echo "== 4. image size =="
+img="$work/o/flypack.img"
+data=$(du --block-size=1 "$img" | cut -f1)
+zstd -q -3 -T0 -f -o "$work/img.zst" "$img"
+echo "apparent $(stat -c %s "$img") B, data $data B ($(echo "scale=2; $data / 1048576" | bc) MiB), zstd -3 $(stat -c %s "$work/img.zst") B ($(echo "scale=2; $(stat -c %s "$work/img.zst") / 1048576" | bc) MiB)"
