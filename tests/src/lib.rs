@@ -220,7 +220,8 @@ pub fn boot(image: &Path, args: &[&str], log: &Path) -> Booted {
         code: r.code,
         status: ready.map(|e| serde_json::from_value(e["status"].clone()).expect("status JSON")),
         seconds: ready.and_then(|e| e["seconds"].as_f64()),
-        console: std::fs::read_to_string(log).unwrap_or_default(),
+        // Firmware writes bytes that are not UTF-8.
+        console: String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned(),
         stderr: r.stderr,
     }
 }
