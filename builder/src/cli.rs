@@ -38,7 +38,10 @@ pub enum Command {
     /// root filesystem is cached by a digest of its inputs, so rebuilding
     /// after an overlay change takes seconds, not minutes.
     Build(BuildArgs),
-    /// Check profiles (and later unit and fleet configs) without building.
+    /// Check profiles, unit configs and fleet inventories without building.
+    ///
+    /// The kind of each file is told by its content: [debian] makes a
+    /// profile, [[units]] a fleet inventory, hostname a unit config.
     Validate(ValidateArgs),
     /// Boot an image in QEMU, on a copy-on-write overlay (the image is never
     /// changed), with two NICs like a flypack server: management (QEMU user
@@ -51,6 +54,28 @@ pub enum Command {
     Boot(BootArgs),
     /// List missing host tools and the apt-get command that installs them.
     Doctor,
+    /// Write a unit's config (unit.toml, fleet.toml) into an image's seed
+    /// partition, without root or mounting. The files are validated first.
+    Customize(CustomizeArgs),
+}
+
+/// `builder customize`.
+#[derive(Debug, Args)]
+pub struct CustomizeArgs {
+    /// The image (raw) or disk to customise.
+    pub image: PathBuf,
+
+    /// The unit config to write as unit.toml.
+    #[arg(long)]
+    pub unit: Option<PathBuf>,
+
+    /// The fleet inventory to write as fleet.toml.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+
+    /// Remove unit.toml and fleet.toml from the seed (before writing new ones).
+    #[arg(long)]
+    pub clear: bool,
 }
 
 /// `builder build`.
@@ -89,7 +114,7 @@ pub struct BuildArgs {
 /// `builder validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Profile files to check.
+    /// Files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }

@@ -24,5 +24,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Validate(a) => cmd::validate::run(a, &rep),
         cli::Command::Boot(a) => cmd::boot::run(a, &rep),
         cli::Command::Doctor => cmd::doctor::run(&rep),
+        cli::Command::Customize(a) => cmd::customize::run(a, &rep),
     }
 }

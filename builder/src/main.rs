@@ -3,7 +3,7 @@ use clap::Parser;
 fn main() {
     let cli = builder::cli::Cli::parse();
     let level = match cli.verbose {
-        0 => "warn",
+        0 => "warn,fatfs=error",
         1 => "info,flypack_contracts=debug,builder=debug",
         _ => "debug",
     };

@@ -152,9 +152,8 @@ impl TempPath {
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("fsync of {}", self.path.display()))?;
         }
-        fs::rename(&self.path, target).with_context(|| {
-            format!("renaming {} to {}", self.path.display(), target.display())
-        })?;
+        fs::rename(&self.path, target)
+            .with_context(|| format!("renaming {} to {}", self.path.display(), target.display()))?;
         self.keep = true;
         fsync_dir(parent_dir(target))
     }
@@ -220,9 +219,15 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o640).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         // No temporary file is left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
     }
 

@@ -29,7 +29,10 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != self.0);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != self.0);
     }
 }
 
@@ -165,7 +168,8 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -223,7 +227,9 @@ impl Cmd {
         let program = self.program.to_string_lossy().into_owned();
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             match package_for(&program) {
-                Some(pkg) => format!(" (not installed: apt-get install {pkg}; `builder doctor` lists every missing tool)"),
+                Some(pkg) => format!(
+                    " (not installed: apt-get install {pkg}; `builder doctor` lists every missing tool)"
+                ),
                 None => " (not installed or not on PATH)".to_string(),
             }
         } else {
@@ -295,15 +301,29 @@ impl Cmd {
         let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
         let mut readers = Vec::new();
         for (stream, pipe) in [
-            (Stream::Stdout, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-            (Stream::Stderr, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+            (
+                Stream::Stdout,
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
+            (
+                Stream::Stderr,
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
         ] {
             let Some(pipe) = pipe else { continue };
             let tx = tx.clone();
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).split(b'\n') {
                     let Ok(line) = line else { break };
-                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                    let text = String::from_utf8_lossy(&line)
+                        .trim_end_matches('\r')
+                        .to_string();
                     if tx.send((stream, text)).is_err() {
                         break;
                     }
@@ -412,7 +432,10 @@ mod tests {
     #[test]
     fn failure_names_command_status_and_stderr_tail() {
         let err = Cmd::new("sh")
-            .args(["-c", "for i in $(seq 1 40); do echo line$i >&2; done; exit 3"])
+            .args([
+                "-c",
+                "for i in $(seq 1 40); do echo line$i >&2; done; exit 3",
+            ])
             .run()
             .unwrap_err();
         let text = err.to_string();
@@ -426,7 +449,10 @@ mod tests {
     #[test]
     fn missing_program_names_the_package() {
         let err = Cmd::new("mmdebstrap-does-not-exist").run().unwrap_err();
-        assert!(err.to_string().contains("could not run `mmdebstrap-does-not-exist`"));
+        assert!(
+            err.to_string()
+                .contains("could not run `mmdebstrap-does-not-exist`")
+        );
         let err = Cmd::new("/nonexistent/sgdisk").run().unwrap_err();
         assert!(err.to_string().contains("apt-get install gdisk"), "{err}");
     }
@@ -441,7 +467,10 @@ mod tests {
         seen.sort_by_key(|(s, _)| *s == Stream::Stderr);
         assert_eq!(
             seen,
-            vec![(Stream::Stdout, "out".to_string()), (Stream::Stderr, "err".to_string())]
+            vec![
+                (Stream::Stdout, "out".to_string()),
+                (Stream::Stderr, "err".to_string())
+            ]
         );
     }
 }

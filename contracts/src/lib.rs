@@ -12,6 +12,9 @@ pub mod digest;
 pub mod layout;
 pub mod manifest;
 pub mod status;
+pub mod unit;
 
 /// Version of this workspace, recorded in manifests and status lines.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod qa;
+pub mod seed;

@@ -3,7 +3,7 @@ use clap::Parser;
 fn main() {
     let cli = firstboot::cli::Cli::parse();
     let level = match cli.verbose {
-        0 => "info",
+        0 => "info,fatfs=error",
         _ => "debug",
     };
     tracing_subscriber::fmt()

@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod customize;
 pub mod doctor;
 pub mod validate;
 

@@ -1,0 +1,267 @@
+//! The seed partition: a small FAT filesystem (label FLYPACKSEED) holding
+//! `unit.toml` and/or `fleet.toml`, read by firstboot and written by
+//! `builder customize`, without mounting (the fatfs crate works on the bytes).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use fscommon::{BufStream, StreamSlice};
+
+/// The unit config on the seed.
+pub const UNIT_FILE: &str = "unit.toml";
+/// The fleet inventory on the seed.
+pub const FLEET_FILE: &str = "fleet.toml";
+
+/// What a seed holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeedFiles {
+    /// `unit.toml`.
+    pub unit: Option<String>,
+    /// `fleet.toml`.
+    pub fleet: Option<String>,
+    /// Every file name at the top level.
+    pub names: Vec<String>,
+    /// Volume label.
+    pub label: String,
+}
+
+/// A read-only file for fatfs (which wants Write in its type).
+struct ReadOnly(File);
+
+impl Read for ReadOnly {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+impl Seek for ReadOnly {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+impl Write for ReadOnly {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the seed is read only here",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn find<'a, T: fatfs::ReadWriteSeek>(
+    root: &fatfs::Dir<'a, T>,
+    want: &str,
+) -> io::Result<Option<fatfs::DirEntry<'a, T>>> {
+    for e in root.iter() {
+        let e = e?;
+        if e.is_file() && e.file_name().eq_ignore_ascii_case(want) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+fn read_text<T: fatfs::ReadWriteSeek>(e: fatfs::DirEntry<'_, T>) -> Result<String> {
+    let mut s = Vec::new();
+    e.to_file()
+        .read_to_end(&mut s)
+        .with_context(|| format!("reading {} on the seed", e.file_name()))?;
+    String::from_utf8(s).with_context(|| {
+        format!(
+            "{} on the seed is not UTF-8 text: save it as UTF-8",
+            e.file_name()
+        )
+    })
+}
+
+/// Reads the seed FAT filesystem at `offset..offset+len` of `path` (a
+/// partition device with offset 0, or a whole image).
+pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
+    let f = File::open(path).with_context(|| format!("opening seed {}", path.display()))?;
+    let slice =
+        StreamSlice::new(ReadOnly(f), offset, offset + len).context("seed partition bounds")?;
+    let fs = fatfs::FileSystem::new(BufStream::new(slice), fatfs::FsOptions::new()).with_context(
+        || {
+            format!(
+                "{} holds no FAT filesystem at offset {offset}",
+                path.display()
+            )
+        },
+    )?;
+    let root = fs.root_dir();
+    let mut out = SeedFiles {
+        label: fs.volume_label().trim().to_string(),
+        ..Default::default()
+    };
+    for e in root.iter() {
+        let e = e.context("listing the seed")?;
+        out.names.push(e.file_name());
+    }
+    for name in &out.names {
+        let l = name.to_ascii_lowercase();
+        for want in [UNIT_FILE, FLEET_FILE] {
+            if l != want && l.starts_with(want) && (l.ends_with(".txt") || l.ends_with(".rtf")) {
+                bail!(
+                    "the seed has {name:?}, not {want}: the editor added an extension; rename it to {want}"
+                );
+            }
+        }
+    }
+    if let Some(e) = find(&root, UNIT_FILE)? {
+        out.unit = Some(read_text(e)?);
+    }
+    if let Some(e) = find(&root, FLEET_FILE)? {
+        out.fleet = Some(read_text(e)?);
+    }
+    Ok(out)
+}
+
+/// Writes files into the seed FAT filesystem at `offset..offset+len` of the
+/// image (replacing files of the same name, any case) and removes `remove`.
+pub fn write(
+    image: &Path,
+    offset: u64,
+    len: u64,
+    files: &[(&str, &[u8])],
+    remove: &[&str],
+) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .with_context(|| format!("opening {} for writing", image.display()))?;
+    {
+        let slice = StreamSlice::new(&f, offset, offset + len).context("seed partition bounds")?;
+        let fs = fatfs::FileSystem::new(BufStream::new(slice), fatfs::FsOptions::new())
+            .with_context(|| {
+                format!(
+                    "{} holds no FAT seed filesystem at offset {offset}",
+                    image.display()
+                )
+            })?;
+        {
+            let root = fs.root_dir();
+            for name in files.iter().map(|(n, _)| *n).chain(remove.iter().copied()) {
+                while let Some(e) = find(&root, name)? {
+                    root.remove(&e.file_name())
+                        .with_context(|| format!("removing {} from the seed", e.file_name()))?;
+                }
+            }
+            for (name, data) in files {
+                let mut out = root
+                    .create_file(name)
+                    .with_context(|| format!("creating {name} on the seed"))?;
+                out.truncate()?;
+                out.write_all(data).with_context(|| {
+                    format!("writing {name} on the seed (is the seed partition full?)")
+                })?;
+                out.flush()?;
+            }
+        }
+        fs.unmount().context("closing the seed filesystem")?;
+    }
+    f.sync_all().context("syncing the image")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16 MiB FAT16 filesystem at 1 MiB into a file, made by mkfs.vfat.
+    fn image() -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(20 << 20).unwrap();
+        let st = std::process::Command::new("mkfs.vfat")
+            .args(["-F", "16", "-n", "FLYPACKSEED", "--offset=2048"])
+            .arg(f.path())
+            .arg("16384")
+            .output()
+            .expect("mkfs.vfat (dosfstools) is needed for this test");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        f
+    }
+
+    #[test]
+    fn write_then_read_back() {
+        let img = image();
+        let (off, len) = (1 << 20, 16 << 20);
+        let empty = read(img.path(), off, len).unwrap();
+        assert_eq!((empty.unit, empty.label.as_str()), (None, "FLYPACKSEED"));
+        write(img.path(), off, len, &[(UNIT_FILE, b"version = 1\n")], &[]).unwrap();
+        write(
+            img.path(),
+            off,
+            len,
+            &[
+                (UNIT_FILE, b"version = 1\nhostname = \"a\"\n"),
+                (FLEET_FILE, b"f"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let s = read(img.path(), off, len).unwrap();
+        assert_eq!(s.unit.as_deref(), Some("version = 1\nhostname = \"a\"\n"));
+        assert_eq!(s.fleet.as_deref(), Some("f"));
+        write(img.path(), off, len, &[], &[FLEET_FILE]).unwrap();
+        assert_eq!(read(img.path(), off, len).unwrap().fleet, None);
+        // What we wrote is a clean FAT filesystem for other tools too.
+        let part = tempfile::NamedTempFile::new().unwrap();
+        let bytes = std::fs::read(img.path()).unwrap();
+        std::fs::write(part.path(), &bytes[off as usize..(off + len) as usize]).unwrap();
+        let o = std::process::Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(part.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        let o = std::process::Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(part.path())
+            .arg("::unit.toml")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "version = 1\nhostname = \"a\"\n"
+        );
+    }
+
+    #[test]
+    fn names_match_case_insensitively_and_txt_is_explained() {
+        let img = image();
+        let (off, len) = (1 << 20, 16 << 20);
+        write(img.path(), off, len, &[("UNIT.TOML", b"x")], &[]).unwrap();
+        assert_eq!(
+            read(img.path(), off, len).unwrap().unit.as_deref(),
+            Some("x")
+        );
+        write(
+            img.path(),
+            off,
+            len,
+            &[("unit.toml.txt", b"x")],
+            &[UNIT_FILE],
+        )
+        .unwrap();
+        let e = read(img.path(), off, len).unwrap_err().to_string();
+        assert!(e.contains("rename it to unit.toml"), "{e}");
+    }
+
+    #[test]
+    fn not_fat_is_a_clear_error() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(1 << 20).unwrap();
+        let e = format!("{:#}", read(f.path(), 0, 1 << 20).unwrap_err());
+        assert!(e.contains("holds no FAT filesystem"), "{e}");
+    }
+}
