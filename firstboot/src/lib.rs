@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod journal;
+pub mod netfiles;
 pub mod root;
 pub mod runner;
 pub mod stages;

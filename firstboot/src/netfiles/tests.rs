@@ -1,0 +1,51 @@
+//! Golden tests: each `golden/NAME.unit.toml` renders to exactly
+//! `golden/NAME.expected` (every file, with a `=== path ===` header).
+//! After an intended change: `UPDATE_GOLDEN=1 cargo test -p firstboot netfiles`
+//! and review the diff.
+
+use super::*;
+use std::path::Path;
+
+fn dump(files: &Files) -> String {
+    let mut s = String::new();
+    for (path, text) in files {
+        s.push_str(&format!("=== {path} ===\n{text}"));
+    }
+    s
+}
+
+#[test]
+fn golden() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/netfiles/golden");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".unit.toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 4, "golden cases missing");
+    let mut failed = Vec::new();
+    for case in cases {
+        let text = std::fs::read_to_string(&case).unwrap();
+        let unit = flypack_contracts::unit::parse_unit(&case, &text).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        let got = dump(&render(&unit));
+        let expected_path = case.with_file_name(case.file_name().unwrap().to_string_lossy().replace(".unit.toml", ".expected"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != want {
+            failed.push(format!("{}:\n--- want\n{want}\n--- got\n{got}", case.display()));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn managed_paths() {
+    assert!(is_managed("/etc/systemd/network/10-flypack-media.network"));
+    assert!(is_managed(RESOLVED_FILE));
+    assert!(!is_managed("/etc/systemd/network/99-flypack-fallback.network"));
+    assert!(!is_managed("/etc/systemd/network/10-flypack"));
+}
