@@ -1,8 +1,11 @@
 //! Flypack's first-boot provisioning service.
 
 pub mod cli;
+pub mod config;
 pub mod journal;
 pub mod netfiles;
+pub mod netlink;
+pub mod network;
 pub mod root;
 pub mod runner;
 pub mod stages;

@@ -1,0 +1,322 @@
+//! Which unit config applies, and why: the seed partition's unit.toml, then
+//! a fleet inventory (the seed's, then the image's) matched by DMI serial or
+//! MAC address, then the image's defaults. Everything is validated before
+//! anything is applied; an invalid file is an error, never skipped.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use flypack_contracts::atomic::write_atomic;
+use flypack_contracts::layout::{NAME_SEED, PART_SEED};
+use flypack_contracts::seed::{self, SeedFiles};
+use flypack_contracts::unit::{Fleet, FleetMatch, Hardware, Unit, parse_fleet, parse_unit};
+use serde::Serialize;
+
+use crate::root::Root;
+
+/// The image's default unit config (written by the builder).
+pub const DEFAULTS: &str = "/usr/share/flypack/unit.defaults.toml";
+/// A fleet inventory baked into the image.
+pub const IMAGE_FLEET: &str = "/usr/share/flypack/fleet.toml";
+/// The resolved config, as applied.
+pub const RESOLVED: &str = "/etc/flypack/unit.toml";
+/// Where it came from.
+pub const SOURCE: &str = "/etc/flypack/unit.source.json";
+
+/// Where the seed is read from.
+#[derive(Debug, Clone)]
+pub enum SeedLocation {
+    /// A block device or image file, at offset/length.
+    At(PathBuf, u64, u64),
+    /// No seed partition was found (with why).
+    Missing(String),
+}
+
+/// The outcome of resolution.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    /// The config.
+    pub unit: Unit,
+    /// `seed:unit.toml`, `seed:fleet.toml`, `image:fleet.toml` or `defaults`.
+    pub source: String,
+    /// Why that source won.
+    pub reason: String,
+    /// Every source considered, in order, and what happened.
+    pub explain: Vec<String>,
+    /// The hardware it ran on.
+    pub hardware: Hardware,
+}
+
+/// Values firmware vendors put where a serial number should be.
+fn is_placeholder_serial(s: &str) -> bool {
+    let l = s.trim().to_ascii_lowercase();
+    l.is_empty()
+        || l.chars().all(|c| c == '0' || c == ' ')
+        || ["not specified", "to be filled by o.e.m.", "system serial number", "default string", "none", "n/a", "123456789"]
+            .contains(&l.as_str())
+}
+
+/// The DMI serial and physical NICs' MACs, from sysfs under `root`.
+pub fn hardware(root: &Root) -> Hardware {
+    let serial = std::fs::read_to_string(root.path("/sys/class/dmi/id/product_serial"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !is_placeholder_serial(s));
+    let mut macs = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.path("/sys/class/net")) {
+        let mut names: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        for p in names {
+            // Physical NICs have a device link; VLANs, bridges and lo do not.
+            if !p.join("device").exists() {
+                continue;
+            }
+            if let Ok(m) = std::fs::read_to_string(p.join("address")) {
+                let m = m.trim().to_ascii_lowercase();
+                if !m.is_empty() && m != "00:00:00:00:00:00" {
+                    macs.push(m);
+                }
+            }
+        }
+    }
+    Hardware { serial, macs }
+}
+
+/// Finds the seed partition on the disk the root filesystem is on.
+pub fn seed_location(root: &Root) -> SeedLocation {
+    if !root.is_live() {
+        return SeedLocation::Missing("not the running system".into());
+    }
+    let find = || -> Result<SeedLocation> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+        let dev = crate::stages::disk::root_source(&mountinfo)?;
+        let (disk, _) = crate::stages::disk::disk_and_partition(Path::new("/sys/class/block"), &dev)?;
+        let disk_name = disk.file_name().context("disk name")?.to_string_lossy().into_owned();
+        let sys = Path::new("/sys/class/block").join(&disk_name);
+        for e in std::fs::read_dir(&sys).with_context(|| format!("listing {}", sys.display()))? {
+            let p = e?.path();
+            let Ok(n) = std::fs::read_to_string(p.join("partition")) else { continue };
+            if n.trim() != PART_SEED.to_string() {
+                continue;
+            }
+            let uevent = std::fs::read_to_string(p.join("uevent")).unwrap_or_default();
+            let name = p.file_name().context("partition name")?.to_string_lossy().into_owned();
+            if !uevent.lines().any(|l| l == format!("PARTNAME={NAME_SEED}")) {
+                return Ok(SeedLocation::Missing(format!("partition {PART_SEED} of {disk_name} ({name}) is not named {NAME_SEED}")));
+            }
+            let sectors: u64 = std::fs::read_to_string(p.join("size"))?.trim().parse()?;
+            return Ok(SeedLocation::At(PathBuf::from("/dev").join(name), 0, sectors * 512));
+        }
+        Ok(SeedLocation::Missing(format!("{disk_name} has no partition {PART_SEED}")))
+    };
+    find().unwrap_or_else(|e| SeedLocation::Missing(format!("{e:#}")))
+}
+
+fn read_optional(root: &Root, path: &str) -> Result<Option<String>> {
+    match std::fs::read_to_string(root.path(path)) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {path}")),
+    }
+}
+
+fn fleet_pick(fleet: &Fleet, hw: &Hardware) -> Option<(Unit, String)> {
+    fleet.find(hw).map(|(u, why)| {
+        let why = match why {
+            FleetMatch::Serial(s) => format!("matched by DMI serial {s:?}"),
+            FleetMatch::Mac(m) => format!("matched by MAC {m}"),
+        };
+        (u.clone(), why)
+    })
+}
+
+/// Resolves the unit config from what is on the seed and in the image.
+pub fn resolve(root: &Root, seed: &Result<Option<SeedFiles>>, hw: &Hardware) -> Result<Resolved> {
+    let mut explain = Vec::new();
+    let done = |unit: Unit, source: &str, reason: String, mut explain: Vec<String>| {
+        explain.push(format!("=> using {source}: {reason}"));
+        Ok(Resolved { unit, source: source.to_string(), reason, explain, hardware: hw.clone() })
+    };
+    let hw_text = format!(
+        "serial {}, MACs {}",
+        hw.serial.as_deref().map(|s| format!("{s:?}")).unwrap_or_else(|| "none".into()),
+        if hw.macs.is_empty() { "none".to_string() } else { hw.macs.join(" ") }
+    );
+    explain.push(format!("hardware: {hw_text}"));
+    match seed {
+        Err(e) => explain.push(format!("seed: unreadable ({e:#}); trying the next source")),
+        Ok(None) => explain.push("seed: no seed partition".to_string()),
+        Ok(Some(s)) => {
+            explain.push(format!("seed: label {:?}, files {}", s.label, if s.names.is_empty() { "none".into() } else { s.names.join(", ") }));
+            if let Some(text) = &s.unit {
+                let unit = parse_unit(Path::new("seed:unit.toml"), text)?;
+                return done(unit, "seed:unit.toml", "a unit.toml on the seed always wins".into(), explain);
+            }
+            explain.push("seed: no unit.toml".to_string());
+            if let Some(text) = &s.fleet {
+                let fleet = parse_fleet(Path::new("seed:fleet.toml"), text)?;
+                match fleet_pick(&fleet, hw) {
+                    Some((u, why)) => return done(u, "seed:fleet.toml", why, explain),
+                    None => explain.push(format!("seed: fleet.toml has {} units, none matches {hw_text}", fleet.units.len())),
+                }
+            } else {
+                explain.push("seed: no fleet.toml".to_string());
+            }
+        }
+    }
+    match read_optional(root, IMAGE_FLEET)? {
+        None => explain.push(format!("image: no fleet inventory ({IMAGE_FLEET})")),
+        Some(text) => {
+            let fleet = parse_fleet(Path::new(IMAGE_FLEET), &text)?;
+            match fleet_pick(&fleet, hw) {
+                Some((u, why)) => return done(u, "image:fleet.toml", why, explain),
+                None => explain.push(format!("image: fleet inventory has {} units, none matches {hw_text}", fleet.units.len())),
+            }
+        }
+    }
+    let Some(text) = read_optional(root, DEFAULTS)? else {
+        bail!("no unit config: no unit.toml on the seed, no matching fleet entry, and the image has no {DEFAULTS}; put a unit.toml on the seed partition");
+    };
+    let unit = parse_unit(Path::new(DEFAULTS), &text)?;
+    done(unit, "defaults", "nothing more specific applies to this hardware".into(), explain)
+}
+
+/// Reads the seed at its location.
+pub fn read_seed(loc: &SeedLocation) -> Result<Option<SeedFiles>> {
+    match loc {
+        SeedLocation::At(p, off, len) => seed::read(p, *off, *len).map(Some),
+        SeedLocation::Missing(_) => Ok(None),
+    }
+}
+
+/// Resolves from the live system (or `--seed FILE` for tests).
+pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolved> {
+    let loc = match seed_override {
+        Some(p) => {
+            let len = std::fs::metadata(p).with_context(|| format!("seed {}", p.display()))?.len();
+            SeedLocation::At(p.to_path_buf(), 0, len)
+        }
+        None => seed_location(root),
+    };
+    let seed = read_seed(&loc);
+    let mut r = resolve(root, &seed, &hardware(root))?;
+    if let SeedLocation::Missing(why) = &loc {
+        r.explain.insert(1, format!("seed: not found ({why})"));
+    }
+    Ok(r)
+}
+
+/// Writes the resolved config and its source to /etc/flypack (atomically,
+/// only when changed). Returns whether anything changed.
+pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
+    let toml = format!(
+        "# The unit config in force, resolved by firstboot from {} ({}).\n# Edit the source, not this file.\n{}",
+        r.source,
+        r.reason,
+        r.unit.to_toml()
+    );
+    let path = root.path(RESOLVED);
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(toml.as_str()) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(path.parent().expect("has a parent")).with_context(|| format!("creating {}", path.display()))?;
+    write_atomic(&path, toml.as_bytes(), 0o644)?;
+    let src = serde_json::json!({ "source": r.source, "reason": r.reason, "explain": r.explain, "digest": r.unit.digest(), "hardware": r.hardware });
+    write_atomic(&root.path(SOURCE), serde_json::to_vec_pretty(&src)?.as_slice(), 0o644)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNIT: &str = "version = 1\nhostname = \"from-seed\"\n";
+    const FLEET: &str = "version = 1\n[[units]]\nmacs = [\"52:54:00:f1:00:01\"]\n[units.config]\nversion = 1\nhostname = \"from-fleet\"\n";
+
+    fn root_with(defaults: Option<&str>, image_fleet: Option<&str>) -> (tempfile::TempDir, Root) {
+        let d = tempfile::tempdir().unwrap();
+        let r = Root::new(d.path());
+        std::fs::create_dir_all(r.path("/usr/share/flypack")).unwrap();
+        if let Some(t) = defaults {
+            std::fs::write(r.path(DEFAULTS), t).unwrap();
+        }
+        if let Some(t) = image_fleet {
+            std::fs::write(r.path(IMAGE_FLEET), t).unwrap();
+        }
+        (d, r)
+    }
+
+    fn seed(unit: Option<&str>, fleet: Option<&str>) -> Result<Option<SeedFiles>> {
+        Ok(Some(SeedFiles { unit: unit.map(Into::into), fleet: fleet.map(Into::into), names: vec![], label: "FLYPACKSEED".into() }))
+    }
+
+    fn hw(mac: &str) -> Hardware {
+        Hardware { serial: None, macs: vec![mac.into()] }
+    }
+
+    #[test]
+    fn resolution_order() {
+        let (_d, r) = root_with(Some("version = 1\nhostname = \"from-defaults\"\n"), Some(FLEET));
+        let got = |s, h: &Hardware| resolve(&r, &s, h).unwrap();
+        let x = got(seed(Some(UNIT), Some(FLEET)), &hw("52:54:00:f1:00:01"));
+        assert_eq!((x.unit.hostname.as_str(), x.source.as_str()), ("from-seed", "seed:unit.toml"));
+        let x = got(seed(None, Some(FLEET)), &hw("52:54:00:f1:00:01"));
+        assert_eq!((x.unit.hostname.as_str(), x.source.as_str()), ("from-fleet", "seed:fleet.toml"));
+        assert_eq!(x.reason, "matched by MAC 52:54:00:f1:00:01");
+        let x = got(Ok(None), &hw("52:54:00:f1:00:01"));
+        assert_eq!(x.source, "image:fleet.toml");
+        let x = got(seed(None, None), &hw("52:54:00:99:99:99"));
+        assert_eq!((x.unit.hostname.as_str(), x.source.as_str()), ("from-defaults", "defaults"));
+        assert!(x.explain.iter().any(|l| l.contains("none matches")), "{:?}", x.explain);
+        let x = got(Err(anyhow::anyhow!("I/O error")), &hw("52:54:00:99:99:99"));
+        assert!(x.explain.iter().any(|l| l.contains("seed: unreadable")), "{:?}", x.explain);
+    }
+
+    #[test]
+    fn invalid_seed_is_an_error_naming_the_file_and_key() {
+        let (_d, r) = root_with(Some("version = 1\nhostname = \"d\"\n"), None);
+        let e = resolve(&r, &seed(Some("version = 1\nhostname = \"Bad Name\"\n"), None), &hw("x")).unwrap_err().to_string();
+        assert!(e.starts_with("seed:unit.toml:2: hostname: "), "{e}");
+        let e = resolve(&r, &seed(None, Some("version = 1\n[[units]]\n")), &hw("x")).unwrap_err().to_string();
+        assert!(e.contains("seed:fleet.toml"), "{e}");
+    }
+
+    #[test]
+    fn no_config_at_all_says_what_to_do() {
+        let (_d, r) = root_with(None, None);
+        let e = resolve(&r, &Ok(None), &hw("x")).unwrap_err().to_string();
+        assert!(e.contains("put a unit.toml on the seed partition"), "{e}");
+    }
+
+    #[test]
+    fn placeholder_serials_are_ignored() {
+        for s in ["", "0", "Not Specified", "To Be Filled By O.E.M.", "Default string"] {
+            assert!(is_placeholder_serial(s), "{s}");
+        }
+        assert!(!is_placeholder_serial("CZJ12345"));
+    }
+
+    #[test]
+    fn persist_writes_once() {
+        let (_d, r) = root_with(Some("version = 1\nhostname = \"d\"\n"), None);
+        let x = resolve(&r, &Ok(None), &hw("x")).unwrap();
+        assert!(persist(&r, &x).unwrap());
+        assert!(!persist(&r, &x).unwrap());
+        let text = std::fs::read_to_string(r.path(RESOLVED)).unwrap();
+        assert!(text.contains("hostname = \"d\""), "{text}");
+        assert_eq!(parse_unit(Path::new("x"), &text).unwrap(), x.unit);
+    }
+}
+
+/// Records a config the operator applied by hand (`firstboot network apply`)
+/// as the one in force.
+pub fn persist_local(root: &Root, unit: &Unit) -> Result<bool> {
+    let r = Resolved {
+        unit: unit.clone(),
+        source: "local".into(),
+        reason: "applied on the unit with `firstboot network apply` and confirmed".into(),
+        explain: vec![],
+        hardware: hardware(root),
+    };
+    persist(root, &r)
+}
