@@ -23,11 +23,21 @@ pub fn plan(opts: &Options) -> Result<Plan> {
 pub fn preflight(plan: &Plan) -> Result<()> {
     for (what, dir) in [("output folder", &plan.out_dir), ("cache folder", &plan.cache_dir)] {
         fs::create_dir_all(dir).with_context(|| {
-            format!("cannot create the {what} {}: choose another with --out/--cache-dir, or fix its permissions", dir.display())
+            format!(
+                "cannot create the {what} {}: choose another with --out/--cache-dir, or fix its permissions",
+                dir.display()
+            )
         })?;
-        let probe = dir.join(format!("{}probe.{}", flypack_contracts::atomic::TEMP_PREFIX, std::process::id()));
+        let probe = dir.join(format!(
+            "{}probe.{}",
+            flypack_contracts::atomic::TEMP_PREFIX,
+            std::process::id()
+        ));
         fs::write(&probe, b"").with_context(|| {
-            format!("the {what} {} is not writable: choose another with --out/--cache-dir, or fix its permissions", dir.display())
+            format!(
+                "the {what} {} is not writable: choose another with --out/--cache-dir, or fix its permissions",
+                dir.display()
+            )
         })?;
         fs::remove_file(&probe).with_context(|| format!("removing {}", probe.display()))?;
         let n = flypack_contracts::atomic::sweep_stale_temps(dir)?;
@@ -64,7 +74,10 @@ pub fn manifest(plan: &Plan, rootfs: &Rootfs) -> Result<Manifest> {
             snapshot: plan.rootfs.snapshot.clone(),
         },
         packages: rootfs.packages.clone(),
-        firstboot: BinaryInfo { sha256: plan.firstboot.sha256.clone(), glibc_required: plan.firstboot.glibc_required.clone() },
+        firstboot: BinaryInfo {
+            sha256: plan.firstboot.sha256.clone(),
+            glibc_required: plan.firstboot.glibc_required.clone(),
+        },
         disk: plan.disk.info(),
         container_images: Vec::new(),
         outputs: Vec::new(),
@@ -105,12 +118,19 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     crate::interrupt::check()?;
     let written = stages::outputs::run(plan, disk, manifest, rep)?;
     lap("outputs", &mut secs);
-    Ok(Report { written, rootfs_cached: rootfs.cached, stage_seconds: secs })
+    Ok(Report {
+        written,
+        rootfs_cached: rootfs.cached,
+        stage_seconds: secs,
+    })
 }
 
 /// The root filesystem's libc6 must be at least what firstboot needs.
 fn check_glibc(plan: &Plan, rootfs: &Rootfs) -> Result<()> {
-    let libc = rootfs.packages.iter().find(|p| p.name == "libc6" || p.name == "libc6:amd64");
+    let libc = rootfs
+        .packages
+        .iter()
+        .find(|p| p.name == "libc6" || p.name == "libc6:amd64");
     if let (Some(libc), Some(need)) = (libc, plan.firstboot.glibc_required.split_once('.')) {
         let have = crate::elfcheck::debian_glibc(&libc.version).context("parsing libc6's version")?;
         let need: (u32, u32) = (need.0.parse()?, need.1.parse()?);

@@ -201,7 +201,17 @@ mod tests {
     #[test]
     fn boot_args() {
         let cli = Cli::try_parse_from([
-            "builder", "boot", "out/flypack.img", "--firmware", "uefi", "--expect-ready", "300", "--forward", "2222:22", "--forward", "8080:80",
+            "builder",
+            "boot",
+            "out/flypack.img",
+            "--firmware",
+            "uefi",
+            "--expect-ready",
+            "300",
+            "--forward",
+            "2222:22",
+            "--forward",
+            "8080:80",
         ])
         .unwrap();
         let Command::Boot(b) = cli.command else { panic!() };

@@ -115,34 +115,64 @@ pub fn plan(sizes: &DiskSizes, ids: &Ids) -> DiskPlan {
     let mut start = ALIGN;
     let mut parts = Vec::new();
     let specs: [(u32, &'static str, &'static str, u64, Option<FsPlan>); 4] = [
-        (layout::PART_BIOS, layout::NAME_BIOS, layout::TYPE_BIOS, sizes.bios_boot, None),
+        (
+            layout::PART_BIOS,
+            layout::NAME_BIOS,
+            layout::TYPE_BIOS,
+            sizes.bios_boot,
+            None,
+        ),
         (
             layout::PART_ESP,
             layout::NAME_ESP,
             layout::TYPE_ESP,
             sizes.esp,
-            Some(FsPlan { kind: FsKind::Vfat, uuid: fat_volume_id(ids.esp_vol), label: layout::ESP_LABEL.into() }),
+            Some(FsPlan {
+                kind: FsKind::Vfat,
+                uuid: fat_volume_id(ids.esp_vol),
+                label: layout::ESP_LABEL.into(),
+            }),
         ),
         (
             layout::PART_SEED,
             layout::NAME_SEED,
             layout::TYPE_BASIC_DATA,
             sizes.seed,
-            Some(FsPlan { kind: FsKind::Vfat, uuid: fat_volume_id(ids.seed_vol), label: layout::SEED_LABEL.into() }),
+            Some(FsPlan {
+                kind: FsKind::Vfat,
+                uuid: fat_volume_id(ids.seed_vol),
+                label: layout::SEED_LABEL.into(),
+            }),
         ),
         (
             layout::PART_ROOT,
             layout::NAME_ROOT,
             layout::TYPE_ROOT_X86_64,
             sizes.root,
-            Some(FsPlan { kind: FsKind::Ext4, uuid: ids.root_fs.to_string(), label: layout::ROOT_LABEL.into() }),
+            Some(FsPlan {
+                kind: FsKind::Ext4,
+                uuid: ids.root_fs.to_string(),
+                label: layout::ROOT_LABEL.into(),
+            }),
         ),
     ];
     for (i, (number, name, type_guid, size, fs)) in specs.into_iter().enumerate() {
-        parts.push(PartitionPlan { number, name, type_guid, uuid: ids.parts[i], start, size, fs });
+        parts.push(PartitionPlan {
+            number,
+            name,
+            type_guid,
+            uuid: ids.parts[i],
+            start,
+            size,
+            fs,
+        });
         start += size;
     }
-    DiskPlan { size: sizes.total, disk_guid: ids.disk, partitions: parts }
+    DiskPlan {
+        size: sizes.total,
+        disk_guid: ids.disk,
+        partitions: parts,
+    }
 }
 
 impl DiskPlan {
@@ -230,7 +260,13 @@ mod tests {
 
     fn sizes() -> DiskSizes {
         let mib = 1u64 << 20;
-        DiskSizes { total: 4 << 30, bios_boot: mib, esp: 128 * mib, seed: 16 * mib, root: (4 << 30) - 147 * mib }
+        DiskSizes {
+            total: 4 << 30,
+            bios_boot: mib,
+            esp: 128 * mib,
+            seed: 16 * mib,
+            root: (4 << 30) - 147 * mib,
+        }
     }
 
     #[test]
@@ -264,7 +300,13 @@ start=299008, size=8087552, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=0000
         // The backup GPT (33 sectors) fits after the last partition.
         assert_eq!(plan.size - end, ALIGN);
         let info = plan.info();
-        assert_eq!(info.partition(3).unwrap().filesystem.as_ref().unwrap().label, "FLYPACKSEED");
-        assert_eq!(info.partition(2).unwrap().filesystem.as_ref().unwrap().uuid, "1234-ABCD");
+        assert_eq!(
+            info.partition(3).unwrap().filesystem.as_ref().unwrap().label,
+            "FLYPACKSEED"
+        );
+        assert_eq!(
+            info.partition(2).unwrap().filesystem.as_ref().unwrap().uuid,
+            "1234-ABCD"
+        );
     }
 }

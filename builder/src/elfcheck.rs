@@ -19,20 +19,28 @@ pub struct ElfInfo {
 pub fn inspect(bytes: &[u8]) -> Result<ElfInfo> {
     let elf = Elf::parse(bytes).context("not an ELF executable")?;
     if elf.header.e_machine != goblin::elf::header::EM_X86_64 {
-        bail!("built for another architecture (ELF machine {}), expected x86-64", elf.header.e_machine);
+        bail!(
+            "built for another architecture (ELF machine {}), expected x86-64",
+            elf.header.e_machine
+        );
     }
     let mut glibc: Option<(u32, u32)> = None;
     if let Some(verneed) = &elf.verneed {
         for need in verneed.iter() {
             for aux in need.iter() {
-                let Some(name) = elf.dynstrtab.get_at(aux.vna_name) else { continue };
+                let Some(name) = elf.dynstrtab.get_at(aux.vna_name) else {
+                    continue;
+                };
                 if let Some(v) = parse_glibc_version(name) {
                     glibc = Some(glibc.map_or(v, |g| g.max(v)));
                 }
             }
         }
     }
-    Ok(ElfInfo { is_static: elf.interpreter.is_none(), glibc })
+    Ok(ElfInfo {
+        is_static: elf.interpreter.is_none(),
+        glibc,
+    })
 }
 
 fn parse_glibc_version(s: &str) -> Option<(u32, u32)> {
@@ -63,17 +71,18 @@ pub fn check_runs_on(path: &Path, target: (u32, u32), what: &str) -> Result<ElfI
     let bytes = std::fs::read(path).with_context(|| format!("reading {what} binary {}", path.display()))?;
     let info = inspect(&bytes).with_context(|| format!("{what} binary {}", path.display()))?;
     if let Some(need) = info.glibc
-        && need > target {
-            bail!(
-                "{what} binary {} needs glibc {}.{} but the image has glibc {}.{}, so it would not start on the unit: \
+        && need > target
+    {
+        bail!(
+            "{what} binary {} needs glibc {}.{} but the image has glibc {}.{}, so it would not start on the unit: \
                  build it on Debian 12 (or older), or for the x86_64-unknown-linux-musl target",
-                path.display(),
-                need.0,
-                need.1,
-                target.0,
-                target.1
-            );
-        }
+            path.display(),
+            need.0,
+            need.1,
+            target.0,
+            target.1
+        );
+    }
     Ok(info)
 }
 

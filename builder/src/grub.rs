@@ -17,9 +17,30 @@ use flypack_contracts::layout::{PART_ROOT, SECTOR};
 
 /// Modules both core images embed (no module is read from disk).
 const COMMON_MODULES: &[&str] = &[
-    "part_gpt", "part_msdos", "ext2", "fat", "normal", "linux", "search", "search_fs_uuid",
-    "search_label", "configfile", "echo", "test", "serial", "terminal", "ls", "cat", "reboot",
-    "halt", "sleep", "boot", "all_video", "gzio", "loadenv", "minicmd",
+    "part_gpt",
+    "part_msdos",
+    "ext2",
+    "fat",
+    "normal",
+    "linux",
+    "search",
+    "search_fs_uuid",
+    "search_label",
+    "configfile",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "ls",
+    "cat",
+    "reboot",
+    "halt",
+    "sleep",
+    "boot",
+    "all_video",
+    "gzio",
+    "loadenv",
+    "minicmd",
 ];
 
 /// Firmware flavours.
@@ -102,14 +123,23 @@ impl BootConfig {
 
     /// GRUB's `serial` command for the console spec.
     fn serial_command(&self) -> Result<String> {
-        let (dev, rest) = self.serial_console.split_once(',').unwrap_or((&self.serial_console, "115200n8"));
+        let (dev, rest) = self
+            .serial_console
+            .split_once(',')
+            .unwrap_or((&self.serial_console, "115200n8"));
         let unit: u32 = dev
             .strip_prefix("ttyS")
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("serial console {dev:?}: expected ttyS<N>"))?;
         let speed: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        ensure!(!speed.is_empty(), "serial console {:?}: expected a speed like 115200", self.serial_console);
-        Ok(format!("serial --unit={unit} --speed={speed} --word=8 --parity=no --stop=1"))
+        ensure!(
+            !speed.is_empty(),
+            "serial console {:?}: expected a speed like 115200",
+            self.serial_console
+        );
+        Ok(format!(
+            "serial --unit={unit} --speed={speed} --word=8 --parity=no --stop=1"
+        ))
     }
 
     /// The grub.cfg text.
@@ -172,9 +202,20 @@ pub fn install_bios(
 ) -> Result<([u8; 512], Vec<u8>)> {
     let sector = SECTOR as usize;
     ensure!(mbr.len() == sector, "first sector is {} bytes, expected 512", mbr.len());
-    ensure!(boot_img.len() == sector, "boot.img is {} bytes, expected 512", boot_img.len());
-    ensure!(mbr[510] == 0x55 && mbr[511] == 0xaa, "the disk has no MBR signature: write the partition table first");
-    ensure!(core_img.len() >= 2 * sector, "core.img is {} bytes: too small to be a GRUB core image", core_img.len());
+    ensure!(
+        boot_img.len() == sector,
+        "boot.img is {} bytes, expected 512",
+        boot_img.len()
+    );
+    ensure!(
+        mbr[510] == 0x55 && mbr[511] == 0xaa,
+        "the disk has no MBR signature: write the partition table first"
+    );
+    ensure!(
+        core_img.len() >= 2 * sector,
+        "core.img is {} bytes: too small to be a GRUB core image",
+        core_img.len()
+    );
     let core_sectors = core_img.len().div_ceil(sector) as u64;
     if core_sectors > part_sectors {
         bail!(

@@ -33,23 +33,108 @@ pub struct Requirement {
 
 /// Everything builder may use.
 pub const REQUIREMENTS: &[Requirement] = &[
-    Requirement { what: "mmdebstrap", package: "mmdebstrap", why: "builds the root filesystem from Debian's archive", need: Need::Build },
-    Requirement { what: "tar", package: "tar", why: "unpacks the cached root filesystem", need: Need::Build },
-    Requirement { what: "sfdisk", package: "fdisk", why: "writes the GPT partition table", need: Need::Build },
-    Requirement { what: "mkfs.ext4", package: "e2fsprogs", why: "makes the root filesystem from a directory", need: Need::Build },
-    Requirement { what: "mkfs.vfat", package: "dosfstools", why: "makes the ESP and seed filesystems", need: Need::Build },
-    Requirement { what: "mcopy", package: "mtools", why: "copies files into FAT without mounting", need: Need::Build },
-    Requirement { what: "mmd", package: "mtools", why: "makes directories in FAT without mounting", need: Need::Build },
-    Requirement { what: "grub-mkimage", package: "grub-common", why: "makes GRUB's core images", need: Need::Build },
-    Requirement { what: "/usr/lib/grub/i386-pc/boot.img", package: "grub-pc-bin", why: "GRUB for legacy BIOS", need: Need::Build },
-    Requirement { what: "/usr/lib/grub/x86_64-efi/linux.mod", package: "grub-efi-amd64-bin", why: "GRUB for UEFI", need: Need::Build },
-    Requirement { what: "systemctl", package: "systemd", why: "enables units in the image (systemctl --root)", need: Need::Build },
-    Requirement { what: "qemu-system-x86_64", package: "qemu-system-x86", why: "boots images (builder boot)", need: Need::Boot },
-    Requirement { what: "qemu-img", package: "qemu-utils", why: "copy-on-write overlays so booting never changes the image", need: Need::Boot },
-    Requirement { what: "/usr/share/OVMF/OVMF_CODE_4M.fd", package: "ovmf", why: "UEFI firmware for builder boot --firmware uefi", need: Need::Boot },
-    Requirement { what: "zstd", package: "zstd", why: "the zst output format", need: Need::Extra },
-    Requirement { what: "sgdisk", package: "gdisk", why: "verifies partition tables (tests)", need: Need::Extra },
-    Requirement { what: "fsck.vfat", package: "dosfstools", why: "verifies FAT filesystems (tests)", need: Need::Extra },
+    Requirement {
+        what: "mmdebstrap",
+        package: "mmdebstrap",
+        why: "builds the root filesystem from Debian's archive",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "tar",
+        package: "tar",
+        why: "unpacks the cached root filesystem",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "sfdisk",
+        package: "fdisk",
+        why: "writes the GPT partition table",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "mkfs.ext4",
+        package: "e2fsprogs",
+        why: "makes the root filesystem from a directory",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "mkfs.vfat",
+        package: "dosfstools",
+        why: "makes the ESP and seed filesystems",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "mcopy",
+        package: "mtools",
+        why: "copies files into FAT without mounting",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "mmd",
+        package: "mtools",
+        why: "makes directories in FAT without mounting",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "grub-mkimage",
+        package: "grub-common",
+        why: "makes GRUB's core images",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "/usr/lib/grub/i386-pc/boot.img",
+        package: "grub-pc-bin",
+        why: "GRUB for legacy BIOS",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "/usr/lib/grub/x86_64-efi/linux.mod",
+        package: "grub-efi-amd64-bin",
+        why: "GRUB for UEFI",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "systemctl",
+        package: "systemd",
+        why: "enables units in the image (systemctl --root)",
+        need: Need::Build,
+    },
+    Requirement {
+        what: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        why: "boots images (builder boot)",
+        need: Need::Boot,
+    },
+    Requirement {
+        what: "qemu-img",
+        package: "qemu-utils",
+        why: "copy-on-write overlays so booting never changes the image",
+        need: Need::Boot,
+    },
+    Requirement {
+        what: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        package: "ovmf",
+        why: "UEFI firmware for builder boot --firmware uefi",
+        need: Need::Boot,
+    },
+    Requirement {
+        what: "zstd",
+        package: "zstd",
+        why: "the zst output format",
+        need: Need::Extra,
+    },
+    Requirement {
+        what: "sgdisk",
+        package: "gdisk",
+        why: "verifies partition tables (tests)",
+        need: Need::Extra,
+    },
+    Requirement {
+        what: "fsck.vfat",
+        package: "dosfstools",
+        why: "verifies FAT filesystems (tests)",
+        need: Need::Extra,
+    },
 ];
 
 /// Whether a requirement is met on this host.
@@ -67,12 +152,17 @@ pub fn present(what: &str) -> bool {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Requirements for `needs` that are missing.
 pub fn missing(needs: &[Need]) -> Vec<&'static Requirement> {
-    REQUIREMENTS.iter().filter(|r| needs.contains(&r.need) && !present(r.what)).collect()
+    REQUIREMENTS
+        .iter()
+        .filter(|r| needs.contains(&r.need) && !present(r.what))
+        .collect()
 }
 
 /// The apt-get command that installs `reqs`.
@@ -89,7 +179,10 @@ pub fn require(needs: &[Need]) -> anyhow::Result<()> {
     if miss.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = miss.iter().map(|r| format!("  {} ({}: {})", r.what, r.package, r.why)).collect();
+    let list: Vec<String> = miss
+        .iter()
+        .map(|r| format!("  {} ({}: {})", r.what, r.package, r.why))
+        .collect();
     anyhow::bail!(
         "missing host tools:\n{}\ninstall them with:\n  sudo {}",
         list.join("\n"),
@@ -103,7 +196,10 @@ mod tests {
 
     #[test]
     fn apt_command_dedups_and_sorts() {
-        let reqs: Vec<&Requirement> = REQUIREMENTS.iter().filter(|r| r.package == "mtools" || r.package == "fdisk").collect();
+        let reqs: Vec<&Requirement> = REQUIREMENTS
+            .iter()
+            .filter(|r| r.package == "mtools" || r.package == "fdisk")
+            .collect();
         assert_eq!(apt_command(&reqs), "apt-get install -y fdisk mtools");
     }
 

@@ -1,20 +1,20 @@
 //! Flypack's host-side builder: profile → plan → image, and the commands
 //! that boot, flash and restore images.
 
-pub mod profile;
-pub mod disk_plan;
-pub mod grub;
-pub mod progress;
-pub mod overlay;
-pub mod elfcheck;
-pub mod host;
-pub mod plan;
 pub mod build;
-pub mod interrupt;
-pub mod stages;
-pub mod qemu;
 pub mod cli;
 pub mod cmd;
+pub mod disk_plan;
+pub mod elfcheck;
+pub mod grub;
+pub mod host;
+pub mod interrupt;
+pub mod overlay;
+pub mod plan;
+pub mod profile;
+pub mod progress;
+pub mod qemu;
+pub mod stages;
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {

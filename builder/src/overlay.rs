@@ -34,7 +34,10 @@ impl Entry {
     /// Path inside the image.
     pub fn rel(&self) -> &Path {
         match self {
-            Entry::Dir { rel, .. } | Entry::File { rel, .. } | Entry::Template { rel, .. } | Entry::Symlink { rel, .. } => rel,
+            Entry::Dir { rel, .. }
+            | Entry::File { rel, .. }
+            | Entry::Template { rel, .. }
+            | Entry::Symlink { rel, .. } => rel,
         }
     }
 }
@@ -58,7 +61,10 @@ pub fn walk(root: &Path) -> Result<Vec<Entry>> {
     out.sort_by(|a, b| a.rel().cmp(b.rel()));
     for rel in modes.keys() {
         if !out.iter().any(|e| e.rel() == Path::new(rel)) {
-            bail!("{}: {rel:?} is not in the overlay; fix the path or remove the line", root.join(MODES_FILE).display());
+            bail!(
+                "{}: {rel:?} is not in the overlay; fix the path or remove the line",
+                root.join(MODES_FILE).display()
+            );
         }
     }
     Ok(out)
@@ -96,12 +102,20 @@ fn walk_dir(root: &Path, dir: &Path, modes: &BTreeMap<String, u32>, out: &mut Ve
         }
         let meta = fs::symlink_metadata(&src).with_context(|| format!("inspecting {}", src.display()))?;
         let ft = meta.file_type();
-        let mode_of = |rel: &Path| modes.get(&rel.to_string_lossy().into_owned()).copied().unwrap_or(meta.mode() & 0o7777);
+        let mode_of = |rel: &Path| {
+            modes
+                .get(&rel.to_string_lossy().into_owned())
+                .copied()
+                .unwrap_or(meta.mode() & 0o7777)
+        };
         if ft.is_symlink() {
             let target = fs::read_link(&src).with_context(|| format!("reading link {}", src.display()))?;
             out.push(Entry::Symlink { rel, target });
         } else if ft.is_dir() {
-            out.push(Entry::Dir { mode: mode_of(&rel), rel: rel.clone() });
+            out.push(Entry::Dir {
+                mode: mode_of(&rel),
+                rel: rel.clone(),
+            });
             walk_dir(root, &src, modes, out)?;
         } else if ft.is_file() {
             let name = rel.to_string_lossy();
@@ -109,12 +123,23 @@ fn walk_dir(root: &Path, dir: &Path, modes: &BTreeMap<String, u32>, out: &mut Ve
                 let out_rel = PathBuf::from(stripped);
                 // A mode for a template may be given under either name.
                 let mode = modes.get(stripped).copied().unwrap_or_else(|| mode_of(&rel));
-                out.push(Entry::Template { rel: out_rel, src, mode });
+                out.push(Entry::Template {
+                    rel: out_rel,
+                    src,
+                    mode,
+                });
             } else {
-                out.push(Entry::File { mode: mode_of(&rel), rel, src });
+                out.push(Entry::File {
+                    mode: mode_of(&rel),
+                    rel,
+                    src,
+                });
             }
         } else {
-            bail!("{}: only files, directories and symlinks can be in an overlay", src.display());
+            bail!(
+                "{}: only files, directories and symlinks can be in an overlay",
+                src.display()
+            );
         }
     }
     Ok(())
@@ -128,20 +153,32 @@ pub fn plan(root: &Path) -> Result<OverlayPlan> {
     for e in &entries {
         match e {
             Entry::Dir { rel, mode } => {
-                h.part("dir", rel.as_os_str().as_encoded_bytes()).part("mode", mode.to_le_bytes());
+                h.part("dir", rel.as_os_str().as_encoded_bytes())
+                    .part("mode", mode.to_le_bytes());
             }
             Entry::File { rel, src, mode } | Entry::Template { rel, src, mode } => {
                 files += 1;
-                let kind = if matches!(e, Entry::File { .. }) { "file" } else { "template" };
+                let kind = if matches!(e, Entry::File { .. }) {
+                    "file"
+                } else {
+                    "template"
+                };
                 let data = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-                h.part(kind, rel.as_os_str().as_encoded_bytes()).part("mode", mode.to_le_bytes()).part("data", &data);
+                h.part(kind, rel.as_os_str().as_encoded_bytes())
+                    .part("mode", mode.to_le_bytes())
+                    .part("data", &data);
             }
             Entry::Symlink { rel, target } => {
-                h.part("link", rel.as_os_str().as_encoded_bytes()).part("target", target.as_os_str().as_encoded_bytes());
+                h.part("link", rel.as_os_str().as_encoded_bytes())
+                    .part("target", target.as_os_str().as_encoded_bytes());
             }
         }
     }
-    Ok(OverlayPlan { path: root.to_path_buf(), digest: h.finish(), files })
+    Ok(OverlayPlan {
+        path: root.to_path_buf(),
+        digest: h.finish(),
+        files,
+    })
 }
 
 /// Renders one template.
@@ -149,8 +186,10 @@ pub fn render(src: &Path, text: &str, ctx: &tera::Context) -> Result<String> {
     let mut t = tera::Tera::new();
     t.autoescape_on(Vec::<&str>::new());
     let name = src.display().to_string();
-    t.add_raw_template(&name, text).with_context(|| format!("parsing template {name}"))?;
-    t.render(&name, ctx).with_context(|| format!("rendering template {name}"))
+    t.add_raw_template(&name, text)
+        .with_context(|| format!("parsing template {name}"))?;
+    t.render(&name, ctx)
+        .with_context(|| format!("rendering template {name}"))
 }
 
 /// Lays `overlay` over the tree at `root`. Existing files are replaced (never
@@ -164,7 +203,11 @@ pub fn apply(overlay: &Path, root: &Path, ctx: &tera::Context) -> Result<usize> 
             Entry::Dir { mode, .. } => {
                 match fs::symlink_metadata(&dst) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(_) => bail!("overlay {} has a directory where the image has a file or link: {}", overlay.display(), e.rel().display()),
+                    Ok(_) => bail!(
+                        "overlay {} has a directory where the image has a file or link: {}",
+                        overlay.display(),
+                        e.rel().display()
+                    ),
                     Err(_) => fs::create_dir(&dst).with_context(|| format!("creating {}", dst.display()))?,
                 }
                 set_owner_mode(&dst, *mode)?;
@@ -199,7 +242,10 @@ pub fn apply(overlay: &Path, root: &Path, ctx: &tera::Context) -> Result<usize> 
 
 fn remove_non_dir(dst: &Path) -> Result<()> {
     match fs::symlink_metadata(dst) {
-        Ok(m) if m.is_dir() => bail!("{} is a directory in the image; an overlay cannot replace it with a file", dst.display()),
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a directory in the image; an overlay cannot replace it with a file",
+            dst.display()
+        ),
         Ok(_) => fs::remove_file(dst).with_context(|| format!("removing {}", dst.display())),
         Err(_) => Ok(()),
     }
@@ -209,9 +255,13 @@ fn remove_non_dir(dst: &Path) -> Result<()> {
 pub fn replace_file(dst: &Path, data: &[u8], mode: u32) -> Result<()> {
     remove_non_dir(dst)?;
     if let Some(parent) = dst.parent()
-        && !parent.is_dir() {
-            bail!("{} does not exist in the image: add the directory to the overlay", parent.display());
-        }
+        && !parent.is_dir()
+    {
+        bail!(
+            "{} does not exist in the image: add the directory to the overlay",
+            parent.display()
+        );
+    }
     fs::write(dst, data).with_context(|| format!("writing {}", dst.display()))?;
     set_owner_mode(dst, mode)
 }
@@ -242,7 +292,10 @@ mod tests {
         let d = make_overlay();
         let entries = walk(d.path()).unwrap();
         let rels: Vec<_> = entries.iter().map(|e| e.rel().display().to_string()).collect();
-        assert_eq!(rels, ["etc", "etc/masked", "etc/motd", "etc/sudoers.d", "etc/sudoers.d/team"]);
+        assert_eq!(
+            rels,
+            ["etc", "etc/masked", "etc/motd", "etc/sudoers.d", "etc/sudoers.d/team"]
+        );
         assert!(matches!(&entries[4], Entry::File { mode: 0o440, .. }));
         assert!(matches!(&entries[2], Entry::Template { .. }));
     }
@@ -259,11 +312,17 @@ mod tests {
         ctx.insert("name", "unit-7");
         let n = apply(d.path(), root.path(), &ctx).unwrap();
         assert_eq!(n, 2);
-        assert_eq!(fs::read_to_string(root.path().join("etc/motd")).unwrap(), "Welcome to unit-7\n");
+        assert_eq!(
+            fs::read_to_string(root.path().join("etc/motd")).unwrap(),
+            "Welcome to unit-7\n"
+        );
         assert_eq!(fs::read_to_string(root.path().join("cached-copy")).unwrap(), "old");
         let m = fs::metadata(root.path().join("etc/sudoers.d/team")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o440);
-        assert_eq!(fs::read_link(root.path().join("etc/masked")).unwrap(), Path::new("/dev/null"));
+        assert_eq!(
+            fs::read_link(root.path().join("etc/masked")).unwrap(),
+            Path::new("/dev/null")
+        );
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct Plan {
     pub overlays: Vec<OverlayPlan>,
     /// Users (SSH keys are installed by the tree stage).
     pub users: Vec<User>,
+    /// The default unit config baked into the image.
+    pub unit_defaults: String,
+    /// The fleet inventory baked into the image.
+    pub fleet: Option<String>,
     /// Our binaries.
     pub firstboot: ProgramPlan,
     /// Boot loader.
@@ -193,7 +197,10 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         })
         .collect();
     let packages: Vec<String> = d.packages.iter().map(ToString::to_string).collect();
-    let preseed = d.preseed.as_ref().map(|p| PreseedPlan { path: p.path.clone(), text: p.text.clone() });
+    let preseed = d.preseed.as_ref().map(|p| PreseedPlan {
+        path: p.path.clone(),
+        text: p.text.clone(),
+    });
     let sources = d.sources();
     let variant = "minbase".to_string();
 
@@ -210,7 +217,9 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
     }
     k.part("preseed", preseed.as_ref().map(|p| p.text.as_str()).unwrap_or(""));
     for u in &users {
-        k.part("user", &u.name).part("groups", u.groups.join(",")).part("shell", &u.shell);
+        k.part("user", &u.name)
+            .part("groups", u.groups.join(","))
+            .part("shell", &u.shell);
     }
     let key = k.finish();
     let archive = opts.cache_dir.join("rootfs").join(format!("{key}.tar"));
@@ -257,11 +266,19 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         .part("builder-exe", builder_exe_digest())
         .part("rootfs", &key)
         .part("firstboot", &firstboot.sha256)
-        .part("users", serde_json::to_vec(&profile.users).context("serialising users")?)
+        .part(
+            "users",
+            serde_json::to_vec(&profile.users).context("serialising users")?,
+        )
         .part("boot", serde_json::to_vec(&profile.boot).context("serialising boot")?)
         .part("disk", serde_json::to_vec(&profile.disk).context("serialising disk")?)
-        .part("outputs", serde_json::to_vec(&profile.outputs).context("serialising outputs")?)
-        .part("name", &name);
+        .part(
+            "outputs",
+            serde_json::to_vec(&profile.outputs).context("serialising outputs")?,
+        )
+        .part("name", &name)
+        .part("unit-defaults", &profile.unit_defaults)
+        .part("fleet", profile.fleet.as_deref().unwrap_or(""));
     for o in &overlays {
         h.part("overlay", &o.digest);
     }
@@ -270,7 +287,10 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         schema: PLAN_SCHEMA,
         builder_version: flypack_contracts::VERSION,
         name,
-        profile: ProfileRef { path: profile.path.display().to_string(), digest: profile.digest.clone() },
+        profile: ProfileRef {
+            path: profile.path.display().to_string(),
+            digest: profile.digest.clone(),
+        },
         out_dir: opts.out_dir.clone(),
         cache_dir: opts.cache_dir.clone(),
         rootfs: RootfsPlan {
@@ -291,6 +311,8 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         },
         overlays,
         users: profile.users.clone(),
+        unit_defaults: profile.unit_defaults.clone(),
+        fleet: profile.fleet.clone(),
         firstboot,
         boot,
         disk,

@@ -165,7 +165,9 @@ impl TryFrom<String> for Size {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         parse_size(&s).ok_or_else(|| {
-            format!("{s:?} is not a size: expected a whole number with KiB, MiB, GiB or TiB (e.g. \"4GiB\", \"512MiB\")")
+            format!(
+                "{s:?} is not a size: expected a whole number with KiB, MiB, GiB or TiB (e.g. \"4GiB\", \"512MiB\")"
+            )
         })
     }
 }
@@ -178,7 +180,12 @@ impl From<Size> for String {
 
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        let units = [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (u, m) in units {
             if self.0 >= m && self.0.is_multiple_of(m) {
                 return write!(f, "{}{u}", self.0 / m);
@@ -231,6 +238,13 @@ pub struct RawProfile {
     /// Overlay directories, relative to the profile file.
     #[serde(default)]
     pub overlays: Vec<String>,
+    /// The unit config units use when nothing more specific applies
+    /// (relative to the profile); default: just the hostname `name`.
+    #[serde(default)]
+    pub unit_defaults: Option<String>,
+    /// A fleet inventory baked into the image (relative to the profile).
+    #[serde(default)]
+    pub fleet: Option<String>,
     /// Users to create.
     #[serde(default)]
     pub users: Vec<User>,
@@ -387,6 +401,10 @@ pub struct Profile {
     pub debian: Debian,
     /// Overlay directories (absolute).
     pub overlays: Vec<PathBuf>,
+    /// The default unit config (TOML text, validated).
+    pub unit_defaults: String,
+    /// The baked-in fleet inventory (TOML text, validated).
+    pub fleet: Option<String>,
     /// Users.
     pub users: Vec<User>,
     /// Disk sizes, root computed.
@@ -483,7 +501,10 @@ impl Profile {
     /// Reads, parses and validates a profile file.
     pub fn load(path: &Path) -> Result<Profile> {
         let text = std::fs::read_to_string(path).with_context(|| {
-            format!("reading profile {}: check the path (the default profile is {DEFAULT_PROFILE})", path.display())
+            format!(
+                "reading profile {}: check the path (the default profile is {DEFAULT_PROFILE})",
+                path.display()
+            )
         })?;
         let raw: RawProfile = parse_toml(path, &text)?;
         let profile = validate(path, &text, raw)?;
@@ -496,22 +517,50 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
     let mut errs = Vec::new();
     let mut err = |key: &str, msg: String| errs.push(ConfigError::new(path, key, msg));
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
 
     if raw.version != PROFILE_SCHEMA {
-        err("version", format!("expected {PROFILE_SCHEMA} (the profile schema this builder reads), found {}", raw.version));
+        err(
+            "version",
+            format!(
+                "expected {PROFILE_SCHEMA} (the profile schema this builder reads), found {}",
+                raw.version
+            ),
+        );
     }
     let d = &raw.debian;
     if d.suite != "bookworm" {
-        err("debian.suite", format!("expected \"bookworm\" (Flypack images are Debian 12), found {:?}", d.suite));
+        err(
+            "debian.suite",
+            format!(
+                "expected \"bookworm\" (Flypack images are Debian 12), found {:?}",
+                d.suite
+            ),
+        );
     }
     if d.architecture != "amd64" {
-        err("debian.architecture", format!("expected \"amd64\" (the only architecture Flypack builds), found {:?}", d.architecture));
+        err(
+            "debian.architecture",
+            format!(
+                "expected \"amd64\" (the only architecture Flypack builds), found {:?}",
+                d.architecture
+            ),
+        );
     }
     const COMPONENTS: &[&str] = &["main", "contrib", "non-free", "non-free-firmware"];
     for (i, c) in d.components.iter().enumerate() {
         if !COMPONENTS.contains(&c.as_str()) {
-            err(&format!("debian.components[{i}]"), format!("{c:?} is not a Debian component: expected one of {}", COMPONENTS.join(", ")));
+            err(
+                &format!("debian.components[{i}]"),
+                format!(
+                    "{c:?} is not a Debian component: expected one of {}",
+                    COMPONENTS.join(", ")
+                ),
+            );
         }
     }
     if !d.components.iter().any(|c| c == "main") {
@@ -525,9 +574,15 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         }
     }
     packages.dedup();
-    let bare: Vec<&str> = packages.iter().map(|p| p.as_str().split(['=', '/', ':']).next().unwrap_or("")).collect();
+    let bare: Vec<&str> = packages
+        .iter()
+        .map(|p| p.as_str().split(['=', '/', ':']).next().unwrap_or(""))
+        .collect();
     if !bare.iter().any(|p| p.starts_with("linux-image-")) {
-        err("debian.packages", "no kernel: add a linux-image package (e.g. \"linux-image-amd64\")".into());
+        err(
+            "debian.packages",
+            "no kernel: add a linux-image package (e.g. \"linux-image-amd64\")".into(),
+        );
     }
     for (pkg, why) in REQUIRED_PACKAGES {
         if !bare.contains(pkg) {
@@ -540,7 +595,10 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
             let p = base.join(rel);
             match std::fs::read_to_string(&p) {
                 Err(e) => {
-                    err("debian.preseed", format!("cannot read {}: {e}; the path is relative to the profile", p.display()));
+                    err(
+                        "debian.preseed",
+                        format!("cannot read {}: {e}; the path is relative to the profile", p.display()),
+                    );
                     None
                 }
                 Ok(text) => {
@@ -561,52 +619,145 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         if p.is_dir() {
             overlays.push(p);
         } else {
-            err(&format!("overlays[{i}]"), format!("{} is not a directory; overlay paths are relative to the profile", p.display()));
+            err(
+                &format!("overlays[{i}]"),
+                format!(
+                    "{} is not a directory; overlay paths are relative to the profile",
+                    p.display()
+                ),
+            );
         }
     }
+
+    let mut read_checked = |key: &str, rel: &str, fleet: bool| -> Option<String> {
+        let p = base.join(rel);
+        match std::fs::read_to_string(&p) {
+            Err(e) => {
+                err(
+                    key,
+                    format!("cannot read {}: {e}; the path is relative to the profile", p.display()),
+                );
+                None
+            }
+            Ok(text) => {
+                let res = if fleet {
+                    flypack_contracts::unit::parse_fleet(&p, &text).map(|_| ())
+                } else {
+                    flypack_contracts::unit::parse_unit(&p, &text).map(|_| ())
+                };
+                match res {
+                    Ok(()) => Some(text),
+                    Err(es) => {
+                        for e in es.0 {
+                            err(key, e.to_string());
+                        }
+                        None
+                    }
+                }
+            }
+        }
+    };
+    let unit_defaults = match &raw.unit_defaults {
+        Some(rel) => read_checked("unit_defaults", rel, false).unwrap_or_default(),
+        None => format!(
+            "# Defaults for units with no unit.toml on their seed and no fleet entry:\n\
+             # DHCP on every wired NIC (the image's fallback network config).\n\
+             version = 1\nhostname = \"{}\"\n",
+            raw.name
+        ),
+    };
+    let fleet = raw.fleet.as_ref().and_then(|rel| read_checked("fleet", rel, true));
 
     let mut names: Vec<&str> = Vec::new();
     for (i, u) in raw.users.iter().enumerate() {
         if u.name.as_str() == "root" {
-            err(&format!("users[{i}].name"), "\"root\" cannot be a profile user: root has no login; give a named user sudo = true".into());
+            err(
+                &format!("users[{i}].name"),
+                "\"root\" cannot be a profile user: root has no login; give a named user sudo = true".into(),
+            );
         }
         if names.contains(&u.name.as_str()) {
-            err(&format!("users[{i}].name"), format!("{:?} is listed twice", u.name.as_str()));
+            err(
+                &format!("users[{i}].name"),
+                format!("{:?} is listed twice", u.name.as_str()),
+            );
         }
         names.push(u.name.as_str());
         if !u.shell.starts_with('/') {
-            err(&format!("users[{i}].shell"), format!("{:?} is not an absolute path (e.g. \"/bin/bash\")", u.shell));
+            err(
+                &format!("users[{i}].shell"),
+                format!("{:?} is not an absolute path (e.g. \"/bin/bash\")", u.shell),
+            );
         }
     }
 
     let mib = 1u64 << 20;
     let k = &raw.disk;
-    for (key, s) in [("disk.size", k.size), ("disk.bios_boot", k.bios_boot), ("disk.esp", k.esp), ("disk.seed", k.seed)] {
+    for (key, s) in [
+        ("disk.size", k.size),
+        ("disk.bios_boot", k.bios_boot),
+        ("disk.esp", k.esp),
+        ("disk.seed", k.seed),
+    ] {
         if s.0 % mib != 0 {
-            err(key, format!("{s} is not a whole number of MiB (partitions are MiB-aligned)"));
+            err(
+                key,
+                format!("{s} is not a whole number of MiB (partitions are MiB-aligned)"),
+            );
         }
     }
     if k.bios_boot.0 < mib {
-        err("disk.bios_boot", "expected at least 1MiB (GRUB's core image lives there)".into());
+        err(
+            "disk.bios_boot",
+            "expected at least 1MiB (GRUB's core image lives there)".into(),
+        );
     }
     if k.esp.0 < 64 * mib {
-        err("disk.esp", format!("{} is too small: expected at least 64MiB (FAT32, as firmware expects of an ESP)", k.esp));
+        err(
+            "disk.esp",
+            format!(
+                "{} is too small: expected at least 64MiB (FAT32, as firmware expects of an ESP)",
+                k.esp
+            ),
+        );
     }
     if !(4 * mib..=256 * mib).contains(&k.seed.0) {
-        err("disk.seed", format!("{}: expected 4MiB to 256MiB (it holds unit.toml and what a restore needs)", k.seed));
+        err(
+            "disk.seed",
+            format!(
+                "{}: expected 4MiB to 256MiB (it holds unit.toml and what a restore needs)",
+                k.seed
+            ),
+        );
     }
     // 1 MiB before the first partition, 1 MiB at the end for the backup GPT.
     let fixed = 2 * mib + k.bios_boot.0 + k.esp.0 + k.seed.0;
     let root = k.size.0.saturating_sub(fixed);
     if root < (1 << 30) {
-        err("disk.size", format!("{} leaves {} for the root filesystem: expected at least 1GiB; raise disk.size", k.size, Size(root)));
+        err(
+            "disk.size",
+            format!(
+                "{} leaves {} for the root filesystem: expected at least 1GiB; raise disk.size",
+                k.size,
+                Size(root)
+            ),
+        );
     }
     if raw.boot.timeout > 60 {
-        err("boot.timeout", format!("{} seconds: expected at most 60 (the unit must boot unattended)", raw.boot.timeout));
+        err(
+            "boot.timeout",
+            format!(
+                "{} seconds: expected at most 60 (the unit must boot unattended)",
+                raw.boot.timeout
+            ),
+        );
     }
     for (i, a) in raw.boot.cmdline.iter().enumerate() {
         if a.is_empty() || a.contains(char::is_whitespace) || a.starts_with("root=") || a.starts_with("console=") {
-            err(&format!("boot.cmdline[{i}]"), format!("{a:?}: expected one argument without spaces; root= and console= are set by the builder"));
+            err(
+                &format!("boot.cmdline[{i}]"),
+                format!("{a:?}: expected one argument without spaces; root= and console= are set by the builder"),
+            );
         }
     }
 
@@ -630,6 +781,8 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
             packages,
         },
         overlays,
+        unit_defaults,
+        fleet,
         users: raw.users,
         disk: DiskSizes {
             total: k.size.0,
@@ -649,7 +802,18 @@ fn check_preseed_line(line: &str) -> Result<(), String> {
     if t.is_empty() || t.starts_with('#') {
         return Ok(());
     }
-    const TYPES: &[&str] = &["string", "boolean", "select", "multiselect", "note", "text", "password", "title", "error", "seen"];
+    const TYPES: &[&str] = &[
+        "string",
+        "boolean",
+        "select",
+        "multiselect",
+        "note",
+        "text",
+        "password",
+        "title",
+        "error",
+        "seen",
+    ];
     let mut f = t.split_whitespace();
     let (owner, question, kind) = (f.next(), f.next(), f.next());
     match (owner, question, kind) {
@@ -665,7 +829,10 @@ fn check_preseed_line(line: &str) -> Result<(), String> {
             }
             Ok(())
         }
-        _ => Err(format!("expected \"OWNER QUESTION TYPE VALUE\" with TYPE one of {}, found {t:?}", TYPES.join(", "))),
+        _ => Err(format!(
+            "expected \"OWNER QUESTION TYPE VALUE\" with TYPE one of {}, found {t:?}",
+            TYPES.join(", ")
+        )),
     }
 }
 

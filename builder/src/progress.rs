@@ -46,7 +46,11 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter in `mode`.
     pub fn new(mode: Mode) -> Self {
-        Self { mode, start: Instant::now(), out: Mutex::new(()) }
+        Self {
+            mode,
+            start: Instant::now(),
+            out: Mutex::new(()),
+        }
     }
 
     /// The mode.
@@ -121,7 +125,14 @@ impl Reporter {
             }
             Mode::Quiet => None,
         };
-        Stage { reporter: self, name, started: Instant::now(), bar, finished: false, last_plain: Mutex::new(None) }
+        Stage {
+            reporter: self,
+            name,
+            started: Instant::now(),
+            bar,
+            finished: false,
+            last_plain: Mutex::new(None),
+        }
     }
 }
 
@@ -153,7 +164,9 @@ impl Stage<'_> {
                     self.reporter.plain(&format!("{}: {msg}", self.name));
                 }
             }
-            Mode::Json => self.reporter.event("stage-progress", json!({ "stage": self.name, "message": msg })),
+            Mode::Json => self
+                .reporter
+                .event("stage-progress", json!({ "stage": self.name, "message": msg })),
             Mode::Quiet => {}
         }
     }
@@ -173,7 +186,10 @@ impl Stage<'_> {
             }
             b.set_position(done);
         } else if self.reporter.mode == Mode::Json {
-            self.reporter.event("stage-bytes", json!({ "stage": self.name, "done": done, "total": total }));
+            self.reporter.event(
+                "stage-bytes",
+                json!({ "stage": self.name, "done": done, "total": total }),
+            );
         } else if self.reporter.mode == Mode::Plain {
             let pct = (done * 100).checked_div(total).unwrap_or(100);
             self.progress(&format!("{pct}% of {}", indicatif::HumanBytes(total)));
@@ -197,7 +213,9 @@ impl Stage<'_> {
                 let _guard = self.reporter.out.lock().unwrap_or_else(|e| e.into_inner());
                 eprintln!("  \u{2713} {:>8} {secs:>6.1}s  {summary}", self.name);
             }
-            Mode::Plain => self.reporter.plain(&format!("{}: done in {secs:.1}s: {summary}", self.name)),
+            Mode::Plain => self
+                .reporter
+                .plain(&format!("{}: done in {secs:.1}s: {summary}", self.name)),
             Mode::Json => self.reporter.event(
                 "stage-done",
                 json!({ "stage": self.name, "seconds": (secs * 10.0).round() / 10.0, "summary": summary }),
@@ -222,7 +240,9 @@ impl Drop for Stage<'_> {
                 eprintln!("  \u{2717} {:>8} {secs:>6.1}s  failed", self.name);
             }
             Mode::Plain => self.reporter.plain(&format!("{}: failed after {secs:.1}s", self.name)),
-            Mode::Json => self.reporter.event("stage-failed", json!({ "stage": self.name, "seconds": secs })),
+            Mode::Json => self
+                .reporter
+                .event("stage-failed", json!({ "stage": self.name, "seconds": secs })),
             Mode::Quiet => {}
         }
     }

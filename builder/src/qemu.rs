@@ -52,7 +52,10 @@ impl std::str::FromStr for Forward {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?}: expected HOST:GUEST ports, e.g. 2222:22");
         let (h, g) = s.split_once(':').ok_or_else(bad)?;
-        Ok(Forward { host: h.parse().map_err(|_| bad())?, guest: g.parse().map_err(|_| bad())? })
+        Ok(Forward {
+            host: h.parse().map_err(|_| bad())?,
+            guest: g.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -144,7 +147,10 @@ impl Vm {
         let image = fs::canonicalize(&cfg.image).with_context(|| format!("image {} not found", cfg.image.display()))?;
         let fmt = image_format(&image)?;
         let image_size = fs::metadata(&image)?.len();
-        let tmp = tempfile::Builder::new().prefix("flypack-boot-").tempdir().context("creating a temp folder")?;
+        let tmp = tempfile::Builder::new()
+            .prefix("flypack-boot-")
+            .tempdir()
+            .context("creating a temp folder")?;
         let overlay = cfg.overlay.clone().unwrap_or_else(|| tmp.path().join("disk.qcow2"));
         if !overlay.exists() {
             let mut c = Cmd::new("qemu-img")
@@ -162,10 +168,14 @@ impl Vm {
         if let Some(parent) = cfg.console_log.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        File::create(&cfg.console_log).with_context(|| format!("creating console log {}", cfg.console_log.display()))?;
+        File::create(&cfg.console_log)
+            .with_context(|| format!("creating console log {}", cfg.console_log.display()))?;
         tracing::debug!("qemu-system-x86_64 {}", args.join(" "));
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| {
             anyhow::anyhow!("could not start qemu-system-x86_64: {e} (install it: apt-get install qemu-system-x86)")
@@ -209,9 +219,10 @@ impl Vm {
             let line: String = self.pending.drain(..=i).collect();
             let line = line.trim_end_matches(['\n', '\r']).to_string();
             if found.is_none()
-                && let Some(Ok(s)) = parse_status_line(&line) {
-                    *found = Some(s);
-                }
+                && let Some(Ok(s)) = parse_status_line(&line)
+            {
+                *found = Some(s);
+            }
             if self.tail.len() == 200 {
                 self.tail.pop_front();
             }
@@ -246,7 +257,9 @@ impl Vm {
     }
 
     fn try_exit(&mut self) -> Result<Option<std::process::ExitStatus>> {
-        let Some(child) = self.child.as_mut() else { return Ok(None) };
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
         Ok(child.try_wait()?)
     }
 
@@ -254,10 +267,11 @@ impl Vm {
     pub fn stderr(&mut self) -> String {
         let mut s = String::new();
         if let Some(c) = self.child.as_mut()
-            && let Some(mut e) = c.stderr.take() {
-                // Best effort: this is only used to explain an exit.
-                let _ = e.read_to_string(&mut s);
-            }
+            && let Some(mut e) = c.stderr.take()
+        {
+            // Best effort: this is only used to explain an exit.
+            let _ = e.read_to_string(&mut s);
+        }
         s
     }
 
@@ -328,12 +342,22 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
     for f in &cfg.forwards {
         user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
     }
-    a.extend(["-netdev".into(), user, "-device".into(), "virtio-net-pci,netdev=mgmt,mac=52:54:00:f1:00:01".into()]);
+    a.extend([
+        "-netdev".into(),
+        user,
+        "-device".into(),
+        "virtio-net-pci,netdev=mgmt,mac=52:54:00:f1:00:01".into(),
+    ]);
     let media = match &cfg.media {
         MediaNet::Isolated => "hubport,id=media,hubid=1".to_string(),
         MediaNet::Multicast(addr) => format!("socket,id=media,mcast={addr}"),
     };
-    a.extend(["-netdev".into(), media, "-device".into(), "virtio-net-pci,netdev=media,mac=52:54:00:f1:00:02".into()]);
+    a.extend([
+        "-netdev".into(),
+        media,
+        "-device".into(),
+        "virtio-net-pci,netdev=media,mac=52:54:00:f1:00:02".into(),
+    ]);
     if !cfg.usb_disks.is_empty() {
         a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
         for (i, d) in cfg.usb_disks.iter().enumerate() {
@@ -400,7 +424,9 @@ mod tests {
             console_log: "/l/console.log".into(),
             usb_disks: vec![],
         };
-        let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg).unwrap().join(" ");
+        let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
+            .unwrap()
+            .join(" ");
         assert_eq!(
             a,
             "-name flypack -machine q35,accel=tcg -smp 2 -m 2048 -nodefaults -no-user-config -display none \

@@ -84,13 +84,8 @@ impl AtomicFile {
         file.sync_all()
             .with_context(|| format!("fsync of {}", self.temp.display()))?;
         drop(file);
-        fs::rename(&self.temp, &self.target).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.temp.display(),
-                self.target.display()
-            )
-        })?;
+        fs::rename(&self.temp, &self.target)
+            .with_context(|| format!("renaming {} to {}", self.temp.display(), self.target.display()))?;
         fsync_dir(parent_dir(&self.target))
     }
 }
@@ -172,9 +167,7 @@ impl Drop for TempPath {
 /// Removes a file or a directory tree; a missing path is not an error.
 pub fn remove_any(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
-        }
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display())),
         Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("inspecting {}", path.display())),
@@ -219,10 +212,7 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o640).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
         // No temporary file is left behind.
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

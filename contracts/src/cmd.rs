@@ -168,15 +168,13 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets an environment variable for the command.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.envs
-            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.envs.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -227,9 +225,9 @@ impl Cmd {
         let program = self.program.to_string_lossy().into_owned();
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             match package_for(&program) {
-                Some(pkg) => format!(
-                    " (not installed: apt-get install {pkg}; `builder doctor` lists every missing tool)"
-                ),
+                Some(pkg) => {
+                    format!(" (not installed: apt-get install {pkg}; `builder doctor` lists every missing tool)")
+                }
                 None => " (not installed or not on PATH)".to_string(),
             }
         } else {
@@ -303,17 +301,11 @@ impl Cmd {
         for (stream, pipe) in [
             (
                 Stream::Stdout,
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
             ),
             (
                 Stream::Stderr,
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
             ),
         ] {
             let Some(pipe) = pipe else { continue };
@@ -321,9 +313,7 @@ impl Cmd {
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).split(b'\n') {
                     let Ok(line) = line else { break };
-                    let text = String::from_utf8_lossy(&line)
-                        .trim_end_matches('\r')
-                        .to_string();
+                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
                     if tx.send((stream, text)).is_err() {
                         break;
                     }
@@ -432,10 +422,7 @@ mod tests {
     #[test]
     fn failure_names_command_status_and_stderr_tail() {
         let err = Cmd::new("sh")
-            .args([
-                "-c",
-                "for i in $(seq 1 40); do echo line$i >&2; done; exit 3",
-            ])
+            .args(["-c", "for i in $(seq 1 40); do echo line$i >&2; done; exit 3"])
             .run()
             .unwrap_err();
         let text = err.to_string();
@@ -449,10 +436,7 @@ mod tests {
     #[test]
     fn missing_program_names_the_package() {
         let err = Cmd::new("mmdebstrap-does-not-exist").run().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("could not run `mmdebstrap-does-not-exist`")
-        );
+        assert!(err.to_string().contains("could not run `mmdebstrap-does-not-exist`"));
         let err = Cmd::new("/nonexistent/sgdisk").run().unwrap_err();
         assert!(err.to_string().contains("apt-get install gdisk"), "{err}");
     }
@@ -467,10 +451,7 @@ mod tests {
         seen.sort_by_key(|(s, _)| *s == Stream::Stderr);
         assert_eq!(
             seen,
-            vec![
-                (Stream::Stdout, "out".to_string()),
-                (Stream::Stderr, "err".to_string())
-            ]
+            vec![(Stream::Stdout, "out".to_string()), (Stream::Stderr, "err".to_string())]
         );
     }
 }

@@ -92,16 +92,8 @@ mod tests {
     fn errors_carry_key_path_and_line() {
         let f = Path::new("p.toml");
         let cases = [
-            (
-                "name = \"x\"\n[inner]\nlist = [1, \"two\"]\n",
-                "inner.list[1]",
-                Some(3),
-            ),
-            (
-                "name = \"x\"\n[inner]\nlist = []\nbogus = 1\n",
-                "inner.bogus",
-                Some(4),
-            ),
+            ("name = \"x\"\n[inner]\nlist = [1, \"two\"]\n", "inner.list[1]", Some(3)),
+            ("name = \"x\"\n[inner]\nlist = []\nbogus = 1\n", "inner.bogus", Some(4)),
             ("name = 3\n[inner]\nlist = []\n", "name", Some(1)),
             ("[inner]\nlist = []\n", ".", Some(1)),
             ("name = \n", ".", Some(1)),
@@ -112,8 +104,7 @@ mod tests {
             assert_eq!(err.line, line, "{text:?}: {err}");
             assert_eq!(err.file, "p.toml");
         }
-        let err =
-            parse_toml::<Outer>(f, "name = \"x\"\n[inner]\nlist = []\nbogus = 1\n").unwrap_err();
+        let err = parse_toml::<Outer>(f, "name = \"x\"\n[inner]\nlist = []\nbogus = 1\n").unwrap_err();
         assert!(err.message.contains("unknown field `bogus`"), "{err}");
         assert!(err.message.contains("expected `list`"), "{err}");
     }

@@ -70,28 +70,16 @@ fn read_text<T: fatfs::ReadWriteSeek>(e: fatfs::DirEntry<'_, T>) -> Result<Strin
     e.to_file()
         .read_to_end(&mut s)
         .with_context(|| format!("reading {} on the seed", e.file_name()))?;
-    String::from_utf8(s).with_context(|| {
-        format!(
-            "{} on the seed is not UTF-8 text: save it as UTF-8",
-            e.file_name()
-        )
-    })
+    String::from_utf8(s).with_context(|| format!("{} on the seed is not UTF-8 text: save it as UTF-8", e.file_name()))
 }
 
 /// Reads the seed FAT filesystem at `offset..offset+len` of `path` (a
 /// partition device with offset 0, or a whole image).
 pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
     let f = File::open(path).with_context(|| format!("opening seed {}", path.display()))?;
-    let slice =
-        StreamSlice::new(ReadOnly(f), offset, offset + len).context("seed partition bounds")?;
-    let fs = fatfs::FileSystem::new(BufStream::new(slice), fatfs::FsOptions::new()).with_context(
-        || {
-            format!(
-                "{} holds no FAT filesystem at offset {offset}",
-                path.display()
-            )
-        },
-    )?;
+    let slice = StreamSlice::new(ReadOnly(f), offset, offset + len).context("seed partition bounds")?;
+    let fs = fatfs::FileSystem::new(BufStream::new(slice), fatfs::FsOptions::new())
+        .with_context(|| format!("{} holds no FAT filesystem at offset {offset}", path.display()))?;
     let root = fs.root_dir();
     let mut out = SeedFiles {
         label: fs.volume_label().trim().to_string(),
@@ -105,9 +93,7 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
         let l = name.to_ascii_lowercase();
         for want in [UNIT_FILE, FLEET_FILE] {
             if l != want && l.starts_with(want) && (l.ends_with(".txt") || l.ends_with(".rtf")) {
-                bail!(
-                    "the seed has {name:?}, not {want}: the editor added an extension; rename it to {want}"
-                );
+                bail!("the seed has {name:?}, not {want}: the editor added an extension; rename it to {want}");
             }
         }
     }
@@ -122,13 +108,7 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
 
 /// Writes files into the seed FAT filesystem at `offset..offset+len` of the
 /// image (replacing files of the same name, any case) and removes `remove`.
-pub fn write(
-    image: &Path,
-    offset: u64,
-    len: u64,
-    files: &[(&str, &[u8])],
-    remove: &[&str],
-) -> Result<()> {
+pub fn write(image: &Path, offset: u64, len: u64, files: &[(&str, &[u8])], remove: &[&str]) -> Result<()> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -137,12 +117,7 @@ pub fn write(
     {
         let slice = StreamSlice::new(&f, offset, offset + len).context("seed partition bounds")?;
         let fs = fatfs::FileSystem::new(BufStream::new(slice), fatfs::FsOptions::new())
-            .with_context(|| {
-                format!(
-                    "{} holds no FAT seed filesystem at offset {offset}",
-                    image.display()
-                )
-            })?;
+            .with_context(|| format!("{} holds no FAT seed filesystem at offset {offset}", image.display()))?;
         {
             let root = fs.root_dir();
             for name in files.iter().map(|(n, _)| *n).chain(remove.iter().copied()) {
@@ -156,9 +131,8 @@ pub fn write(
                     .create_file(name)
                     .with_context(|| format!("creating {name} on the seed"))?;
                 out.truncate()?;
-                out.write_all(data).with_context(|| {
-                    format!("writing {name} on the seed (is the seed partition full?)")
-                })?;
+                out.write_all(data)
+                    .with_context(|| format!("writing {name} on the seed (is the seed partition full?)"))?;
                 out.flush()?;
             }
         }
@@ -182,11 +156,7 @@ mod tests {
             .arg("16384")
             .output()
             .expect("mkfs.vfat (dosfstools) is needed for this test");
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
         f
     }
 
@@ -201,10 +171,7 @@ mod tests {
             img.path(),
             off,
             len,
-            &[
-                (UNIT_FILE, b"version = 1\nhostname = \"a\"\n"),
-                (FLEET_FILE, b"f"),
-            ],
+            &[(UNIT_FILE, b"version = 1\nhostname = \"a\"\n"), (FLEET_FILE, b"f")],
             &[],
         )
         .unwrap();
@@ -230,10 +197,7 @@ mod tests {
             .arg("::unit.toml")
             .output()
             .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&o.stdout),
-            "version = 1\nhostname = \"a\"\n"
-        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "version = 1\nhostname = \"a\"\n");
     }
 
     #[test]
@@ -241,18 +205,8 @@ mod tests {
         let img = image();
         let (off, len) = (1 << 20, 16 << 20);
         write(img.path(), off, len, &[("UNIT.TOML", b"x")], &[]).unwrap();
-        assert_eq!(
-            read(img.path(), off, len).unwrap().unit.as_deref(),
-            Some("x")
-        );
-        write(
-            img.path(),
-            off,
-            len,
-            &[("unit.toml.txt", b"x")],
-            &[UNIT_FILE],
-        )
-        .unwrap();
+        assert_eq!(read(img.path(), off, len).unwrap().unit.as_deref(), Some("x"));
+        write(img.path(), off, len, &[("unit.toml.txt", b"x")], &[UNIT_FILE]).unwrap();
         let e = read(img.path(), off, len).unwrap_err().to_string();
         assert!(e.contains("rename it to unit.toml"), "{e}");
     }

@@ -54,11 +54,7 @@ impl Verdict {
                 Verdict::NoGo => 2,
             }
         }
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+        if rank(other) > rank(self) { other } else { self }
     }
 }
 
@@ -239,10 +235,7 @@ mod tests {
         assert_eq!(Verdict::Go.exit_code(), 0);
         assert_eq!(Verdict::NoGo.exit_code(), 1);
         assert_eq!(Verdict::GoWithWarnings.exit_code(), 2);
-        assert_eq!(
-            Verdict::Go.worst(Verdict::GoWithWarnings),
-            Verdict::GoWithWarnings
-        );
+        assert_eq!(Verdict::Go.worst(Verdict::GoWithWarnings), Verdict::GoWithWarnings);
         assert_eq!(Verdict::NoGo.worst(Verdict::GoWithWarnings), Verdict::NoGo);
     }
 }

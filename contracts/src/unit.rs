@@ -135,11 +135,7 @@ pub struct IpCidr {
 impl TryFrom<String> for IpCidr {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "{s:?} is not an address with a prefix: expected e.g. \"10.0.0.5/24\" or \"fd00::5/64\""
-            )
-        };
+        let bad = || format!("{s:?} is not an address with a prefix: expected e.g. \"10.0.0.5/24\" or \"fd00::5/64\"");
         let (a, p) = s.split_once('/').ok_or_else(bad)?;
         let addr: IpAddr = a.parse().map_err(|_| bad())?;
         let prefix: u8 = p.parse().map_err(|_| bad())?;
@@ -515,8 +511,7 @@ impl Unit {
 /// Checks what spans keys; `prefix` is prepended to key paths (for fleet entries).
 pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigErrors> {
     let mut errs = Vec::new();
-    let mut err =
-        |key: String, msg: String| errs.push(ConfigError::new(file, format!("{prefix}{key}"), msg));
+    let mut err = |key: String, msg: String| errs.push(ConfigError::new(file, format!("{prefix}{key}"), msg));
     if raw.version != UNIT_SCHEMA {
         err(
             "version".into(),
@@ -532,10 +527,7 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
     for (i, itf) in raw.interfaces.iter().enumerate() {
         let k = format!("interfaces[{i}]");
         if !labels.insert(itf.label.as_str()) {
-            err(
-                format!("{k}.label"),
-                format!("{:?} is used twice", itf.label.as_str()),
-            );
+            err(format!("{k}.label"), format!("{:?} is used twice", itf.label.as_str()));
         }
         match (&itf.matcher.name, &itf.matcher.mac) {
             (None, None) => err(
@@ -558,24 +550,19 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
             itf.gateway.map(IpAddr::V4),
             itf.mtu,
         );
-        if let Some(g6) = itf.gateway6 {
-            if !itf.addresses.iter().any(|a| a.contains(IpAddr::V6(g6))) {
-                err(
-                    format!("{k}.gateway6"),
-                    format!(
-                        "{g6} is not in any of the interface's IPv6 addresses: add an address in its subnet"
-                    ),
-                );
-            }
+        if let Some(g6) = itf.gateway6
+            && !itf.addresses.iter().any(|a| a.contains(IpAddr::V6(g6)))
+        {
+            err(
+                format!("{k}.gateway6"),
+                format!("{g6} is not in any of the interface's IPv6 addresses: add an address in its subnet"),
+            );
         }
     }
     for (i, v) in raw.vlans.iter().enumerate() {
         let k = format!("vlans[{i}]");
         if !(1..=4094).contains(&v.id) {
-            err(
-                format!("{k}.id"),
-                format!("{} is not a VLAN id: expected 1-4094", v.id),
-            );
+            err(format!("{k}.id"), format!("{} is not a VLAN id: expected 1-4094", v.id));
         }
         if !raw.interfaces.iter().any(|itf| itf.label == v.parent) {
             err(
@@ -587,56 +574,37 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
             );
         }
         if !names.insert(v.name.as_str()) {
-            err(
-                format!("{k}.name"),
-                format!("{:?} is used twice", v.name.as_str()),
-            );
+            err(format!("{k}.name"), format!("{:?} is used twice", v.name.as_str()));
         }
-        if raw.vlans[..i]
-            .iter()
-            .any(|o| o.parent == v.parent && o.id == v.id)
-        {
-            err(
-                format!("{k}.id"),
-                format!("VLAN {} is already on {}", v.id, v.parent),
-            );
+        if raw.vlans[..i].iter().any(|o| o.parent == v.parent && o.id == v.id) {
+            err(format!("{k}.id"), format!("VLAN {} is already on {}", v.id, v.parent));
         }
-        check_addressing(
-            &mut err,
-            &k,
-            v.dhcp,
-            &v.addresses,
-            v.gateway.map(IpAddr::V4),
-            v.mtu,
-        );
+        check_addressing(&mut err, &k, v.dhcp, &v.addresses, v.gateway.map(IpAddr::V4), v.mtu);
     }
     for (i, s) in raw.dns.search.iter().enumerate() {
         let ok = !s.is_empty()
-            && s.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
+            && s.split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !ok {
-            err(
-                format!("dns.search[{i}]"),
-                format!("{s:?} is not a domain name"),
-            );
+            err(format!("dns.search[{i}]"), format!("{s:?} is not a domain name"));
         }
     }
-    if let Some(p) = &raw.time.ptp {
-        if raw.interface(p.interface.as_str()).is_none() {
-            err(
-                "time.ptp.interface".into(),
-                format!(
-                    "{:?} is not the label of an interface in [[interfaces]]",
-                    p.interface.as_str()
-                ),
-            );
-        }
+    if let Some(p) = &raw.time.ptp
+        && raw.interface(p.interface.as_str()).is_none()
+    {
+        err(
+            "time.ptp.interface".into(),
+            format!(
+                "{:?} is not the label of an interface in [[interfaces]]",
+                p.interface.as_str()
+            ),
+        );
     }
     if raw.time.required && raw.time.ntp.is_empty() && raw.time.ptp.is_none() {
-        err("time.required".into(), "time is required but no NTP server or PTP interface is configured: add time.ntp or time.ptp".into());
+        err(
+            "time.required".into(),
+            "time is required but no NTP server or PTP interface is configured: add time.ntp or time.ptp".into(),
+        );
     }
     if !(raw.multicast.igmp_version == 2 || raw.multicast.igmp_version == 3) {
         err(
@@ -651,28 +619,19 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
                 format!("{} is not a multicast address (224.0.0.0/4)", g.group),
             );
         }
-        let known = raw
-            .interfaces
-            .iter()
-            .any(|itf| itf.label.as_str() == g.interface)
+        let known = raw.interfaces.iter().any(|itf| itf.label.as_str() == g.interface)
             || raw.vlans.iter().any(|v| v.name.as_str() == g.interface);
         if !known {
             err(
                 format!("multicast.groups[{i}].interface"),
-                format!(
-                    "{:?} is neither an interface label nor a VLAN name",
-                    g.interface
-                ),
+                format!("{:?} is neither an interface label nor a VLAN name", g.interface),
             );
         }
     }
     if !(raw.qa.srt_bitrate_mbps > 0.0 && raw.qa.srt_bitrate_mbps <= 10_000.0) {
         err(
             "qa.srt_bitrate_mbps".into(),
-            format!(
-                "{}: expected more than 0 and at most 10000",
-                raw.qa.srt_bitrate_mbps
-            ),
+            format!("{}: expected more than 0 and at most 10000", raw.qa.srt_bitrate_mbps),
         );
     }
     if raw.qa.settle_seconds > 600 {
@@ -686,11 +645,7 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
             let ids: Vec<&str> = crate::qa::CATALOGUE.iter().map(|c| c.id).collect();
             err(
                 format!("qa.waivers[{i}].check"),
-                format!(
-                    "{:?} is not a QA check id: expected one of {}",
-                    w.check,
-                    ids.join(", ")
-                ),
+                format!("{:?} is not a QA check id: expected one of {}", w.check, ids.join(", ")),
             );
         }
         if w.reason.trim().len() < 5 {
@@ -736,18 +691,12 @@ fn check_addressing(
     let mut seen = BTreeSet::new();
     for (j, a) in addrs.iter().enumerate() {
         if !seen.insert(a.addr) {
-            err(
-                format!("{k}.addresses[{j}]"),
-                format!("{} is listed twice", a.addr),
-            );
+            err(format!("{k}.addresses[{j}]"), format!("{} is listed twice", a.addr));
         }
     }
     if let Some(g) = gw {
         if addrs.iter().any(|a| a.addr == g) {
-            err(
-                format!("{k}.gateway"),
-                format!("{g} is the interface's own address"),
-            );
+            err(format!("{k}.gateway"), format!("{g} is the interface's own address"));
         } else if !dhcp && !addrs.iter().any(|a| a.contains(g)) {
             err(
                 format!("{k}.gateway"),
@@ -757,10 +706,10 @@ fn check_addressing(
             );
         }
     }
-    if let Some(m) = mtu {
-        if !(576..=9216).contains(&m) {
-            err(format!("{k}.mtu"), format!("{m}: expected 576-9216"));
-        }
+    if let Some(m) = mtu
+        && !(576..=9216).contains(&m)
+    {
+        err(format!("{k}.mtu"), format!("{m}: expected 576-9216"));
     }
 }
 
@@ -823,14 +772,10 @@ pub enum FleetMatch {
 impl Fleet {
     /// The entry for this hardware: serial first, then MACs.
     pub fn find(&self, hw: &Hardware) -> Option<(&Unit, FleetMatch)> {
-        if let Some(s) = &hw.serial {
-            if let Some((_, _, u)) = self
-                .units
-                .iter()
-                .find(|(sn, _, _)| sn.as_deref() == Some(s.as_str()))
-            {
-                return Some((u, FleetMatch::Serial(s.clone())));
-            }
+        if let Some(s) = &hw.serial
+            && let Some((_, _, u)) = self.units.iter().find(|(sn, _, _)| sn.as_deref() == Some(s.as_str()))
+        {
+            return Some((u, FleetMatch::Serial(s.clone())));
         }
         for m in &hw.macs {
             let m = m.to_ascii_lowercase();
@@ -870,14 +815,14 @@ pub fn parse_fleet(file: &Path, text: &str) -> Result<Fleet, ConfigErrors> {
                 "expected serial or macs to match the unit by".to_string(),
             ));
         }
-        if let Some(s) = &u.serial {
-            if !serials.insert(s.clone()) {
-                errs.push(ConfigError::new(
-                    file,
-                    format!("{k}.serial"),
-                    format!("{s:?} is listed for two units"),
-                ));
-            }
+        if let Some(s) = &u.serial
+            && !serials.insert(s.clone())
+        {
+            errs.push(ConfigError::new(
+                file,
+                format!("{k}.serial"),
+                format!("{s:?} is listed for two units"),
+            ));
         }
         for (j, m) in u.macs.iter().enumerate() {
             if !macs.insert(m.clone()) {

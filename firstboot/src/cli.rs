@@ -17,6 +17,10 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "/", hide = true)]
     pub root: PathBuf,
 
+    /// Read the seed from this FAT image file instead of the boot disk's seed partition (tests).
+    #[arg(long, global = true, hide = true)]
+    pub seed: Option<PathBuf>,
+
     /// More log output.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -30,9 +34,95 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run (or resume) provisioning, then announce the verdict.
-    Run,
+    Run(RunArgs),
     /// Show the verdict. Exit code: 0 GO, 1 NO-GO, 2 GO with warnings.
     Status(StatusArgs),
+    /// Show the unit config that applies to this unit.
+    Config(ConfigArgs),
+    /// Run the QA checks again (after re-cabling at a venue, say) and update the verdict.
+    Qa(QaArgs),
+    /// Apply, confirm or roll back network changes; --interactive to set up the network at the console.
+    Network(NetworkArgs),
+}
+
+/// `firstboot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Early boot, before systemd-networkd: only identity and network files
+    /// (and roll back a network change that was never confirmed).
+    #[arg(long)]
+    pub early: bool,
+}
+
+/// `firstboot config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Say which source (seed, fleet, defaults) won and why.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QaFormat {
+    /// A table for humans.
+    Table,
+    /// The canonical JSON report.
+    Json,
+    /// JUnit XML.
+    Junit,
+}
+
+/// `firstboot qa`.
+#[derive(Debug, Args)]
+pub struct QaArgs {
+    /// Output format (the JSON and JUnit reports are also written to /var/lib/flypack/qa/).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: QaFormat,
+}
+
+/// `firstboot network`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NetworkArgs {
+    /// Ask for the network settings on the console (for a technician in front
+    /// of the box), apply them, and keep them only once confirmed.
+    #[arg(long)]
+    pub interactive: bool,
+
+    /// Seconds to confirm an interactive change before it rolls back.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub confirm_within: u64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<NetworkCommand>,
+}
+
+/// `firstboot network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Apply a unit config's network settings (default: the config in force);
+    /// verify them and roll back if they do not work.
+    Apply {
+        /// The unit config to apply (validated first).
+        #[arg(long)]
+        unit: Option<PathBuf>,
+        /// Keep the change only if `firstboot network confirm` runs within SECS
+        /// seconds; otherwise it rolls back by itself, even if this process is killed.
+        #[arg(long, value_name = "SECS")]
+        confirm_within: Option<u64>,
+    },
+    /// Keep the change applied with --confirm-within.
+    Confirm,
+    /// Undo the pending change (or the last apply).
+    Rollback {
+        /// Only if this change is still pending (used by the rollback timer).
+        #[arg(long, value_name = "TOKEN")]
+        if_pending: Option<String>,
+    },
+    /// Verify the network config in force, without changing anything.
+    Verify,
 }
 
 /// `firstboot status`.
@@ -73,6 +163,28 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("/"));
         let c = Cli::try_parse_from(["firstboot", "--root", "/tmp/r", "run"]).unwrap();
         assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        let c = Cli::try_parse_from([
+            "firstboot",
+            "network",
+            "apply",
+            "--unit",
+            "u.toml",
+            "--confirm-within",
+            "60",
+        ])
+        .unwrap();
+        let Command::Network(n) = c.command else { panic!() };
+        assert!(matches!(
+            n.command,
+            Some(NetworkCommand::Apply {
+                confirm_within: Some(60),
+                ..
+            })
+        ));
+        let c = Cli::try_parse_from(["firstboot", "network", "--interactive"]).unwrap();
+        let Command::Network(n) = c.command else { panic!() };
+        assert!(n.interactive && n.command.is_none());
+        assert!(Cli::try_parse_from(["firstboot", "network", "--interactive", "confirm"]).is_err());
         assert!(Cli::try_parse_from(["firstboot", "frobnicate"]).is_err());
     }
 }

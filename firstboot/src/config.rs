@@ -52,8 +52,16 @@ fn is_placeholder_serial(s: &str) -> bool {
     let l = s.trim().to_ascii_lowercase();
     l.is_empty()
         || l.chars().all(|c| c == '0' || c == ' ')
-        || ["not specified", "to be filled by o.e.m.", "system serial number", "default string", "none", "n/a", "123456789"]
-            .contains(&l.as_str())
+        || [
+            "not specified",
+            "to be filled by o.e.m.",
+            "system serial number",
+            "default string",
+            "none",
+            "n/a",
+            "123456789",
+        ]
+        .contains(&l.as_str())
 }
 
 /// The DMI serial and physical NICs' MACs, from sysfs under `root`.
@@ -95,19 +103,25 @@ pub fn seed_location(root: &Root) -> SeedLocation {
         let sys = Path::new("/sys/class/block").join(&disk_name);
         for e in std::fs::read_dir(&sys).with_context(|| format!("listing {}", sys.display()))? {
             let p = e?.path();
-            let Ok(n) = std::fs::read_to_string(p.join("partition")) else { continue };
+            let Ok(n) = std::fs::read_to_string(p.join("partition")) else {
+                continue;
+            };
             if n.trim() != PART_SEED.to_string() {
                 continue;
             }
             let uevent = std::fs::read_to_string(p.join("uevent")).unwrap_or_default();
             let name = p.file_name().context("partition name")?.to_string_lossy().into_owned();
             if !uevent.lines().any(|l| l == format!("PARTNAME={NAME_SEED}")) {
-                return Ok(SeedLocation::Missing(format!("partition {PART_SEED} of {disk_name} ({name}) is not named {NAME_SEED}")));
+                return Ok(SeedLocation::Missing(format!(
+                    "partition {PART_SEED} of {disk_name} ({name}) is not named {NAME_SEED}"
+                )));
             }
             let sectors: u64 = std::fs::read_to_string(p.join("size"))?.trim().parse()?;
             return Ok(SeedLocation::At(PathBuf::from("/dev").join(name), 0, sectors * 512));
         }
-        Ok(SeedLocation::Missing(format!("{disk_name} has no partition {PART_SEED}")))
+        Ok(SeedLocation::Missing(format!(
+            "{disk_name} has no partition {PART_SEED}"
+        )))
     };
     find().unwrap_or_else(|e| SeedLocation::Missing(format!("{e:#}")))
 }
@@ -135,29 +149,58 @@ pub fn resolve(root: &Root, seed: &Result<Option<SeedFiles>>, hw: &Hardware) -> 
     let mut explain = Vec::new();
     let done = |unit: Unit, source: &str, reason: String, mut explain: Vec<String>| {
         explain.push(format!("=> using {source}: {reason}"));
-        Ok(Resolved { unit, source: source.to_string(), reason, explain, hardware: hw.clone() })
+        Ok(Resolved {
+            unit,
+            source: source.to_string(),
+            reason,
+            explain,
+            hardware: hw.clone(),
+        })
     };
     let hw_text = format!(
         "serial {}, MACs {}",
-        hw.serial.as_deref().map(|s| format!("{s:?}")).unwrap_or_else(|| "none".into()),
-        if hw.macs.is_empty() { "none".to_string() } else { hw.macs.join(" ") }
+        hw.serial
+            .as_deref()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "none".into()),
+        if hw.macs.is_empty() {
+            "none".to_string()
+        } else {
+            hw.macs.join(" ")
+        }
     );
     explain.push(format!("hardware: {hw_text}"));
     match seed {
         Err(e) => explain.push(format!("seed: unreadable ({e:#}); trying the next source")),
         Ok(None) => explain.push("seed: no seed partition".to_string()),
         Ok(Some(s)) => {
-            explain.push(format!("seed: label {:?}, files {}", s.label, if s.names.is_empty() { "none".into() } else { s.names.join(", ") }));
+            explain.push(format!(
+                "seed: label {:?}, files {}",
+                s.label,
+                if s.names.is_empty() {
+                    "none".into()
+                } else {
+                    s.names.join(", ")
+                }
+            ));
             if let Some(text) = &s.unit {
                 let unit = parse_unit(Path::new("seed:unit.toml"), text)?;
-                return done(unit, "seed:unit.toml", "a unit.toml on the seed always wins".into(), explain);
+                return done(
+                    unit,
+                    "seed:unit.toml",
+                    "a unit.toml on the seed always wins".into(),
+                    explain,
+                );
             }
             explain.push("seed: no unit.toml".to_string());
             if let Some(text) = &s.fleet {
                 let fleet = parse_fleet(Path::new("seed:fleet.toml"), text)?;
                 match fleet_pick(&fleet, hw) {
                     Some((u, why)) => return done(u, "seed:fleet.toml", why, explain),
-                    None => explain.push(format!("seed: fleet.toml has {} units, none matches {hw_text}", fleet.units.len())),
+                    None => explain.push(format!(
+                        "seed: fleet.toml has {} units, none matches {hw_text}",
+                        fleet.units.len()
+                    )),
                 }
             } else {
                 explain.push("seed: no fleet.toml".to_string());
@@ -170,15 +213,25 @@ pub fn resolve(root: &Root, seed: &Result<Option<SeedFiles>>, hw: &Hardware) -> 
             let fleet = parse_fleet(Path::new(IMAGE_FLEET), &text)?;
             match fleet_pick(&fleet, hw) {
                 Some((u, why)) => return done(u, "image:fleet.toml", why, explain),
-                None => explain.push(format!("image: fleet inventory has {} units, none matches {hw_text}", fleet.units.len())),
+                None => explain.push(format!(
+                    "image: fleet inventory has {} units, none matches {hw_text}",
+                    fleet.units.len()
+                )),
             }
         }
     }
     let Some(text) = read_optional(root, DEFAULTS)? else {
-        bail!("no unit config: no unit.toml on the seed, no matching fleet entry, and the image has no {DEFAULTS}; put a unit.toml on the seed partition");
+        bail!(
+            "no unit config: no unit.toml on the seed, no matching fleet entry, and the image has no {DEFAULTS}; put a unit.toml on the seed partition"
+        );
     };
     let unit = parse_unit(Path::new(DEFAULTS), &text)?;
-    done(unit, "defaults", "nothing more specific applies to this hardware".into(), explain)
+    done(
+        unit,
+        "defaults",
+        "nothing more specific applies to this hardware".into(),
+        explain,
+    )
 }
 
 /// Reads the seed at its location.
@@ -193,7 +246,9 @@ pub fn read_seed(loc: &SeedLocation) -> Result<Option<SeedFiles>> {
 pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolved> {
     let loc = match seed_override {
         Some(p) => {
-            let len = std::fs::metadata(p).with_context(|| format!("seed {}", p.display()))?.len();
+            let len = std::fs::metadata(p)
+                .with_context(|| format!("seed {}", p.display()))?
+                .len();
             SeedLocation::At(p.to_path_buf(), 0, len)
         }
         None => seed_location(root),
@@ -219,11 +274,25 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
     if std::fs::read_to_string(&path).ok().as_deref() == Some(toml.as_str()) {
         return Ok(false);
     }
-    std::fs::create_dir_all(path.parent().expect("has a parent")).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::create_dir_all(path.parent().expect("has a parent"))
+        .with_context(|| format!("creating {}", path.display()))?;
     write_atomic(&path, toml.as_bytes(), 0o644)?;
     let src = serde_json::json!({ "source": r.source, "reason": r.reason, "explain": r.explain, "digest": r.unit.digest(), "hardware": r.hardware });
     write_atomic(&root.path(SOURCE), serde_json::to_vec_pretty(&src)?.as_slice(), 0o644)?;
     Ok(true)
+}
+
+/// Records a config the operator applied by hand (`firstboot network apply`)
+/// as the one in force.
+pub fn persist_local(root: &Root, unit: &Unit) -> Result<bool> {
+    let r = Resolved {
+        unit: unit.clone(),
+        source: "local".into(),
+        reason: "applied on the unit with `firstboot network apply` and confirmed".into(),
+        explain: vec![],
+        hardware: hardware(root),
+    };
+    persist(root, &r)
 }
 
 #[cfg(test)]
@@ -247,11 +316,19 @@ mod tests {
     }
 
     fn seed(unit: Option<&str>, fleet: Option<&str>) -> Result<Option<SeedFiles>> {
-        Ok(Some(SeedFiles { unit: unit.map(Into::into), fleet: fleet.map(Into::into), names: vec![], label: "FLYPACKSEED".into() }))
+        Ok(Some(SeedFiles {
+            unit: unit.map(Into::into),
+            fleet: fleet.map(Into::into),
+            names: vec![],
+            label: "FLYPACKSEED".into(),
+        }))
     }
 
     fn hw(mac: &str) -> Hardware {
-        Hardware { serial: None, macs: vec![mac.into()] }
+        Hardware {
+            serial: None,
+            macs: vec![mac.into()],
+        }
     }
 
     #[test]
@@ -259,25 +336,46 @@ mod tests {
         let (_d, r) = root_with(Some("version = 1\nhostname = \"from-defaults\"\n"), Some(FLEET));
         let got = |s, h: &Hardware| resolve(&r, &s, h).unwrap();
         let x = got(seed(Some(UNIT), Some(FLEET)), &hw("52:54:00:f1:00:01"));
-        assert_eq!((x.unit.hostname.as_str(), x.source.as_str()), ("from-seed", "seed:unit.toml"));
+        assert_eq!(
+            (x.unit.hostname.as_str(), x.source.as_str()),
+            ("from-seed", "seed:unit.toml")
+        );
         let x = got(seed(None, Some(FLEET)), &hw("52:54:00:f1:00:01"));
-        assert_eq!((x.unit.hostname.as_str(), x.source.as_str()), ("from-fleet", "seed:fleet.toml"));
+        assert_eq!(
+            (x.unit.hostname.as_str(), x.source.as_str()),
+            ("from-fleet", "seed:fleet.toml")
+        );
         assert_eq!(x.reason, "matched by MAC 52:54:00:f1:00:01");
         let x = got(Ok(None), &hw("52:54:00:f1:00:01"));
         assert_eq!(x.source, "image:fleet.toml");
         let x = got(seed(None, None), &hw("52:54:00:99:99:99"));
-        assert_eq!((x.unit.hostname.as_str(), x.source.as_str()), ("from-defaults", "defaults"));
+        assert_eq!(
+            (x.unit.hostname.as_str(), x.source.as_str()),
+            ("from-defaults", "defaults")
+        );
         assert!(x.explain.iter().any(|l| l.contains("none matches")), "{:?}", x.explain);
         let x = got(Err(anyhow::anyhow!("I/O error")), &hw("52:54:00:99:99:99"));
-        assert!(x.explain.iter().any(|l| l.contains("seed: unreadable")), "{:?}", x.explain);
+        assert!(
+            x.explain.iter().any(|l| l.contains("seed: unreadable")),
+            "{:?}",
+            x.explain
+        );
     }
 
     #[test]
     fn invalid_seed_is_an_error_naming_the_file_and_key() {
         let (_d, r) = root_with(Some("version = 1\nhostname = \"d\"\n"), None);
-        let e = resolve(&r, &seed(Some("version = 1\nhostname = \"Bad Name\"\n"), None), &hw("x")).unwrap_err().to_string();
+        let e = resolve(
+            &r,
+            &seed(Some("version = 1\nhostname = \"Bad Name\"\n"), None),
+            &hw("x"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("seed:unit.toml:2: hostname: "), "{e}");
-        let e = resolve(&r, &seed(None, Some("version = 1\n[[units]]\n")), &hw("x")).unwrap_err().to_string();
+        let e = resolve(&r, &seed(None, Some("version = 1\n[[units]]\n")), &hw("x"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("seed:fleet.toml"), "{e}");
     }
 
@@ -306,17 +404,4 @@ mod tests {
         assert!(text.contains("hostname = \"d\""), "{text}");
         assert_eq!(parse_unit(Path::new("x"), &text).unwrap(), x.unit);
     }
-}
-
-/// Records a config the operator applied by hand (`firstboot network apply`)
-/// as the one in force.
-pub fn persist_local(root: &Root, unit: &Unit) -> Result<bool> {
-    let r = Resolved {
-        unit: unit.clone(),
-        source: "local".into(),
-        reason: "applied on the unit with `firstboot network apply` and confirmed".into(),
-        explain: vec![],
-        hardware: hardware(root),
-    };
-    persist(root, &r)
 }

@@ -68,7 +68,11 @@ pub struct Journal {
 
 impl Default for Journal {
     fn default() -> Self {
-        Self { schema: JOURNAL_SCHEMA, runs: Vec::new(), stages: Vec::new() }
+        Self {
+            schema: JOURNAL_SCHEMA,
+            runs: Vec::new(),
+            stages: Vec::new(),
+        }
     }
 }
 
@@ -84,7 +88,11 @@ impl Journal {
             format!("journal {} is not valid: it is only ever replaced atomically, so this is disk corruption; move it away to start provisioning over", path.display())
         })?;
         if j.schema != JOURNAL_SCHEMA {
-            bail!("journal {} has schema {}, this firstboot reads {JOURNAL_SCHEMA}", path.display(), j.schema);
+            bail!(
+                "journal {} has schema {}, this firstboot reads {JOURNAL_SCHEMA}",
+                path.display(),
+                j.schema
+            );
         }
         Ok(j)
     }
@@ -142,7 +150,11 @@ mod tests {
         assert_eq!(Journal::load(&p).unwrap(), Journal::default());
         let mut j = Journal::default();
         j.stage_mut("disk").state = StageState::Done;
-        j.add_run(RunRecord { version: "0.1.0".into(), started: "t".into(), boot_id: "b".into() });
+        j.add_run(RunRecord {
+            version: "0.1.0".into(),
+            started: "t".into(),
+            boot_id: "b".into(),
+        });
         j.save(&p).unwrap();
         assert_eq!(Journal::load(&p).unwrap(), j);
     }
@@ -160,7 +172,11 @@ mod tests {
     fn runs_are_bounded() {
         let mut j = Journal::default();
         for i in 0..30 {
-            j.add_run(RunRecord { version: "v".into(), started: i.to_string(), boot_id: String::new() });
+            j.add_run(RunRecord {
+                version: "v".into(),
+                started: i.to_string(),
+                boot_id: String::new(),
+            });
         }
         assert_eq!(j.runs.len(), 20);
         assert_eq!(j.runs[0].started, "10");

@@ -6,67 +6,148 @@ pub mod journal;
 pub mod netfiles;
 pub mod netlink;
 pub mod network;
+pub mod qa;
 pub mod root;
 pub mod runner;
 pub mod stages;
 pub mod status;
 
 use std::fs::File;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use flypack_contracts::layout::target;
+use flypack_contracts::status::StageState;
 
 use crate::journal::{Journal, RunRecord};
 use crate::root::Root;
 use crate::runner::{Ctx, RunEnd};
 
+/// The full stage order, with the configuration step first.
+pub const ORDER: &[&str] = &["config", "identity", "netconf", "disk", "network", "qa"];
+
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: cli::Cli) -> Result<i32> {
     let root = Root::new(&cli.root);
+    let seed = cli.seed.as_deref();
     match cli.command {
-        cli::Command::Run => provision(&root),
+        cli::Command::Run(a) => provision(&root, a.early, seed),
         cli::Command::Status(a) => status_cmd(&root, &a),
+        cli::Command::Config(a) => config_cmd(&root, &a, seed),
+        cli::Command::Qa(a) => qa_cmd(&root, &a),
+        cli::Command::Network(a) => cmd_network::run(&root, &a, seed),
     }
 }
 
+mod cmd_network;
+
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
-/// `firstboot run`.
-pub fn provision(root: &Root) -> Result<i32> {
+/// Resolves the unit config and records the step in the journal.
+fn configure(
+    root: &Root,
+    journal: &mut Journal,
+    jp: &Path,
+    seed: Option<&Path>,
+) -> Result<Result<flypack_contracts::unit::Unit, String>> {
+    {
+        let r = journal.stage_mut("config");
+        r.state = StageState::Started;
+        r.attempts += 1;
+        r.started = Some(runner::now());
+    }
+    journal.save(jp)?;
+    let res = config::resolve_here(root, seed).and_then(|r| {
+        config::persist(root, &r)?;
+        Ok(r)
+    });
+    let rec = journal.stage_mut("config");
+    rec.finished = Some(runner::now());
+    let out = match res {
+        Ok(r) => {
+            rec.state = StageState::Done;
+            rec.input_digest = r.unit.digest();
+            rec.detail = Some(format!("{} ({}): hostname {}", r.source, r.reason, r.unit.hostname));
+            Ok(r.unit)
+        }
+        Err(e) => {
+            rec.state = StageState::Failed;
+            let msg = format!("{e:#}");
+            rec.detail = Some(format!("invalid unit config, nothing applied: {msg}"));
+            Err(msg)
+        }
+    };
+    journal.save(jp)?;
+    Ok(out)
+}
+
+/// `firstboot run [--early]`.
+pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
     let state_dir = root.path(target::STATE_DIR);
     std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
     // One provisioning run at a time (systemd's and a technician's).
     let lock_path = state_dir.join("run.lock");
     let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
 
-    let journal_path = root.path(target::JOURNAL);
-    let mut journal = Journal::load(&journal_path)?;
-    journal.add_run(RunRecord { version: flypack_contracts::VERSION.to_string(), started: runner::now(), boot_id: boot_id() });
-    journal.save(&journal_path)?;
-
+    if early {
+        // A network change that was never confirmed (power cut, lost SSH
+        // session) rolls back before networkd starts with it.
+        match network::rollback_expired(root) {
+            Ok(Some(a)) => tracing::warn!("unconfirmed network change rolled back: {}", a.summary()),
+            Ok(None) => {}
+            Err(e) => tracing::error!("rolling back an unconfirmed network change: {e:#}"),
+        }
+    }
     let done_marker = root.path(target::DONE_MARKER);
+    let jp = root.path(target::JOURNAL);
+    let mut journal = Journal::load(&jp)?;
     if done_marker.exists() {
-        let s = status::compute(root, &journal, stages::ORDER, true);
-        status::announce(root, &s)?;
+        if !early {
+            let s = status::compute(root, &journal, ORDER, true);
+            status::announce(root, &s)?;
+        }
         return Ok(0);
     }
-    let ctx = Ctx::new(root.clone());
+    journal.add_run(RunRecord {
+        version: flypack_contracts::VERSION.to_string(),
+        started: runner::now(),
+        boot_id: boot_id(),
+    });
+    journal.save(&jp)?;
+
+    let unit = match configure(root, &mut journal, &jp, seed)? {
+        Ok(u) => u,
+        Err(msg) => {
+            let s = status::compute(root, &journal, ORDER, false);
+            status::announce(root, &s)?;
+            anyhow::bail!("unit config: {msg}");
+        }
+    };
+    let ctx = Ctx::new(root.clone(), unit);
     let all = stages::all();
-    let refs: Vec<&dyn runner::Stage> = all.iter().map(|s| s.as_ref()).collect();
-    let end = runner::run_stages(&refs, &ctx, &mut journal, &journal_path)?;
+    let refs: Vec<&dyn runner::Stage> = all
+        .iter()
+        .map(|s| s.as_ref())
+        .filter(|s| !early || stages::EARLY.contains(&s.name()))
+        .collect();
+    let end = runner::run_stages(&refs, &ctx, &mut journal, &jp)?;
     match end {
+        RunEnd::Done if early => Ok(0),
         RunEnd::Done => {
             flypack_contracts::atomic::write_atomic(&done_marker, format!("{}\n", runner::now()).as_bytes(), 0o644)?;
-            let s = status::compute(root, &journal, stages::ORDER, true);
+            let s = status::compute(root, &journal, ORDER, true);
             status::announce(root, &s)?;
             Ok(0)
         }
         RunEnd::Failed { stage, error } => {
-            let s = status::compute(root, &journal, stages::ORDER, false);
+            let s = status::compute(root, &journal, ORDER, false);
             status::announce(root, &s)?;
             // Non-zero: systemd retries (bounded by StartLimitBurst).
             anyhow::bail!("stage {stage} failed: {error}")
@@ -77,7 +158,7 @@ pub fn provision(root: &Root) -> Result<i32> {
 fn current_status(root: &Root) -> Result<flypack_contracts::status::Status> {
     let journal = Journal::load(&root.path(target::JOURNAL))?;
     let done = root.path(target::DONE_MARKER).exists();
-    Ok(status::compute(root, &journal, stages::ORDER, done))
+    Ok(status::compute(root, &journal, ORDER, done))
 }
 
 fn status_cmd(root: &Root, a: &cli::StatusArgs) -> Result<i32> {
@@ -95,4 +176,38 @@ fn status_cmd(root: &Root, a: &cli::StatusArgs) -> Result<i32> {
         print!("{}", status::table(&s));
     }
     Ok(s.verdict.exit_code())
+}
+
+fn config_cmd(root: &Root, a: &cli::ConfigArgs, seed: Option<&Path>) -> Result<i32> {
+    let r = config::resolve_here(root, seed)?;
+    if a.explain {
+        for l in &r.explain {
+            println!("{l}");
+        }
+        println!();
+    }
+    print!("{}", r.unit.to_toml());
+    Ok(0)
+}
+
+fn qa_cmd(root: &Root, a: &cli::QaArgs) -> Result<i32> {
+    let text = std::fs::read_to_string(root.path(config::RESOLVED)).with_context(|| {
+        format!(
+            "no unit config in force ({}): provisioning has not run yet",
+            config::RESOLVED
+        )
+    })?;
+    let unit = flypack_contracts::unit::parse_unit(Path::new(config::RESOLVED), &text)?;
+    let ctx = Ctx::new(root.clone(), unit);
+    let journal = Journal::load(&root.path(target::JOURNAL))?;
+    let report = stages::qa::run_qa(&ctx, &journal, None)?;
+    match a.format {
+        cli::QaFormat::Table => print!("{}", qa::table(&report)),
+        cli::QaFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        cli::QaFormat::Junit => print!("{}", qa::junit(&report)),
+    }
+    let done = root.path(target::DONE_MARKER).exists();
+    let s = status::compute_with(root, &journal, ORDER, done, Some(&report));
+    status::write(root, &s)?;
+    Ok(report.verdict.exit_code())
 }

@@ -52,7 +52,11 @@ fn addressing(s: &mut String, dhcp: bool, addresses: &[flypack_contracts::unit::
     // unit is reachable the moment it is.
     s.push_str("ConfigureWithoutCarrier=yes\n");
     s.push_str("LinkLocalAddressing=ipv6\n");
-    s.push_str(if dhcp { "IPv6AcceptRA=yes\n" } else { "IPv6AcceptRA=no\n" });
+    s.push_str(if dhcp {
+        "IPv6AcceptRA=yes\n"
+    } else {
+        "IPv6AcceptRA=no\n"
+    });
 }
 
 fn link_section(mtu: Option<u32>, required: bool) -> String {
@@ -177,7 +181,10 @@ pub fn render(unit: &Unit) -> Files {
 pub fn is_managed(path: &str) -> bool {
     path == RESOLVED_FILE
         || path == CHRONY_FILE
-        || path.strip_prefix(NETWORK_DIR).and_then(|p| p.strip_prefix('/')).is_some_and(|n| n.starts_with(PREFIX))
+        || path
+            .strip_prefix(NETWORK_DIR)
+            .and_then(|p| p.strip_prefix('/'))
+            .is_some_and(|n| n.starts_with(PREFIX))
 }
 
 #[cfg(test)]

@@ -80,7 +80,9 @@ impl Snapshot {
     /// The physical (non-VLAN) link with this MAC.
     pub fn link_by_mac(&self, mac: &str) -> Option<&Link> {
         let mac = mac.to_ascii_lowercase();
-        self.links.iter().find(|l| l.mac.as_deref() == Some(mac.as_str()) && l.vlan_id.is_none() && l.kind.as_deref() != Some("bridge"))
+        self.links.iter().find(|l| {
+            l.mac.as_deref() == Some(mac.as_str()) && l.vlan_id.is_none() && l.kind.as_deref() != Some("bridge")
+        })
     }
 
     /// Addresses on a link.
@@ -95,7 +97,11 @@ impl Snapshot {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().context("starting the netlink runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the netlink runtime")
 }
 
 fn connect() -> Result<Handle> {
@@ -171,7 +177,11 @@ async fn dump(handle: &Handle) -> Result<Snapshot, rtnetlink::Error> {
             }
         }
         if let Some(ip) = addr {
-            snap.addrs.push(Addr { index: msg.header.index, addr: ip, prefix: msg.header.prefix_len });
+            snap.addrs.push(Addr {
+                index: msg.header.index,
+                addr: ip,
+                prefix: msg.header.prefix_len,
+            });
         }
     }
     for msg in [
@@ -183,7 +193,12 @@ async fn dump(handle: &Handle) -> Result<Snapshot, rtnetlink::Error> {
             if r.header.table != RouteHeader::RT_TABLE_MAIN {
                 continue;
             }
-            let mut route = Route { dst: None, dst_len: r.header.destination_prefix_length, gateway: None, oif: None };
+            let mut route = Route {
+                dst: None,
+                dst_len: r.header.destination_prefix_length,
+                gateway: None,
+                oif: None,
+            };
             for a in r.attributes {
                 match a {
                     RouteAttribute::Destination(d) => route.dst = ip_of(d),
@@ -211,7 +226,9 @@ pub fn snapshot() -> Result<Snapshot> {
     let rt = runtime()?;
     rt.block_on(async {
         let h = connect()?;
-        dump(&h).await.map_err(|e| anyhow!(hint(&e, "reading links, addresses and routes")))
+        dump(&h)
+            .await
+            .map_err(|e| anyhow!(hint(&e, "reading links, addresses and routes")))
     })
 }
 
@@ -222,7 +239,11 @@ pub fn delete_link(name: &str) -> Result<bool> {
         let h = connect()?;
         let snap = dump(&h).await.map_err(|e| anyhow!(hint(&e, "reading links")))?;
         let Some(l) = snap.link(name) else { return Ok(false) };
-        h.link().del(l.index).execute().await.map_err(|e| anyhow!(hint(&e, &format!("deleting link {name}"))))?;
+        h.link()
+            .del(l.index)
+            .execute()
+            .await
+            .map_err(|e| anyhow!(hint(&e, &format!("deleting link {name}"))))?;
         Ok(true)
     })
 }
@@ -251,7 +272,10 @@ mod tests {
         let s = snapshot().unwrap();
         let lo = s.link("lo").expect("every namespace has lo");
         assert!(lo.admin_up);
-        assert!(s.addrs_of(lo.index).any(|a| a.addr == IpAddr::from([127, 0, 0, 1]) && a.prefix == 8));
+        assert!(
+            s.addrs_of(lo.index)
+                .any(|a| a.addr == IpAddr::from([127, 0, 0, 1]) && a.prefix == 8)
+        );
         assert_eq!(mac_string(&[0x52, 0x54, 0, 0xf1, 0, 2]), "52:54:00:f1:00:02");
     }
 }

@@ -37,7 +37,10 @@ pub fn current_files(root: &Root) -> Result<Files> {
             let e = e.with_context(|| format!("listing {}", dir.display()))?;
             let abs = format!("{}/{}", netfiles::NETWORK_DIR, e.file_name().to_string_lossy());
             if netfiles::is_managed(&abs) {
-                f.insert(abs, std::fs::read_to_string(e.path()).with_context(|| format!("reading {}", e.path().display()))?);
+                f.insert(
+                    abs,
+                    std::fs::read_to_string(e.path()).with_context(|| format!("reading {}", e.path().display()))?,
+                );
             }
         }
     }
@@ -75,14 +78,14 @@ pub fn write_files(root: &Root, want: &Files) -> Result<Changes> {
     for (path, text) in want {
         if have.get(path) != Some(text) {
             let p = root.path(path);
-            if let Some(d) = p.parent() {
-                if !d.exists() {
-                    if path == netfiles::CHRONY_FILE && !root.path("/etc/chrony").exists() {
-                        tracing::warn!("chrony is not installed: NTP servers are not configured");
-                        continue;
-                    }
-                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            if let Some(d) = p.parent()
+                && !d.exists()
+            {
+                if path == netfiles::CHRONY_FILE && !root.path("/etc/chrony").exists() {
+                    tracing::warn!("chrony is not installed: NTP servers are not configured");
+                    continue;
                 }
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             }
             write_atomic(&p, text.as_bytes(), 0o644)?;
             ch.written.push(path.clone());
@@ -124,14 +127,23 @@ pub fn reload(root: &Root, old: &Files, new: &Files, ch: &Changes) -> Result<Vec
     }
     if ch.touches(|p| p.ends_with(".link")) {
         // .link files are applied by udev when a NIC appears.
-        if let Err(e) = Cmd::new("udevadm").args(["trigger", "--action=add", "--subsystem-match=net"]).run() {
+        if let Err(e) = Cmd::new("udevadm")
+            .args(["trigger", "--action=add", "--subsystem-match=net"])
+            .run()
+        {
             notes.push(format!("NIC tuning not applied now ({e}); it applies at the next boot"));
         }
     }
     if ch.touches(|p| p.starts_with(netfiles::NETWORK_DIR)) {
-        Cmd::new("networkctl").arg("reload").run().context("reloading systemd-networkd (networkctl reload)")?;
+        Cmd::new("networkctl")
+            .arg("reload")
+            .run()
+            .context("reloading systemd-networkd (networkctl reload)")?;
     }
-    for (file, unit) in [(netfiles::RESOLVED_FILE, "systemd-resolved.service"), (netfiles::CHRONY_FILE, "chrony.service")] {
+    for (file, unit) in [
+        (netfiles::RESOLVED_FILE, "systemd-resolved.service"),
+        (netfiles::CHRONY_FILE, "chrony.service"),
+    ] {
         if ch.touches(|p| p == file) {
             if !systemd_running() {
                 notes.push(format!("{unit} not restarted: systemd is not running here"));
@@ -247,14 +259,22 @@ fn check_state(s: &Snapshot, exps: &[Expect]) -> (Vec<String>, Vec<String>, Vec<
     let (mut problems, mut facts, mut pending) = (Vec::new(), Vec::new(), Vec::new());
     for e in exps {
         let Some(l) = find(s, e) else {
-            let how = e.mac.as_ref().map(|m| format!("MAC {m}")).or(e.link.clone()).unwrap_or_default();
+            let how = e
+                .mac
+                .as_ref()
+                .map(|m| format!("MAC {m}"))
+                .or(e.link.clone())
+                .unwrap_or_default();
             problems.push(format!("{}: no interface {how} on this hardware", e.label));
             continue;
         };
-        if let Some((parent, id)) = &e.vlan {
-            if l.vlan_id != Some(*id) {
-                problems.push(format!("{}: is VLAN {:?}, expected VLAN {id} on {parent}", e.label, l.vlan_id));
-            }
+        if let Some((parent, id)) = &e.vlan
+            && l.vlan_id != Some(*id)
+        {
+            problems.push(format!(
+                "{}: is VLAN {:?}, expected VLAN {id} on {parent}",
+                e.label, l.vlan_id
+            ));
         }
         let have: BTreeSet<(IpAddr, u8)> = s.addrs_of(l.index).map(|a| (a.addr, a.prefix)).collect();
         for (a, p) in &e.statics {
@@ -265,19 +285,30 @@ fn check_state(s: &Snapshot, exps: &[Expect]) -> (Vec<String>, Vec<String>, Vec<
         if e.dhcp && !have.iter().any(|(a, _)| a.is_ipv4() && !a.is_loopback()) {
             pending.push(format!("{}: no DHCP lease on {} yet", e.label, l.name));
         }
-        if let Some(m) = e.mtu {
-            if l.mtu != Some(m) {
-                problems.push(format!("{}: MTU {:?} on {}, expected {m}", e.label, l.mtu, l.name));
-            }
+        if let Some(m) = e.mtu
+            && l.mtu != Some(m)
+        {
+            problems.push(format!("{}: MTU {:?} on {}, expected {m}", e.label, l.mtu, l.name));
         }
         for g in &e.gateways {
-            let ok = s.default_routes().any(|r| r.gateway == Some(*g) && r.oif == Some(l.index));
+            let ok = s
+                .default_routes()
+                .any(|r| r.gateway == Some(*g) && r.oif == Some(l.index));
             if !ok {
                 problems.push(format!("{}: no default route via {g} on {}", e.label, l.name));
             }
         }
         if !e.statics.is_empty() {
-            facts.push(format!("{} ({}): {}", e.label, l.name, e.statics.iter().map(|(a, p)| format!("{a}/{p}")).collect::<Vec<_>>().join(" ")));
+            facts.push(format!(
+                "{} ({}): {}",
+                e.label,
+                l.name,
+                e.statics
+                    .iter()
+                    .map(|(a, p)| format!("{a}/{p}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
         }
     }
     (problems, facts, pending)
@@ -286,12 +317,21 @@ fn check_state(s: &Snapshot, exps: &[Expect]) -> (Vec<String>, Vec<String>, Vec<
 /// Pings `ip` from `iface`: whether it answered.
 pub fn ping(ip: IpAddr, iface: &str, count: u32) -> bool {
     let v = if ip.is_ipv6() { "-6" } else { "-4" };
-    Cmd::new("ping").args([v, "-n", "-q", "-c", &count.to_string(), "-W", "1", "-I", iface]).arg(ip.to_string()).run().is_ok()
+    Cmd::new("ping")
+        .args([v, "-n", "-q", "-c", &count.to_string(), "-W", "1", "-I", iface])
+        .arg(ip.to_string())
+        .run()
+        .is_ok()
 }
 
 /// Asks a DNS server anything: whether it answered (even "no such name").
 pub fn dns_answers(server: IpAddr) -> bool {
-    Cmd::new("dig").args(["+time=2", "+tries=2", "+short"]).arg(format!("@{server}")).args([".", "SOA"]).run().is_ok()
+    Cmd::new("dig")
+        .args(["+time=2", "+tries=2", "+short"])
+        .arg(format!("@{server}"))
+        .args([".", "SOA"])
+        .run()
+        .is_ok()
 }
 
 /// Verifies `unit` against the kernel's state, waiting up to `timeout` for
@@ -309,7 +349,11 @@ pub fn verify(unit: &Unit, timeout: Duration) -> Result<Verification> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let mut v = Verification { problems, warnings: pending, facts };
+    let mut v = Verification {
+        problems,
+        warnings: pending,
+        facts,
+    };
     if !v.ok() {
         return Ok(v);
     }
@@ -317,11 +361,17 @@ pub fn verify(unit: &Unit, timeout: Duration) -> Result<Verification> {
         let Some(l) = find(&snap, e) else { continue };
         for g in &e.gateways {
             if !l.carrier {
-                v.warnings.push(format!("{}: no carrier on {}: gateway {g} not tested (plug the cable, then run `firstboot qa`)", e.label, l.name));
+                v.warnings.push(format!(
+                    "{}: no carrier on {}: gateway {g} not tested (plug the cable, then run `firstboot qa`)",
+                    e.label, l.name
+                ));
             } else if ping(*g, &l.name, 3) {
                 v.facts.push(format!("gateway {g} answers on {}", l.name));
             } else {
-                v.problems.push(format!("{}: gateway {g} does not answer on {} (wrong address, VLAN or cabling)", e.label, l.name));
+                v.problems.push(format!(
+                    "{}: gateway {g} does not answer on {} (wrong address, VLAN or cabling)",
+                    e.label, l.name
+                ));
             }
         }
     }
@@ -349,10 +399,16 @@ pub fn verify_fallback(timeout: Duration) -> Result<Verification> {
             .map(|l| l.name.clone())
             .collect();
         if !up.is_empty() {
-            return Ok(Verification { facts: vec![format!("fallback config: {} has an IPv4 address", up.join(", "))], ..Default::default() });
+            return Ok(Verification {
+                facts: vec![format!("fallback config: {} has an IPv4 address", up.join(", "))],
+                ..Default::default()
+            });
         }
         if Instant::now() >= deadline {
-            return Ok(Verification { problems: vec!["fallback config: no interface got an IPv4 address".into()], ..Default::default() });
+            return Ok(Verification {
+                problems: vec!["fallback config: no interface got an IPv4 address".into()],
+                ..Default::default()
+            });
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -400,7 +456,11 @@ impl Applied {
             Applied::RolledBack { failure, rollback } => format!(
                 "verification failed ({}); rolled back to the previous config, which {}",
                 failure.summary(),
-                if rollback.ok() { format!("verified ({})", rollback.facts.join("; ")) } else { format!("did NOT verify either: {}", rollback.summary()) }
+                if rollback.ok() {
+                    format!("verified ({})", rollback.facts.join("; "))
+                } else {
+                    format!("did NOT verify either: {}", rollback.summary())
+                }
             ),
         }
     }
@@ -435,7 +495,12 @@ pub fn apply(root: &Root, unit: &Unit, opts: &Options) -> Result<Applied> {
     let timeout = Duration::from_secs(unit.qa.settle_seconds as u64);
     if want == old {
         if opts.write_only || !opts.verify_unchanged {
-            return Ok(Applied::Unchanged { verification: Verification { facts: vec!["files already in place".into()], ..Default::default() } });
+            return Ok(Applied::Unchanged {
+                verification: Verification {
+                    facts: vec!["files already in place".into()],
+                    ..Default::default()
+                },
+            });
         }
         let verification = verify(unit, timeout)?;
         if verification.ok() {
@@ -453,11 +518,24 @@ pub fn apply(root: &Root, unit: &Unit, opts: &Options) -> Result<Applied> {
         return Ok(Applied::Unchanged { verification });
     }
     std::fs::create_dir_all(root.path(STATE_DIR)).with_context(|| format!("creating {STATE_DIR}"))?;
-    let prev = Previous { files: old.clone(), unit: good_unit(root).map(|u| u.to_toml()) };
-    write_atomic(&root.path(PREVIOUS), serde_json::to_vec_pretty(&prev)?.as_slice(), 0o600)?;
+    let prev = Previous {
+        files: old.clone(),
+        unit: good_unit(root).map(|u| u.to_toml()),
+    };
+    write_atomic(
+        &root.path(PREVIOUS),
+        serde_json::to_vec_pretty(&prev)?.as_slice(),
+        0o600,
+    )?;
     let ch = write_files(root, &want)?;
     if opts.write_only {
-        return Ok(Applied::Applied { verification: Verification { facts: vec![format!("{} files written", ch.written.len())], ..Default::default() }, notes: vec![] });
+        return Ok(Applied::Applied {
+            verification: Verification {
+                facts: vec![format!("{} files written", ch.written.len())],
+                ..Default::default()
+            },
+            notes: vec![],
+        });
     }
     let notes = reload(root, &old, &want, &ch)?;
     let verification = verify(unit, timeout)?;
@@ -498,13 +576,18 @@ pub struct Pending {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Reads the pending change, if any.
 pub fn pending(root: &Root) -> Result<Option<Pending>> {
     match std::fs::read(root.path(PENDING)) {
-        Ok(b) => Ok(Some(serde_json::from_slice(&b).context("reading the pending network change")?)),
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).context("reading the pending network change")?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).context("reading the pending network change"),
     }
@@ -515,7 +598,10 @@ pub fn pending(root: &Root) -> Result<Option<Pending>> {
 /// process where systemd is not running).
 pub fn apply_with_confirm(root: &Root, unit: &Unit, secs: u64, self_exe: &Path) -> Result<(Applied, Pending)> {
     if let Some(p) = pending(root)? {
-        bail!("a network change ({}) is already waiting for confirmation: run `firstboot network confirm` or `firstboot network rollback` first", p.token);
+        bail!(
+            "a network change ({}) is already waiting for confirmation: run `firstboot network confirm` or `firstboot network rollback` first",
+            p.token
+        );
     }
     let token = format!("{:x}", now_secs() ^ (std::process::id() as u64) << 20);
     let pend = Pending {
@@ -529,7 +615,15 @@ pub fn apply_with_confirm(root: &Root, unit: &Unit, secs: u64, self_exe: &Path) 
     // Armed before anything changes: a crash from here on still rolls back.
     write_atomic(&root.path(PENDING), serde_json::to_vec_pretty(&pend)?.as_slice(), 0o600)?;
     arm_rollback(root, &token, secs, self_exe)?;
-    let applied = apply(root, unit, &Options { write_only: false, verify_unchanged: true, rollback: true })?;
+    let applied = apply(
+        root,
+        unit,
+        &Options {
+            write_only: false,
+            verify_unchanged: true,
+            rollback: true,
+        },
+    )?;
     if !applied.ok() {
         // Already rolled back (or never changed): nothing left to confirm.
         disarm(root, &token)?;
@@ -568,7 +662,10 @@ fn disarm(root: &Root, token: &str) -> Result<()> {
     flypack_contracts::atomic::remove_any(&root.path(PENDING))?;
     if root.is_live() && systemd_running() {
         // The timer may have fired already; stopping it is best effort.
-        if let Err(e) = Cmd::new("systemctl").args(["stop", &format!("flypack-net-rollback-{token}.timer")]).run() {
+        if let Err(e) = Cmd::new("systemctl")
+            .args(["stop", &format!("flypack-net-rollback-{token}.timer")])
+            .run()
+        {
             tracing::debug!("stopping the rollback timer: {e}");
         }
     }
@@ -577,7 +674,9 @@ fn disarm(root: &Root, token: &str) -> Result<()> {
 
 /// Confirms the pending change.
 pub fn confirm(root: &Root) -> Result<String> {
-    let Some(p) = pending(root)? else { bail!("no network change is waiting for confirmation") };
+    let Some(p) = pending(root)? else {
+        bail!("no network change is waiting for confirmation")
+    };
     let unit = parse_unit(Path::new("pending"), &p.unit)?;
     write_atomic(&root.path(GOOD), p.unit.as_bytes(), 0o644)?;
     crate::config::persist_local(root, &unit)?;
@@ -593,15 +692,29 @@ pub fn rollback(root: &Root, if_pending: Option<&str>) -> Result<Option<Applied>
         (Some(p), Some(t)) if p.token != t => Ok(None),
         (None, Some(_)) => Ok(None),
         (Some(p), _) => {
-            let failure = Verification { problems: vec![format!("change {} was not confirmed in time", p.token)], ..Default::default() };
-            let r = rollback_to(root, &current, Previous { files: p.previous, unit: p.previous_unit }, failure)?;
+            let failure = Verification {
+                problems: vec![format!("change {} was not confirmed in time", p.token)],
+                ..Default::default()
+            };
+            let r = rollback_to(
+                root,
+                &current,
+                Previous {
+                    files: p.previous,
+                    unit: p.previous_unit,
+                },
+                failure,
+            )?;
             flypack_contracts::atomic::remove_any(&root.path(PENDING))?;
             Ok(Some(r))
         }
         (None, None) => {
             let bytes = std::fs::read(root.path(PREVIOUS)).context("no earlier network config to roll back to")?;
             let prev: Previous = serde_json::from_slice(&bytes).context("reading the previous network config")?;
-            let failure = Verification { problems: vec!["rolled back on request".into()], ..Default::default() };
+            let failure = Verification {
+                problems: vec!["rolled back on request".into()],
+                ..Default::default()
+            };
             Ok(Some(rollback_to(root, &current, prev, failure)?))
         }
     }
@@ -630,40 +743,81 @@ mod tests {
         let root = Root::new(d.path());
         std::fs::create_dir_all(root.path(netfiles::NETWORK_DIR)).unwrap();
         std::fs::write(root.path("/etc/systemd/network/99-flypack-fallback.network"), "keep").unwrap();
-        let a = unit("version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"m\"\nmatch = { name = \"eth0\" }\ndhcp = true\n[[vlans]]\nname = \"m.5\"\nparent = \"m\"\nid = 5\ndhcp = true\n");
+        let a = unit(
+            "version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"m\"\nmatch = { name = \"eth0\" }\ndhcp = true\n[[vlans]]\nname = \"m.5\"\nparent = \"m\"\nid = 5\ndhcp = true\n",
+        );
         let fa = netfiles::render(&a);
         let ch = write_files(&root, &fa).unwrap();
         assert_eq!(ch.written.len(), 3);
-        assert!(write_files(&root, &fa).unwrap().is_empty(), "second write must change nothing");
+        assert!(
+            write_files(&root, &fa).unwrap().is_empty(),
+            "second write must change nothing"
+        );
         assert_eq!(current_files(&root).unwrap(), fa);
-        let b = unit("version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"m\"\nmatch = { name = \"eth0\" }\ndhcp = true\n[[vlans]]\nname = \"m.5\"\nparent = \"m\"\nid = 6\ndhcp = true\n");
+        let b = unit(
+            "version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"m\"\nmatch = { name = \"eth0\" }\ndhcp = true\n[[vlans]]\nname = \"m.5\"\nparent = \"m\"\nid = 6\ndhcp = true\n",
+        );
         let fb = netfiles::render(&b);
         let ch = write_files(&root, &fb).unwrap();
         // The id is in both the netdev and (as a comment) the network file.
-        assert_eq!(ch.written, vec!["/etc/systemd/network/10-flypack-m.5.netdev".to_string(), "/etc/systemd/network/10-flypack-m.5.network".to_string()]);
+        assert_eq!(
+            ch.written,
+            vec![
+                "/etc/systemd/network/10-flypack-m.5.netdev".to_string(),
+                "/etc/systemd/network/10-flypack-m.5.network".to_string()
+            ]
+        );
         assert_eq!(stale_netdevs(&fa, &fb), vec!["m.5".to_string()]);
         let ch = write_files(&root, &Files::new()).unwrap();
         assert_eq!(ch.removed.len(), 3);
-        assert_eq!(std::fs::read_to_string(root.path("/etc/systemd/network/99-flypack-fallback.network")).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(root.path("/etc/systemd/network/99-flypack-fallback.network")).unwrap(),
+            "keep"
+        );
     }
 
     #[test]
     fn state_checks_name_the_problem() {
-        let u = unit("version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"media\"\nmatch = { mac = \"52:54:00:00:00:02\" }\naddresses = [\"10.1.0.5/24\"]\ngateway = \"10.1.0.1\"\nmtu = 9000\n");
+        let u = unit(
+            "version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"media\"\nmatch = { mac = \"52:54:00:00:00:02\" }\naddresses = [\"10.1.0.5/24\"]\ngateway = \"10.1.0.1\"\nmtu = 9000\n",
+        );
         let exps = expectations(&u);
         let mut s = Snapshot::default();
         let (p, _, _) = check_state(&s, &exps);
         assert_eq!(p, vec!["media: no interface MAC 52:54:00:00:00:02 on this hardware"]);
-        s.links.push(netlink::Link { index: 3, name: "enp0s3".into(), mac: Some("52:54:00:00:00:02".into()), mtu: Some(1500), admin_up: true, oper_up: true, carrier: true, kind: None, vlan_id: None, parent: None });
+        s.links.push(netlink::Link {
+            index: 3,
+            name: "enp0s3".into(),
+            mac: Some("52:54:00:00:00:02".into()),
+            mtu: Some(1500),
+            admin_up: true,
+            oper_up: true,
+            carrier: true,
+            kind: None,
+            vlan_id: None,
+            parent: None,
+        });
         let (p, _, _) = check_state(&s, &exps);
-        assert_eq!(p, vec![
-            "media: address 10.1.0.5/24 missing on enp0s3",
-            "media: MTU Some(1500) on enp0s3, expected 9000",
-            "media: no default route via 10.1.0.1 on enp0s3",
-        ]);
+        assert_eq!(
+            p,
+            vec![
+                "media: address 10.1.0.5/24 missing on enp0s3",
+                "media: MTU Some(1500) on enp0s3, expected 9000",
+                "media: no default route via 10.1.0.1 on enp0s3",
+            ]
+        );
         s.links[0].mtu = Some(9000);
-        s.addrs.push(netlink::Addr { index: 3, addr: "10.1.0.5".parse().unwrap(), prefix: 24 });
-        s.routes.push(netlink::Route { dst: None, dst_len: 0, gateway: Some("10.1.0.1".parse().unwrap()), oif: Some(3) });
+        s.addrs.push(netlink::Addr {
+            index: 3,
+            addr: "10.1.0.5".parse().unwrap(),
+            prefix: 24,
+        });
+        s.routes.push(netlink::Route {
+            dst: None,
+            dst_len: 0,
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            oif: Some(3),
+        });
         let (p, f, pend) = check_state(&s, &exps);
         assert!(p.is_empty() && pend.is_empty(), "{p:?}");
         assert_eq!(f, vec!["media (enp0s3): 10.1.0.5/24"]);

@@ -28,11 +28,17 @@ pub struct Outcome {
 impl Outcome {
     /// A stage that did its work.
     pub fn done(detail: impl Into<String>) -> Self {
-        Outcome { detail: detail.into(), skipped: false }
+        Outcome {
+            detail: detail.into(),
+            skipped: false,
+        }
     }
     /// A stage that does not apply.
     pub fn skipped(why: impl Into<String>) -> Self {
-        Outcome { detail: why.into(), skipped: true }
+        Outcome {
+            detail: why.into(),
+            skipped: true,
+        }
     }
 }
 
@@ -55,12 +61,18 @@ pub struct Ctx {
     pub root: Root,
     /// Injected fault, for tests.
     pub fault: Option<Fault>,
+    /// The unit config in force (validated).
+    pub unit: flypack_contracts::unit::Unit,
 }
 
 impl Ctx {
     /// A context for `root`, with the fault from the environment.
-    pub fn new(root: Root) -> Self {
-        Ctx { root, fault: Fault::from_env() }
+    pub fn new(root: Root, unit: flypack_contracts::unit::Unit) -> Self {
+        Ctx {
+            root,
+            fault: Fault::from_env(),
+            unit,
+        }
     }
 
     /// Aborts here if a test asked for it.
@@ -83,7 +95,10 @@ impl Fault {
     pub fn from_env() -> Option<Fault> {
         let v = std::env::var("FLYPACK_FAULT").ok()?;
         let (stage, point) = v.split_once(':')?;
-        Some(Fault { stage: stage.to_string(), point: point.to_string() })
+        Some(Fault {
+            stage: stage.to_string(),
+            point: point.to_string(),
+        })
     }
 
     fn hit(&self, stage: &str, point: &str) {
@@ -129,7 +144,10 @@ pub fn run_stages(stages: &[&dyn Stage], ctx: &Ctx, journal: &mut Journal, journ
                 rec.state = StageState::Failed;
                 rec.detail = Some(format!("invalid input: {e:#}"));
                 journal.save(journal_path)?;
-                return Ok(RunEnd::Failed { stage: name.to_string(), error: format!("{e:#}") });
+                return Ok(RunEnd::Failed {
+                    stage: name.to_string(),
+                    error: format!("{e:#}"),
+                });
             }
         };
         if let Some(rec) = journal.stage(name) {
@@ -159,7 +177,11 @@ pub fn run_stages(stages: &[&dyn Stage], ctx: &Ctx, journal: &mut Journal, journ
         rec.duration_ms = Some(t0.elapsed().as_millis() as u64);
         match result {
             Ok(out) => {
-                rec.state = if out.skipped { StageState::Skipped } else { StageState::Done };
+                rec.state = if out.skipped {
+                    StageState::Skipped
+                } else {
+                    StageState::Done
+                };
                 rec.detail = Some(out.detail);
                 journal.save(journal_path)?;
                 ctx.fault_point(name, "after-done");
@@ -169,7 +191,10 @@ pub fn run_stages(stages: &[&dyn Stage], ctx: &Ctx, journal: &mut Journal, journ
                 rec.state = StageState::Failed;
                 rec.detail = Some(error.clone());
                 journal.save(journal_path)?;
-                return Ok(RunEnd::Failed { stage: name.to_string(), error });
+                return Ok(RunEnd::Failed {
+                    stage: name.to_string(),
+                    error,
+                });
             }
         }
     }
@@ -205,14 +230,29 @@ mod tests {
     }
 
     fn fake(name: &'static str, input: &'static str, fail: bool) -> Fake {
-        Fake { name, input, calls: RefCell::new(0), fail }
+        Fake {
+            name,
+            input,
+            calls: RefCell::new(0),
+            fail,
+        }
+    }
+
+    fn ctx(d: &std::path::Path) -> Ctx {
+        let unit =
+            flypack_contracts::unit::parse_unit(std::path::Path::new("u"), "version = 1\nhostname = \"t\"\n").unwrap();
+        Ctx {
+            root: Root::new(d),
+            fault: None,
+            unit,
+        }
     }
 
     #[test]
     fn done_stages_are_not_rerun_unless_inputs_change() {
         let d = tempfile::tempdir().unwrap();
         let jp = d.path().join("journal.json");
-        let ctx = Ctx { root: Root::new(d.path()), fault: None };
+        let ctx = ctx(d.path());
         let (a, b) = (fake("a", "1", false), fake("b", "1", false));
         let mut j = Journal::default();
         assert_eq!(run_stages(&[&a, &b], &ctx, &mut j, &jp).unwrap(), RunEnd::Done);
@@ -228,11 +268,17 @@ mod tests {
     fn a_failed_stage_stops_the_run_and_is_recorded() {
         let d = tempfile::tempdir().unwrap();
         let jp = d.path().join("journal.json");
-        let ctx = Ctx { root: Root::new(d.path()), fault: None };
+        let ctx = ctx(d.path());
         let (a, b, c) = (fake("a", "1", false), fake("b", "1", true), fake("c", "1", false));
         let mut j = Journal::default();
         let end = run_stages(&[&a, &b, &c], &ctx, &mut j, &jp).unwrap();
-        assert_eq!(end, RunEnd::Failed { stage: "b".into(), error: "b broke".into() });
+        assert_eq!(
+            end,
+            RunEnd::Failed {
+                stage: "b".into(),
+                error: "b broke".into()
+            }
+        );
         assert_eq!(*c.calls.borrow(), 0);
         let saved = Journal::load(&jp).unwrap();
         assert_eq!(saved.stage("b").unwrap().state, StageState::Failed);
@@ -244,7 +290,7 @@ mod tests {
     fn a_started_stage_runs_again() {
         let d = tempfile::tempdir().unwrap();
         let jp = d.path().join("journal.json");
-        let ctx = Ctx { root: Root::new(d.path()), fault: None };
+        let ctx = ctx(d.path());
         let mut j = Journal::default();
         {
             let r = j.stage_mut("a");

@@ -23,8 +23,21 @@ pub fn hostname(root: &Root) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Computes the status from the journal. `stages` is the full stage order.
+/// Computes the status from the journal and the last QA report.
+/// `stages` is the full stage order.
 pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> Status {
+    let report = if done { crate::qa::last(root) } else { None };
+    compute_with(root, journal, stages, done, report.as_ref())
+}
+
+/// [`compute`] with an explicit QA report.
+pub fn compute_with(
+    root: &Root,
+    journal: &Journal,
+    stages: &[&str],
+    done: bool,
+    report: Option<&flypack_contracts::qa::Report>,
+) -> Status {
     let mut out = Vec::new();
     let mut reasons = Vec::new();
     let mut failed_for_good = false;
@@ -49,7 +62,13 @@ pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> S
                     detail: r.detail.clone(),
                 });
             }
-            None => out.push(StageStatus { name: name.to_string(), state: StageState::Pending, attempts: 0, duration_ms: None, detail: None }),
+            None => out.push(StageStatus {
+                name: name.to_string(),
+                state: StageState::Pending,
+                attempts: 0,
+                duration_ms: None,
+                detail: None,
+            }),
         }
     }
     let provisioning = if done {
@@ -62,7 +81,16 @@ pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> S
     if !done && reasons.is_empty() {
         reasons.push("provisioning has not finished".to_string());
     }
-    let verdict = if done && reasons.is_empty() { Verdict::Go } else { Verdict::NoGo };
+    let mut verdict = if done && reasons.is_empty() {
+        Verdict::Go
+    } else {
+        Verdict::NoGo
+    };
+    let qa = report.map(|r| {
+        verdict = verdict.worst(r.verdict);
+        reasons.extend(crate::qa::reasons(r));
+        crate::qa::summary(r)
+    });
     Status {
         schema: STATUS_SCHEMA,
         verdict,
@@ -71,10 +99,25 @@ pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> S
         time: crate::runner::now(),
         provisioning,
         stages: out,
-        qa: None,
+        qa,
         services: Vec::new(),
         reasons,
     }
+}
+
+/// Writes the status file and the login banner (no console line).
+pub fn write(root: &Root, status: &Status) -> Result<()> {
+    let json = serde_json::to_vec_pretty(status).context("serialising the status")?;
+    let file = root.path(target::STATUS_FILE);
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    write_atomic(&file, &json, 0o644)?;
+    let issue = root.path(target::ISSUE_FILE);
+    if let Some(d) = issue.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    write_atomic(&issue, banner(status).as_bytes(), 0o644)
 }
 
 /// Prints the status line and writes the status file and the login banner.
@@ -84,14 +127,13 @@ pub fn announce(root: &Root, status: &Status) -> Result<()> {
     // the console, at the start of a line and without journald's prefix,
     // in one write so nothing interleaves with it.
     println!("{line}");
-    if root.is_live() {
-        if let Err(e) = std::fs::OpenOptions::new()
+    if root.is_live()
+        && let Err(e) = std::fs::OpenOptions::new()
             .write(true)
             .open("/dev/console")
             .and_then(|mut c| std::io::Write::write_all(&mut c, format!("\n{line}\n").as_bytes()))
-        {
-            tracing::warn!("cannot write the status line to /dev/console: {e}");
-        }
+    {
+        tracing::warn!("cannot write the status line to /dev/console: {e}");
     }
     let json = serde_json::to_vec_pretty(status).context("serialising the status")?;
     let file = root.path(target::STATUS_FILE);
@@ -136,14 +178,19 @@ pub fn banner(status: &Status) -> String {
 
 /// A human table of the status.
 pub fn table(status: &Status) -> String {
-    let mut s = format!("{}: {} (provisioning {:?})\n", status.hostname, status.verdict, status.provisioning);
+    let mut s = format!(
+        "{}: {} (provisioning {:?})\n",
+        status.hostname, status.verdict, status.provisioning
+    );
     for st in &status.stages {
         s.push_str(&format!(
             "  {:<10} {:<8} attempts {:<2} {:>8}  {}\n",
             st.name,
             format!("{:?}", st.state).to_lowercase(),
             st.attempts,
-            st.duration_ms.map(|d| format!("{:.1}s", d as f64 / 1000.0)).unwrap_or_default(),
+            st.duration_ms
+                .map(|d| format!("{:.1}s", d as f64 / 1000.0))
+                .unwrap_or_default(),
             st.detail.as_deref().unwrap_or("")
         ));
     }
@@ -177,7 +224,10 @@ mod tests {
         r.detail = Some("growpart: no space".into());
         let s = compute(&root, &j, &["disk"], false);
         assert_eq!((s.verdict, s.provisioning), (Verdict::NoGo, Provisioning::Failed));
-        assert_eq!(s.reasons, vec!["stage disk failed (attempt 5, gave up): growpart: no space"]);
+        assert_eq!(
+            s.reasons,
+            vec!["stage disk failed (attempt 5, gave up): growpart: no space"]
+        );
     }
 
     #[test]

@@ -16,12 +16,17 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Cargo's target folder.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
 }
 
 /// Where end-to-end artefacts go (kept between runs, under target/).
@@ -77,8 +82,15 @@ pub fn bins() -> &'static Bins {
                 target_dir().join("release")
             }
         };
-        let b = Bins { builder: dir.join("builder"), firstboot: dir.join("firstboot") };
-        assert!(b.builder.is_file() && b.firstboot.is_file(), "no builder/firstboot in {}", dir.display());
+        let b = Bins {
+            builder: dir.join("builder"),
+            firstboot: dir.join("firstboot"),
+        };
+        assert!(
+            b.builder.is_file() && b.firstboot.is_file(),
+            "no builder/firstboot in {}",
+            dir.display()
+        );
         b
     })
 }
@@ -87,7 +99,9 @@ pub fn bins() -> &'static Bins {
 pub fn builder() -> Command {
     let b = bins();
     let mut c = Command::new(&b.builder);
-    c.env("FLYPACK_FIRSTBOOT", &b.firstboot).current_dir(repo()).stdin(Stdio::null());
+    c.env("FLYPACK_FIRSTBOOT", &b.firstboot)
+        .current_dir(repo())
+        .stdin(Stdio::null());
     c
 }
 
@@ -113,8 +127,15 @@ impl Run {
 pub fn run(cmd: &mut Command) -> Run {
     let out: Output = cmd.output().expect("running builder");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let events = stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
-    Run { code: out.status.code().unwrap_or(-1), events, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let events = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        events,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// `builder --json build PROFILE --out OUT`.
@@ -124,8 +145,18 @@ pub fn build(profile: &Path, out: &Path) -> Run {
 
 /// The plan digest `builder build --dry-run` computes for a profile.
 pub fn plan_digest(profile: &Path, out: &Path) -> String {
-    let o = builder().args(["build", "--dry-run"]).arg(profile).arg("--out").arg(out).output().expect("dry run");
-    assert!(o.status.success(), "dry run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = builder()
+        .args(["build", "--dry-run"])
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("dry run");
+    assert!(
+        o.status.success(),
+        "dry run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let plan: Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
     plan["digest"].as_str().expect("plan digest").to_string()
 }
@@ -143,7 +174,10 @@ impl Image {
     /// Loads an image and its manifest from an output folder.
     pub fn load(out: &Path, name: &str) -> Image {
         let m = std::fs::read(out.join(format!("{name}.manifest.json"))).expect("reading manifest");
-        Image { path: out.join(format!("{name}.img")), manifest: serde_json::from_slice(&m).expect("parsing manifest") }
+        Image {
+            path: out.join(format!("{name}.img")),
+            manifest: serde_json::from_slice(&m).expect("parsing manifest"),
+        }
     }
 
     /// A partition.
@@ -158,8 +192,17 @@ impl Image {
 
     /// A file's content in the root filesystem (debugfs, no mount).
     pub fn read_root_file(&self, path: &str) -> String {
-        let o = Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(self.root_fs()).output().expect("debugfs");
-        assert!(o.status.success(), "debugfs failed: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(self.root_fs())
+            .output()
+            .expect("debugfs");
+        assert!(
+            o.status.success(),
+            "debugfs failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -229,13 +272,22 @@ pub fn boot(image: &Path, args: &[&str], log: &Path) -> Booted {
 /// Runs a command and returns (success, stdout+stderr).
 pub fn sh(cmd: &mut Command) -> (bool, String) {
     let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
 }
 
 /// Names of the files in a folder, sorted.
 pub fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => vec![],
     };
     v.sort();

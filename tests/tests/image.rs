@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! End to end: the default profile builds into an image that boots under
 //! SeaBIOS and OVMF to firstboot's status line, whose filesystems and
 //! partition table check clean; a changed overlay reuses the cached root
@@ -12,17 +13,32 @@ use flypack_e2e::*;
 
 fn assert_go(b: &Booted, what: &str) {
     let status = b.status.as_ref().unwrap_or_else(|| {
-        panic!("{what}: no FLYPACK-STATUS line (exit {}):\n{}\n--- console tail ---\n{}", b.code, b.stderr, tail(&b.console, 60))
+        panic!(
+            "{what}: no FLYPACK-STATUS line (exit {}):\n{}\n--- console tail ---\n{}",
+            b.code,
+            b.stderr,
+            tail(&b.console, 60)
+        )
     });
     assert_eq!(status.verdict, Verdict::Go, "{what}: {status:?}");
     assert_eq!(b.code, 0, "{what}: builder boot exit code");
     assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
-    let disk = status.stages.iter().find(|s| s.name == "disk").expect("disk stage reported");
+    let disk = status
+        .stages
+        .iter()
+        .find(|s| s.name == "disk")
+        .expect("disk stage reported");
     assert_eq!(disk.state, StageState::Done, "{what}: {disk:?}");
     // builder boot gives the guest an 8 GiB disk: the 4 GiB image's root grew.
-    assert!(disk.detail.as_deref().unwrap_or("").contains("root grown to 7.9 GiB"), "{what}: {disk:?}");
+    assert!(
+        disk.detail.as_deref().unwrap_or("").contains("root grown to 7.9 GiB"),
+        "{what}: {disk:?}"
+    );
     // The status line stands at the start of a console line.
-    assert!(b.console.lines().any(|l| l.starts_with("FLYPACK-STATUS {")), "{what}: status line not at line start");
+    assert!(
+        b.console.lines().any(|l| l.starts_with("FLYPACK-STATUS {")),
+        "{what}: status line not at line start"
+    );
     eprintln!("{what}: FLYPACK-STATUS after {:.1} s", b.seconds.unwrap_or(0.0));
 }
 
@@ -49,7 +65,10 @@ fn default_image_boots_under_uefi() {
     let b = boot(&img.path, &["--firmware", "uefi"], &dir.path().join("console.log"));
     assert_go(&b, "UEFI");
     // OVMF started the removable-media boot loader, which is GRUB.
-    assert!(b.console.contains("BdsDxe: starting Boot0001 \"UEFI Misc Device\""), "OVMF did not boot the disk");
+    assert!(
+        b.console.contains("BdsDxe: starting Boot0001 \"UEFI Misc Device\""),
+        "OVMF did not boot the disk"
+    );
     assert!(b.console.contains("GNU GRUB"), "no GRUB banner on the UEFI console");
 }
 
@@ -57,14 +76,24 @@ fn default_image_boots_under_uefi() {
 fn boot_never_changes_the_image() {
     let img = shared_image();
     let before = std::fs::read_to_string(img.path.parent().unwrap().join("SHA256SUMS")).unwrap();
-    let sums = img.manifest.outputs.iter().find(|o| o.name == "flypack.img").unwrap().sha256.clone();
+    let sums = img
+        .manifest
+        .outputs
+        .iter()
+        .find(|o| o.name == "flypack.img")
+        .unwrap()
+        .sha256
+        .clone();
     assert!(before.contains(&sums));
     let dir = tempfile::tempdir().unwrap();
     let b = boot(&img.path, &[], &dir.path().join("console.log"));
     assert_go(&b, "BIOS (image unchanged)");
     let (ok, out) = sh(Command::new("sha256sum").arg(&img.path));
     assert!(ok, "{out}");
-    assert!(out.starts_with(&sums), "the image changed while booting: {out} vs {sums}");
+    assert!(
+        out.starts_with(&sums),
+        "the image changed while booting: {out} vs {sums}"
+    );
 }
 
 #[test]
@@ -88,7 +117,10 @@ fn outputs_are_consistent_and_filesystems_clean() {
         let m = img.part(i as u32 + 1);
         assert_eq!(p["start"].as_u64().unwrap() * 512, m.start_bytes);
         assert_eq!(p["size"].as_u64().unwrap() * 512, m.size_bytes);
-        assert!(p["uuid"].as_str().unwrap().eq_ignore_ascii_case(&m.uuid), "{p} vs {m:?}");
+        assert!(
+            p["uuid"].as_str().unwrap().eq_ignore_ascii_case(&m.uuid),
+            "{p} vs {m:?}"
+        );
         assert!(p["type"].as_str().unwrap().eq_ignore_ascii_case(&m.type_guid));
         assert_eq!(p["name"].as_str().unwrap(), m.name);
     }
@@ -106,13 +138,30 @@ fn outputs_are_consistent_and_filesystems_clean() {
         img.extract_partition(n, &f);
         let (ok, msg) = sh(Command::new("fsck.vfat").arg("-n").arg(&f));
         assert!(ok, "fsck.vfat -n partition {n}: {msg}");
-        let (ok, msg) = sh(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(&f).arg("::"));
-        assert!(ok && msg.contains(&format!("Volume in drive : is {label}")), "partition {n}: {msg}");
+        let (ok, msg) = sh(Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&f)
+            .arg("::"));
+        assert!(
+            ok && msg.contains(&format!("Volume in drive : is {label}")),
+            "partition {n}: {msg}"
+        );
         let fs = img.part(n).filesystem.as_ref().unwrap();
-        assert!(msg.contains(&format!("Volume Serial Number is {}", fs.uuid)), "{msg} vs {fs:?}");
+        assert!(
+            msg.contains(&format!("Volume Serial Number is {}", fs.uuid)),
+            "{msg} vs {fs:?}"
+        );
     }
-    let (ok, msg) = sh(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(dir.path().join("p2")).arg("::EFI/BOOT"));
-    assert!(ok && msg.contains("BOOTX64  EFI"), "no removable-media boot loader on the ESP: {msg}");
+    let (ok, msg) = sh(Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(dir.path().join("p2"))
+        .arg("::EFI/BOOT"));
+    assert!(
+        ok && msg.contains("BOOTX64  EFI"),
+        "no removable-media boot loader on the ESP: {msg}"
+    );
 
     // Root filesystem: UUID and label as recorded.
     let (ok, msg) = sh(Command::new("dumpe2fs").arg("-h").arg(img.root_fs()));
@@ -126,43 +175,96 @@ fn outputs_are_consistent_and_filesystems_clean() {
         serde_json::from_str(&img.read_root_file("/usr/share/flypack/manifest.json")).unwrap();
     let mut outside = img.manifest.clone();
     outside.outputs.clear();
-    assert_eq!(inside, outside, "the manifest inside the image differs from the one beside it");
+    assert_eq!(
+        inside, outside,
+        "the manifest inside the image differs from the one beside it"
+    );
     let grub = img.read_root_file("/boot/grub/grub.cfg");
     assert!(grub.contains(&format!("root=PARTUUID={} ", img.part(4).uuid)), "{grub}");
-    assert!(grub.contains(" quiet\n"), "the default profile's cmdline is not in grub.cfg: {grub}");
+    assert!(
+        grub.contains(" quiet\n"),
+        "the default profile's cmdline is not in grub.cfg: {grub}"
+    );
     assert!(grub.contains("console=ttyS0,115200n8"));
     let fstab = img.read_root_file("/etc/fstab");
     assert!(fstab.contains(&format!("UUID={}\t/\text4", fs.uuid)), "{fstab}");
-    assert_eq!(img.read_root_file("/etc/machine-id"), "", "the image must not carry a machine-id");
-    let (ok, ls) = sh(Command::new("debugfs").arg("-R").arg("ls -l /etc/ssh").arg(img.root_fs()));
-    assert!(ok && ls.contains("sshd_config") && !ls.contains("ssh_host_"), "host keys in the image: {ls}");
+    assert_eq!(
+        img.read_root_file("/etc/machine-id"),
+        "",
+        "the image must not carry a machine-id"
+    );
+    let (ok, ls) = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg("ls -l /etc/ssh")
+        .arg(img.root_fs()));
+    assert!(
+        ok && ls.contains("sshd_config") && !ls.contains("ssh_host_"),
+        "host keys in the image: {ls}"
+    );
     let shadow = img.read_root_file("/etc/shadow");
     for line in shadow.lines() {
         let pw = line.split(':').nth(1).unwrap_or("");
-        assert!(pw.starts_with('!') || pw == "*" || pw.starts_with("!*"), "an account has a usable password: {line}");
+        assert!(
+            pw.starts_with('!') || pw == "*" || pw.starts_with("!*"),
+            "an account has a usable password: {line}"
+        );
     }
     let sshd = img.read_root_file("/etc/ssh/sshd_config.d/60-flypack.conf");
     assert!(sshd.contains("PasswordAuthentication no"));
     let names: Vec<&str> = img.manifest.packages.iter().map(|p| p.name.as_str()).collect();
-    for want in ["linux-image-amd64", "systemd-resolved", "openssh-server", "chrony", "linuxptp", "docker.io", "firmware-bnx2x", "intel-microcode"] {
+    for want in [
+        "linux-image-amd64",
+        "systemd-resolved",
+        "openssh-server",
+        "chrony",
+        "linuxptp",
+        "docker.io",
+        "firmware-bnx2x",
+        "intel-microcode",
+    ] {
         assert!(names.contains(&want), "{want} missing from the manifest's packages");
     }
     // firstboot and its unit are in and enabled.
-    let (ok, ls) = sh(Command::new("debugfs").arg("-R").arg("ls /etc/systemd/system/multi-user.target.wants").arg(img.root_fs()));
+    let (ok, ls) = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg("ls /etc/systemd/system/multi-user.target.wants")
+        .arg(img.root_fs()));
     assert!(ok && ls.contains("flypack-firstboot.service"), "{ls}");
-    let (ok, ls) = sh(Command::new("debugfs").arg("-R").arg("stat /etc/systemd/system/systemd-firstboot.service").arg(img.root_fs()));
-    assert!(ok && ls.contains("Fast link dest: \"/dev/null\""), "systemd-firstboot not masked: {ls}");
+    let (ok, ls) = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg("stat /etc/systemd/system/systemd-firstboot.service")
+        .arg(img.root_fs()));
+    assert!(
+        ok && ls.contains("Fast link dest: \"/dev/null\""),
+        "systemd-firstboot not masked: {ls}"
+    );
 }
 
 /// Copies the default profile into `dir` with absolute paths and the given
 /// overlays, applying `edit` to its text.
 fn variant_profile(dir: &Path, overlays: &[&Path], edit: impl Fn(String) -> String) -> std::path::PathBuf {
     let images = repo().join("images");
-    let list: Vec<String> = overlays.iter().map(|o| format!("{:?}", o.display().to_string())).collect();
+    let list: Vec<String> = overlays
+        .iter()
+        .map(|o| format!("{:?}", o.display().to_string()))
+        .collect();
     let text = std::fs::read_to_string(images.join("flypack.toml"))
         .unwrap()
-        .replace("preseed = \"flypack.preseed\"", &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()))
-        .replace("overlays = [\"../overlays/base\"]", &format!("overlays = [{}]", list.join(", ")));
+        .replace(
+            "preseed = \"flypack.preseed\"",
+            &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()),
+        )
+        .replace(
+            "unit_defaults = \"flypack.unit.toml\"",
+            &format!(
+                "unit_defaults = {:?}",
+                images.join("flypack.unit.toml").display().to_string()
+            ),
+        )
+        .replace(
+            "overlays = [\"../overlays/base\"]",
+            &format!("overlays = [{}]", list.join(", ")),
+        );
     let p = dir.join("variant.toml");
     std::fs::write(&p, edit(text)).unwrap();
     p
@@ -180,7 +282,9 @@ fn changed_overlay_reuses_the_cached_rootfs_and_boots() {
     let overlay = dir.path().join("base");
     copy_tree(&repo().join("overlays/base"), &overlay);
     let sysctl = overlay.join("etc/sysctl.d/60-flypack-video.conf");
-    let text = std::fs::read_to_string(&sysctl).unwrap().replace("net.core.rmem_max = 67108864", "net.core.rmem_max = 33554432");
+    let text = std::fs::read_to_string(&sysctl)
+        .unwrap()
+        .replace("net.core.rmem_max = 67108864", "net.core.rmem_max = 33554432");
     std::fs::write(&sysctl, text).unwrap();
     let profile = variant_profile(dir.path(), &[&overlay], |t| t);
     let out = dir.path().join("out");
@@ -188,12 +292,21 @@ fn changed_overlay_reuses_the_cached_rootfs_and_boots() {
     let r = build(&profile, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let result = r.event("result").expect("result event");
-    assert_eq!(result["rootfs_cached"], true, "the root filesystem was rebuilt for an overlay change");
+    assert_eq!(
+        result["rootfs_cached"], true,
+        "the root filesystem was rebuilt for an overlay change"
+    );
     let img = Image::load(&out, "flypack");
     assert_eq!(img.manifest.rootfs.digest, base.manifest.rootfs.digest);
     assert_eq!(img.manifest.packages, base.manifest.packages);
-    assert_ne!(img.manifest.outputs[0].sha256, base.manifest.outputs[0].sha256, "same image after an overlay change");
-    assert!(img.read_root_file("/etc/sysctl.d/60-flypack-video.conf").contains("net.core.rmem_max = 33554432"));
+    assert_ne!(
+        img.manifest.outputs[0].sha256, base.manifest.outputs[0].sha256,
+        "same image after an overlay change"
+    );
+    assert!(
+        img.read_root_file("/etc/sysctl.d/60-flypack-video.conf")
+            .contains("net.core.rmem_max = 33554432")
+    );
     eprintln!("warm rebuild stages: {}", result["stage_seconds"]);
 
     let b = boot(&img.path, &[], &dir.path().join("console.log"));
@@ -208,10 +321,20 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     let base = repo().join("overlays/base");
     type Case<'a> = (&'a str, Box<dyn Fn(String) -> String>, Option<&'a str>, &'a str);
     let cases: Vec<Case> = vec![
-        ("unknown key", Box::new(|t: String| t.replacen("version = 1", "version = 1\ncolour = \"red\"", 1)), None, "colour: unknown field `colour`"),
+        (
+            "unknown key",
+            Box::new(|t: String| t.replacen("version = 1", "version = 1\ncolour = \"red\"", 1)),
+            None,
+            "colour: unknown field `colour`",
+        ),
         (
             "unreachable mirror",
-            Box::new(|t: String| t.replace("mirror = \"http://deb.debian.org/debian\"", "mirror = \"http://127.0.0.1:9/debian\"")),
+            Box::new(|t: String| {
+                t.replace(
+                    "mirror = \"http://deb.debian.org/debian\"",
+                    "mirror = \"http://127.0.0.1:9/debian\"",
+                )
+            }),
             None,
             "debian.mirror: cannot reach http://127.0.0.1:9/debian",
         ),
@@ -221,20 +344,47 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
             None,
             "debian.packages: package \"flypack-no-such-package\" does not exist in bookworm",
         ),
-        ("unwritable output folder", Box::new(|t| t), Some("/proc/flypack-out"), "cannot create the output folder /proc/flypack-out"),
-        ("root too small", Box::new(|t: String| t.replace("size = \"4GiB\"", "size = \"1536MiB\"")), None, "disk.size: the root filesystem needs about"),
+        (
+            "unwritable output folder",
+            Box::new(|t| t),
+            Some("/proc/flypack-out"),
+            "cannot create the output folder /proc/flypack-out",
+        ),
+        (
+            "root too small",
+            Box::new(|t: String| t.replace("size = \"4GiB\"", "size = \"1536MiB\"")),
+            None,
+            "disk.size: the root filesystem needs about",
+        ),
     ];
     for (what, edit, out_override, words) in cases {
         let case_dir = dir.path().join(what.replace(' ', "-"));
         std::fs::create_dir_all(&case_dir).unwrap();
         let profile = variant_profile(&case_dir, &[&base], edit);
-        let out = out_override.map(std::path::PathBuf::from).unwrap_or_else(|| case_dir.join("out"));
+        let out = out_override
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| case_dir.join("out"));
         let r = build(&profile, &out);
         assert_ne!(r.code, 0, "{what}: build succeeded");
-        assert!(r.stderr.contains(words), "{what}: error does not say {words:?}:\n{}", r.stderr);
-        assert!(r.stderr.starts_with("error: ") || r.stderr.contains("\nerror: "), "{what}: {}", r.stderr);
-        assert_eq!(names(&out), Vec::<String>::new(), "{what}: files left in the output folder");
-        eprintln!("{what}: {}", r.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or(""));
+        assert!(
+            r.stderr.contains(words),
+            "{what}: error does not say {words:?}:\n{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.starts_with("error: ") || r.stderr.contains("\nerror: "),
+            "{what}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            names(&out),
+            Vec::<String>::new(),
+            "{what}: files left in the output folder"
+        );
+        eprintln!(
+            "{what}: {}",
+            r.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or("")
+        );
     }
 }
 
@@ -260,7 +410,9 @@ fn interrupted_build_leaves_nothing_under_the_final_names() {
             // Interrupt while the disk image is being written.
             if line.contains("\"stage-start\"") && line.contains("\"disk\"") {
                 std::thread::sleep(std::time::Duration::from_secs(2));
-                let (ok, msg) = sh(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()));
+                let (ok, msg) = sh(Command::new("kill")
+                    .arg(format!("-{signal}"))
+                    .arg(child.id().to_string()));
                 assert!(ok, "{msg}");
                 break;
             }
@@ -269,7 +421,10 @@ fn interrupted_build_leaves_nothing_under_the_final_names() {
         assert!(!st.success(), "{signal}: build was not interrupted");
         let left = names(&out);
         for final_name in ["flypack.img", "flypack.manifest.json", "SHA256SUMS"] {
-            assert!(!left.contains(&final_name.to_string()), "{signal}: {final_name} exists after an interrupted build");
+            assert!(
+                !left.contains(&final_name.to_string()),
+                "{signal}: {final_name} exists after an interrupted build"
+            );
         }
         if signal == "TERM" {
             // A clean interrupt also removes its temporary files.

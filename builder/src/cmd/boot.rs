@@ -20,10 +20,13 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
     crate::host::require(&[crate::host::Need::Boot])?;
     let log = args.log.clone().unwrap_or_else(|| {
         let mut s = args.image.clone().into_os_string();
-        s.push(format!(".{}.console.log", match args.firmware {
-            qemu::Firmware::Bios => "bios",
-            qemu::Firmware::Uefi => "uefi",
-        }));
+        s.push(format!(
+            ".{}.console.log",
+            match args.firmware {
+                qemu::Firmware::Bios => "bios",
+                qemu::Firmware::Uefi => "uefi",
+            }
+        ));
         PathBuf::from(s)
     });
     let cfg = VmConfig {
@@ -48,13 +51,20 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         "booting {} ({:?}, {}), console log {}",
         args.image.display(),
         args.firmware,
-        if vm.uses_kvm() { "KVM" } else { "TCG software emulation: 30-60 s to login" },
+        if vm.uses_kvm() {
+            "KVM"
+        } else {
+            "TCG software emulation: 30-60 s to login"
+        },
         log.display()
     ));
     for f in &args.forward {
         rep.info(&format!("127.0.0.1:{} -> guest port {}", f.host, f.guest));
         if f.guest == 22 {
-            rep.info(&format!("ssh -p {} <user>@127.0.0.1 (keys only: add yours to the profile or unit.toml)", f.host));
+            rep.info(&format!(
+                "ssh -p {} <user>@127.0.0.1 (keys only: add yours to the profile or unit.toml)",
+                f.host
+            ));
         }
     }
     let mut echo = |t: &str| {
@@ -92,11 +102,19 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
             let stderr = vm.stderr();
             eprintln!(
                 "\nQEMU exited ({code}) {}\n--- last console lines ---\n{}\n--- QEMU said ---\n{}",
-                if args.expect_ready.is_some() { "before the FLYPACK-STATUS line" } else { "" },
+                if args.expect_ready.is_some() {
+                    "before the FLYPACK-STATUS line"
+                } else {
+                    ""
+                },
                 vm.console_tail(40),
                 stderr.trim()
             );
-            Ok(if args.expect_ready.is_some() || !code.success() { EXIT_QEMU } else { 0 })
+            Ok(if args.expect_ready.is_some() || !code.success() {
+                EXIT_QEMU
+            } else {
+                0
+            })
         }
         Outcome::Timeout => {
             eprintln!(

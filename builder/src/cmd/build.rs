@@ -27,13 +27,20 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
         "building {} from {} (root filesystem {})",
         plan.name,
         plan.profile.path,
-        if plan.rootfs.cached && !plan.rootfs.refresh { "cached" } else { "to build: a few minutes" }
+        if plan.rootfs.cached && !plan.rootfs.refresh {
+            "cached"
+        } else {
+            "to build: a few minutes"
+        }
     ));
     let report = crate::build::run(&plan, rep)?;
     let written = &report.written;
     if rep.mode() == Mode::Json {
-        let stages: serde_json::Map<String, serde_json::Value> =
-            report.stage_seconds.iter().map(|(n, s)| (n.to_string(), json!((s * 10.0).round() / 10.0))).collect();
+        let stages: serde_json::Map<String, serde_json::Value> = report
+            .stage_seconds
+            .iter()
+            .map(|(n, s)| (n.to_string(), json!((s * 10.0).round() / 10.0)))
+            .collect();
         rep.event(
             "result",
             json!({
@@ -49,7 +56,10 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
         for e in &written.extra {
             eprintln!("  also      {}", e.display());
         }
-        eprintln!("try it:    builder boot {} --expect-ready 600 --forward 2222:22", written.image.display());
+        eprintln!(
+            "try it:    builder boot {} --expect-ready 600 --forward 2222:22",
+            written.image.display()
+        );
     }
     if args.boot {
         let boot = BootArgs {

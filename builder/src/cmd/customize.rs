@@ -37,7 +37,10 @@ pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
         .with_context(|| format!("reading the partition table of {}", image.display()))?;
     let t: Table = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
     let Some(p) = t.partitiontable.partitions.get(PART_SEED as usize - 1) else {
-        bail!("{} is not a Flypack image: it has no partition {PART_SEED}", image.display());
+        bail!(
+            "{} is not a Flypack image: it has no partition {PART_SEED}",
+            image.display()
+        );
     };
     if p.name != NAME_SEED {
         bail!(
@@ -79,8 +82,16 @@ pub fn run(args: &CustomizeArgs, rep: &Reporter) -> Result<i32> {
     if rep.mode() == Mode::Json {
         rep.event("customized", json!({ "image": args.image, "seed_files": now.names }));
     } else {
-        let what = if summary.is_empty() { "cleared the seed".to_string() } else { summary.join(", ") };
-        eprintln!("{}: wrote {what}; the seed now holds {}", args.image.display(), now.names.join(", "));
+        let what = if summary.is_empty() {
+            "cleared the seed".to_string()
+        } else {
+            summary.join(", ")
+        };
+        eprintln!(
+            "{}: wrote {what}; the seed now holds {}",
+            args.image.display(),
+            now.names.join(", ")
+        );
     }
     Ok(0)
 }

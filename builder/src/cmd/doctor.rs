@@ -21,12 +21,17 @@ pub fn run(rep: &Reporter) -> Result<i32> {
             println!("{mark} {:<40} {:<20} {}", r.what, r.package, r.why);
         }
         if !rustix::process::geteuid().is_root() {
-            println!("note    builder build needs root (it unpacks a root filesystem with its owners; it never mounts anything)");
+            println!(
+                "note    builder build needs root (it unpacks a root filesystem with its owners; it never mounts anything)"
+            );
         }
         if missing.is_empty() {
             println!("\neverything builder needs is installed");
         } else {
-            println!("\ninstall what is missing with:\n  sudo {}", host::apt_command(&missing));
+            println!(
+                "\ninstall what is missing with:\n  sudo {}",
+                host::apt_command(&missing)
+            );
         }
     }
     Ok(if missing.is_empty() { 0 } else { 1 })

@@ -72,7 +72,10 @@ pub fn run(args: &ValidateArgs, rep: &Reporter) -> Result<i32> {
         match check(f) {
             Ok((kind, summary)) => {
                 if rep.mode() == Mode::Json {
-                    rep.event("valid", json!({ "file": f, "kind": format!("{kind:?}").to_lowercase(), "summary": summary }));
+                    rep.event(
+                        "valid",
+                        json!({ "file": f, "kind": format!("{kind:?}").to_lowercase(), "summary": summary }),
+                    );
                 } else {
                     println!("{}: ok ({summary})", f.display());
                 }
@@ -105,7 +108,11 @@ mod tests {
     #[test]
     fn examples_check() {
         let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
-        for (f, k) in [("flypack.toml", Kind::Profile), ("unit.example.toml", Kind::Unit), ("fleet.example.toml", Kind::Fleet)] {
+        for (f, k) in [
+            ("flypack.toml", Kind::Profile),
+            ("unit.example.toml", Kind::Unit),
+            ("fleet.example.toml", Kind::Fleet),
+        ] {
             let (kind, _) = check(&images.join(f)).unwrap();
             assert_eq!(kind, k, "{f}");
         }

@@ -40,7 +40,8 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     let image = TempPath::sibling(&plan.outputs.image)?;
     {
         let f = File::create(image.path()).with_context(|| format!("creating {}", image.path().display()))?;
-        f.set_len(plan.disk.size).with_context(|| format!("sizing {}", image.path().display()))?;
+        f.set_len(plan.disk.size)
+            .with_context(|| format!("sizing {}", image.path().display()))?;
     }
     let img = image.path();
     write_table(&plan.disk, img)?;
@@ -55,7 +56,9 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     let esp = plan.disk.part(PART_ESP);
     mkfs_vfat(img, esp, 32)?;
     let efi = work.path().join("BOOTX64.EFI");
-    grub::mkimage(Platform::Efi, grub_lib, &efi).run().context("making GRUB's UEFI image")?;
+    grub::mkimage(Platform::Efi, grub_lib, &efi)
+        .run()
+        .context("making GRUB's UEFI image")?;
     mtools(img, esp, &["mmd", "::EFI", "::EFI/BOOT"], &[])?;
     mtools(img, esp, &["mcopy"], &[(&efi, "::EFI/BOOT/BOOTX64.EFI")])?;
 
@@ -67,16 +70,25 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     fs::write(&readme, SEED_README.replace('\n', "\r\n")).context("writing the seed README")?;
     mtools(img, seed, &["mcopy"], &[(&readme, "::README.TXT")])?;
 
-    stage.progress(&format!("making the root filesystem ({})", indicatif::HumanBytes(tree.used_bytes)));
+    stage.progress(&format!(
+        "making the root filesystem ({})",
+        indicatif::HumanBytes(tree.used_bytes)
+    ));
     mkfs_ext4(plan, img, tree)?;
 
     crate::interrupt::check()?;
     stage.progress("installing GRUB for legacy BIOS");
     let core = work.path().join("core.img");
-    grub::mkimage(Platform::Bios, grub_lib, &core).run().context("making GRUB's BIOS core image")?;
+    grub::mkimage(Platform::Bios, grub_lib, &core)
+        .run()
+        .context("making GRUB's BIOS core image")?;
     install_bios(img, &plan.disk, &grub_lib.join("i386-pc/boot.img"), &core)?;
 
-    stage.done(&format!("{} image, root {}", indicatif::HumanBytes(plan.disk.size), indicatif::HumanBytes(plan.disk.part(PART_ROOT).size)));
+    stage.done(&format!(
+        "{} image, root {}",
+        indicatif::HumanBytes(plan.disk.size),
+        indicatif::HumanBytes(plan.disk.part(PART_ROOT).size)
+    ));
     Ok(Disk { image })
 }
 
@@ -141,20 +153,42 @@ pub fn write_table(disk: &DiskPlan, img: &Path) -> Result<()> {
 
 /// Reads the table back with `sfdisk --json` and compares it with the plan.
 pub fn verify_table(disk: &DiskPlan, img: &Path) -> Result<()> {
-    let out = Cmd::new("sfdisk").arg("--json").arg(img).run().context("reading the partition table back")?;
+    let out = Cmd::new("sfdisk")
+        .arg("--json")
+        .arg(img)
+        .run()
+        .context("reading the partition table back")?;
     let t: SfdiskJson = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
     let t = t.partitiontable;
     ensure!(t.label == "gpt", "partition table is {:?}, expected gpt", t.label);
-    ensure!(t.sectorsize == SECTOR, "sector size {} , expected {SECTOR}", t.sectorsize);
-    ensure!(t.id.eq_ignore_ascii_case(&disk.disk_guid.to_string()), "disk GUID {} is not the planned {}", t.id, disk.disk_guid);
-    ensure!(t.partitions.len() == disk.partitions.len(), "{} partitions written, {} planned", t.partitions.len(), disk.partitions.len());
+    ensure!(
+        t.sectorsize == SECTOR,
+        "sector size {} , expected {SECTOR}",
+        t.sectorsize
+    );
+    ensure!(
+        t.id.eq_ignore_ascii_case(&disk.disk_guid.to_string()),
+        "disk GUID {} is not the planned {}",
+        t.id,
+        disk.disk_guid
+    );
+    ensure!(
+        t.partitions.len() == disk.partitions.len(),
+        "{} partitions written, {} planned",
+        t.partitions.len(),
+        disk.partitions.len()
+    );
     for (got, want) in t.partitions.iter().zip(&disk.partitions) {
         let same = got.start == want.start_sector()
             && got.size == want.sectors()
             && got.type_guid.eq_ignore_ascii_case(want.type_guid)
             && got.uuid.eq_ignore_ascii_case(&want.uuid.to_string())
             && got.name == want.name;
-        ensure!(same, "partition {} was written as {got:?}, planned {want:?}", want.number);
+        ensure!(
+            same,
+            "partition {} was written as {got:?}, planned {want:?}",
+            want.number
+        );
     }
     Ok(())
 }
@@ -189,7 +223,8 @@ pub fn mtools(img: &Path, part: &PartitionPlan, cmd: &[&str], copies: &[(&Path, 
     for (src, dst) in copies {
         c = c.arg(src).arg(dst);
     }
-    c.run().with_context(|| format!("writing into partition {} ({})", part.number, part.name))?;
+    c.run()
+        .with_context(|| format!("writing into partition {} ({})", part.number, part.name))?;
     Ok(())
 }
 
@@ -222,7 +257,11 @@ fn mkfs_ext4(plan: &Plan, img: &Path, tree: &Tree) -> Result<()> {
 fn install_bios(img: &Path, disk: &DiskPlan, boot_img: &Path, core_img: &Path) -> Result<()> {
     let boot = fs::read(boot_img).with_context(|| format!("reading {}", boot_img.display()))?;
     let core = fs::read(core_img).with_context(|| format!("reading {}", core_img.display()))?;
-    let mut f = OpenOptions::new().read(true).write(true).open(img).with_context(|| format!("opening {}", img.display()))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .with_context(|| format!("opening {}", img.display()))?;
     let mut mbr = [0u8; 512];
     f.read_exact(&mut mbr).context("reading the protective MBR")?;
     let part = disk.part(PART_BIOS);

@@ -45,18 +45,32 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
     let image_data_bytes = fs::metadata(image.path())?.blocks() * 512;
     let mut files: Vec<(TempPath, PathBuf, OutputFile)> = Vec::new();
     let sha = hash_file(image.path(), &stage)?;
-    manifest.outputs.push(OutputFile { name: file_name(&plan.outputs.image), size_bytes: image_size, sha256: sha });
+    manifest.outputs.push(OutputFile {
+        name: file_name(&plan.outputs.image),
+        size_bytes: image_size,
+        sha256: sha,
+    });
 
     if let Some(zst) = &plan.outputs.zst {
         stage.progress("compressing (zstd)");
         let tmp = TempPath::sibling(zst)?;
-        Cmd::new("zstd").args(["-q", "-T0", "-3", "-f", "-o"]).arg(tmp.path()).arg(image.path()).run().context("compressing the image")?;
+        Cmd::new("zstd")
+            .args(["-q", "-T0", "-3", "-f", "-o"])
+            .arg(tmp.path())
+            .arg(image.path())
+            .run()
+            .context("compressing the image")?;
         files.push(output(tmp, zst, &stage)?);
     }
     if let Some(q) = &plan.outputs.qcow2 {
         stage.progress("converting to qcow2");
         let tmp = TempPath::sibling(q)?;
-        Cmd::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(image.path()).arg(tmp.path()).run().context("converting the image to qcow2")?;
+        Cmd::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(image.path())
+            .arg(tmp.path())
+            .run()
+            .context("converting the image to qcow2")?;
         files.push(output(tmp, q, &stage)?);
     }
     for (_, _, o) in &files {
@@ -65,7 +79,8 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
 
     let manifest_tmp = TempPath::sibling(&plan.outputs.manifest)?;
     let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
-    fs::write(manifest_tmp.path(), &manifest_bytes).with_context(|| format!("writing {}", manifest_tmp.path().display()))?;
+    fs::write(manifest_tmp.path(), &manifest_bytes)
+        .with_context(|| format!("writing {}", manifest_tmp.path().display()))?;
     let mut sums = String::new();
     for o in &manifest.outputs {
         sums.push_str(&format!("{}  {}\n", o.sha256, o.name));
@@ -107,13 +122,23 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn output(tmp: TempPath, dst: &Path, stage: &Stage) -> Result<(TempPath, PathBuf, OutputFile)> {
     let size = fs::metadata(tmp.path())?.len();
     let sha = hash_file(tmp.path(), stage)?;
-    Ok((tmp, dst.to_path_buf(), OutputFile { name: file_name(dst), size_bytes: size, sha256: sha }))
+    Ok((
+        tmp,
+        dst.to_path_buf(),
+        OutputFile {
+            name: file_name(dst),
+            size_bytes: size,
+            sha256: sha,
+        },
+    ))
 }
 
 /// SHA-256 of a file, with byte progress.
@@ -124,7 +149,9 @@ pub fn hash_file(path: &Path, stage: &Stage) -> Result<String> {
     let mut buf = vec![0u8; 4 << 20];
     let mut done = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }

@@ -44,7 +44,8 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
     let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
         rep.info("another build is making the same root filesystem; waiting for it");
-        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
     }
 
     if !plan.refresh && plan.archive.is_file() && list.is_file() {
@@ -55,7 +56,11 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
             .and_then(|f| f.set_modified(std::time::SystemTime::now()))
             .with_context(|| format!("touching {}", plan.archive.display()))?;
         stage.done(&format!("cached {} ({} packages)", short(&plan.key), packages.len()));
-        return Ok(Rootfs { archive: plan.archive.clone(), packages, cached: true });
+        return Ok(Rootfs {
+            archive: plan.archive.clone(),
+            packages,
+            cached: true,
+        });
     }
 
     let stage = rep.stage("rootfs", "checking the mirror");
@@ -73,11 +78,19 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
         fs::write(preseed_tmp.path(), &p.text).with_context(|| format!("writing {}", preseed_tmp.path().display()))?;
     }
 
-    let cmd = mmdebstrap(plan, &apt_cache, archive_tmp.path(), list_tmp.path(), plan.preseed.as_ref().map(|_| preseed_tmp.path()))
-        .env("TMPDIR", &work);
+    let cmd = mmdebstrap(
+        plan,
+        &apt_cache,
+        archive_tmp.path(),
+        list_tmp.path(),
+        plan.preseed.as_ref().map(|_| preseed_tmp.path()),
+    )
+    .env("TMPDIR", &work);
     let mut errors: Vec<String> = Vec::new();
     let result = cmd.run_lines(|stream, line| {
-        if stream == Stream::Stderr && (line.starts_with("E: ") || line.contains("useradd: ") || line.starts_with("W: Unable")) {
+        if stream == Stream::Stderr
+            && (line.starts_with("E: ") || line.contains("useradd: ") || line.starts_with("W: Unable"))
+        {
             errors.push(line.to_string());
         }
         if let Some(msg) = line.strip_prefix("I: ") {
@@ -99,8 +112,17 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
     drop(list_tmp);
     prune(&dir, &plan.archive)?;
     let size = fs::metadata(&plan.archive).map(|m| m.len()).unwrap_or(0);
-    stage.done(&format!("built {} ({} packages, {})", short(&plan.key), packages.len(), indicatif::HumanBytes(size)));
-    Ok(Rootfs { archive: plan.archive.clone(), packages, cached: false })
+    stage.done(&format!(
+        "built {} ({} packages, {})",
+        short(&plan.key),
+        packages.len(),
+        indicatif::HumanBytes(size)
+    ));
+    Ok(Rootfs {
+        archive: plan.archive.clone(),
+        packages,
+        cached: false,
+    })
 }
 
 fn short(key: &str) -> &str {
@@ -118,7 +140,10 @@ pub fn mmdebstrap(plan: &RootfsPlan, apt_cache: &Path, out: &Path, list_out: &Pa
         .arg(format!("--include={}", plan.packages.join(",")))
         .arg("--skip=essential/unlink")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
-        .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", q(apt_cache)));
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives/",
+            q(apt_cache)
+        ));
     if plan.packages.iter().any(|p| p == "zstd") {
         // zstd initramfs: much faster to unpack at boot than gzip.
         cmd = cmd.arg(
@@ -128,12 +153,13 @@ pub fn mmdebstrap(plan: &RootfsPlan, apt_cache: &Path, out: &Path, list_out: &Pa
     }
     if let Some(p) = preseed {
         // Before the non-essential packages are installed and configured.
-        cmd = cmd
-            .arg(format!("--essential-hook=copy-in {} /tmp", q(p)))
-            .arg(format!(
-                "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/{name} && rm \"$1\"/tmp/{name}",
-                name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-            ));
+        cmd = cmd.arg(format!("--essential-hook=copy-in {} /tmp", q(p))).arg(format!(
+            "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/{name} && rm \"$1\"/tmp/{name}",
+            name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
     }
     for u in &plan.users {
         let mut hook = format!(
@@ -144,17 +170,23 @@ pub fn mmdebstrap(plan: &RootfsPlan, apt_cache: &Path, out: &Path, list_out: &Pa
             hook.push_str(&format!("--groups {} ", u.groups.join(",")));
         }
         // No password, ever: the account is locked and logs in with SSH keys.
-        hook.push_str(&format!("{name} && chroot \"$1\" passwd --lock --quiet {name}", name = u.name));
+        hook.push_str(&format!(
+            "{name} && chroot \"$1\" passwd --lock --quiet {name}",
+            name = u.name
+        ));
         cmd = cmd.arg(hook);
     }
-    cmd.arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(apt_cache)))
-        .arg(format!(
-            "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}}\\t${{Version}}\\n' > {}",
-            q(list_out)
-        ))
-        .arg(&plan.suite)
-        .arg(out)
-        .args(&plan.sources)
+    cmd.arg(format!(
+        "--customize-hook=sync-out /var/cache/apt/archives {}",
+        q(apt_cache)
+    ))
+    .arg(format!(
+        "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}}\\t${{Version}}\\n' > {}",
+        q(list_out)
+    ))
+    .arg(&plan.suite)
+    .arg(out)
+    .args(&plan.sources)
 }
 
 /// Turns mmdebstrap's failure into what the user must change.
@@ -169,7 +201,10 @@ fn explain(plan: &RootfsPlan, profile: &Path, errors: &[String], e: CmdError) ->
                 "{p}: debian.packages: package {pkg:?} does not exist in {} ({}) at {}: check its name \
                  (apt-cache policy {pkg}) and debian.components\n(mmdebstrap said: {line})",
                 plan.suite,
-                plan.sources.first().map(|s| s.split_whitespace().skip(3).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+                plan.sources
+                    .first()
+                    .map(|s| s.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default(),
                 plan.mirror
             );
         }
@@ -180,7 +215,13 @@ fn explain(plan: &RootfsPlan, profile: &Path, errors: &[String], e: CmdError) ->
                  or add the package that creates it\n(mmdebstrap said: {line})"
             );
         }
-        if line.contains("Failed to fetch") || line.contains("Could not resolve") || line.contains("Temporary failure resolving") || line.contains("Unable to connect") || line.contains("Release' does not have a Release file") || line.contains("does not have a Release file") {
+        if line.contains("Failed to fetch")
+            || line.contains("Could not resolve")
+            || line.contains("Temporary failure resolving")
+            || line.contains("Unable to connect")
+            || line.contains("Release' does not have a Release file")
+            || line.contains("does not have a Release file")
+        {
             return anyhow!(
                 "{p}: debian.mirror: cannot download from {}: check the URL and the network\n(mmdebstrap said: {line})",
                 plan.mirror
@@ -198,11 +239,16 @@ fn check_mirrors(plan: &RootfsPlan, profile: &Path) -> Result<()> {
         .into();
     for src in &plan.sources {
         let mut f = src.split_whitespace().skip(1);
-        let (Some(url), Some(suite)) = (f.next(), f.next()) else { continue };
+        let (Some(url), Some(suite)) = (f.next(), f.next()) else {
+            continue;
+        };
         let release = format!("{}/dists/{suite}/InRelease", url.trim_end_matches('/'));
         if let Some(path) = release.strip_prefix("file://") {
             if !Path::new(path).is_file() {
-                bail!("{}: debian.mirror: {release} does not exist: check the path", profile.display());
+                bail!(
+                    "{}: debian.mirror: {release} does not exist: check the path",
+                    profile.display()
+                );
             }
             continue;
         }
@@ -228,7 +274,10 @@ fn read_dpkg_list(path: &Path) -> Result<Vec<Package>> {
         .lines()
         .filter_map(|l| l.split_once('\t'))
         .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| Package { name: n.to_string(), version: v.to_string() })
+        .map(|(n, v)| Package {
+            name: n.to_string(),
+            version: v.to_string(),
+        })
         .collect();
     out.sort();
     Ok(out)
@@ -275,8 +324,15 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             snapshot: None,
             packages: vec!["linux-image-amd64".into(), "zstd".into()],
-            preseed: Some(PreseedPlan { path: "/p/flypack.preseed".into(), text: String::new() }),
-            users: vec![RootfsUser { name: "ops".into(), groups: vec!["sudo".into(), "adm".into()], shell: "/bin/bash".into() }],
+            preseed: Some(PreseedPlan {
+                path: "/p/flypack.preseed".into(),
+                text: String::new(),
+            }),
+            users: vec![RootfsUser {
+                name: "ops".into(),
+                groups: vec!["sudo".into(), "adm".into()],
+                shell: "/bin/bash".into(),
+            }],
             archive: "/c/rootfs/k.tar".into(),
             cached: false,
             refresh: false,
@@ -285,7 +341,13 @@ mod tests {
 
     #[test]
     fn mmdebstrap_command_golden() {
-        let cmd = mmdebstrap(&plan(), Path::new("/c/apt"), Path::new("/c/rootfs/tmp.tar"), Path::new("/c/list"), Some(Path::new("/c/x.preseed")));
+        let cmd = mmdebstrap(
+            &plan(),
+            Path::new("/c/apt"),
+            Path::new("/c/rootfs/tmp.tar"),
+            Path::new("/c/list"),
+            Some(Path::new("/c/x.preseed")),
+        );
         let want = [
             "mmdebstrap",
             "--variant=minbase",
@@ -311,15 +373,35 @@ mod tests {
 
     #[test]
     fn failures_become_profile_errors() {
-        let e = || CmdError::Failed { command: "mmdebstrap".into(), status: "exit status: 1".into(), code: Some(1), stderr_tail: String::new() };
+        let e = || CmdError::Failed {
+            command: "mmdebstrap".into(),
+            status: "exit status: 1".into(),
+            code: Some(1),
+            stderr_tail: String::new(),
+        };
         let p = Path::new("images/x.toml");
         let msg = explain(&plan(), p, &["E: Unable to locate package nosuchpkg".into()], e()).to_string();
-        assert!(msg.starts_with("images/x.toml: debian.packages: package \"nosuchpkg\" does not exist in bookworm"), "{msg}");
-        let msg = explain(&plan(), p, &["E: Package 'foo' has no installation candidate".into()], e()).to_string();
+        assert!(
+            msg.starts_with("images/x.toml: debian.packages: package \"nosuchpkg\" does not exist in bookworm"),
+            "{msg}"
+        );
+        let msg = explain(
+            &plan(),
+            p,
+            &["E: Package 'foo' has no installation candidate".into()],
+            e(),
+        )
+        .to_string();
         assert!(msg.contains("package \"foo\" does not exist"), "{msg}");
         let msg = explain(&plan(), p, &["useradd: group 'docker' does not exist".into()], e()).to_string();
         assert!(msg.contains("group \"docker\" does not exist in the image"), "{msg}");
-        let msg = explain(&plan(), p, &["E: Failed to fetch http://x/InRelease  Could not resolve 'x'".into()], e()).to_string();
+        let msg = explain(
+            &plan(),
+            p,
+            &["E: Failed to fetch http://x/InRelease  Could not resolve 'x'".into()],
+            e(),
+        )
+        .to_string();
         assert!(msg.contains("debian.mirror: cannot download"), "{msg}");
         let msg = format!("{:#}", explain(&plan(), p, &[], e()));
         assert!(msg.contains("mmdebstrap failed"), "{msg}");
@@ -331,9 +413,18 @@ mod tests {
         let p = d.path().join("l");
         fs::write(&p, "zstd\t1.5.4+dfsg2-5\nlibc6\t2.36-9+deb12u14\nremoved\t\n").unwrap();
         let l = read_dpkg_list(&p).unwrap();
-        assert_eq!(l, vec![
-            Package { name: "libc6".into(), version: "2.36-9+deb12u14".into() },
-            Package { name: "zstd".into(), version: "1.5.4+dfsg2-5".into() },
-        ]);
+        assert_eq!(
+            l,
+            vec![
+                Package {
+                    name: "libc6".into(),
+                    version: "2.36-9+deb12u14".into()
+                },
+                Package {
+                    name: "zstd".into(),
+                    version: "1.5.4+dfsg2-5".into()
+                },
+            ]
+        );
     }
 }

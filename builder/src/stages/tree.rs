@@ -19,12 +19,23 @@ use crate::stages::rootfs::Rootfs;
 
 /// The systemd units firstboot ships (file name, content).
 pub const UNITS: &[(&str, &str)] = &[
-    ("flypack-firstboot.service", include_str!("../../../firstboot/systemd/flypack-firstboot.service")),
-    ("flypack-status.service", include_str!("../../../firstboot/systemd/flypack-status.service")),
+    (
+        "flypack-firstboot-early.service",
+        include_str!("../../../firstboot/systemd/flypack-firstboot-early.service"),
+    ),
+    (
+        "flypack-firstboot.service",
+        include_str!("../../../firstboot/systemd/flypack-firstboot.service"),
+    ),
+    (
+        "flypack-status.service",
+        include_str!("../../../firstboot/systemd/flypack-status.service"),
+    ),
 ];
 
 /// Units enabled in every image.
 const ENABLE: &[&str] = &[
+    "flypack-firstboot-early.service",
     "flypack-firstboot.service",
     "flypack-status.service",
     "systemd-networkd.service",
@@ -64,7 +75,13 @@ pub fn run(plan: &Plan, rootfs: &Rootfs, manifest: &Manifest, rep: &Reporter) ->
         .with_context(|| format!("creating a work folder in {}", work.display()))?;
     let root = dir.path().to_path_buf();
     Cmd::new("tar")
-        .args(["--extract", "--numeric-owner", "--preserve-permissions", "--xattrs", "--xattrs-include=*"])
+        .args([
+            "--extract",
+            "--numeric-owner",
+            "--preserve-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+        ])
         .arg("--file")
         .arg(&rootfs.archive)
         .arg("--directory")
@@ -76,7 +93,8 @@ pub fn run(plan: &Plan, rootfs: &Rootfs, manifest: &Manifest, rep: &Reporter) ->
     let ctx = template_context(plan)?;
     let mut files = 0;
     for o in &plan.overlays {
-        files += overlay::apply(&o.path, &root, &ctx).with_context(|| format!("applying overlay {}", o.path.display()))?;
+        files +=
+            overlay::apply(&o.path, &root, &ctx).with_context(|| format!("applying overlay {}", o.path.display()))?;
     }
 
     stage.progress("installing firstboot");
@@ -94,7 +112,11 @@ pub fn run(plan: &Plan, rootfs: &Rootfs, manifest: &Manifest, rep: &Reporter) ->
         indicatif::HumanBytes(used_bytes),
         inodes
     ));
-    Ok(Tree { dir, used_bytes, inodes })
+    Ok(Tree {
+        dir,
+        used_bytes,
+        inodes,
+    })
 }
 
 /// Values overlay templates can use.
@@ -146,7 +168,11 @@ fn write_system_files(plan: &Plan, manifest: &Manifest, root: &Path) -> Result<(
     let grub_dir = root.join("boot/grub");
     fs::create_dir_all(&grub_dir).with_context(|| format!("creating {}", grub_dir.display()))?;
     let root_uuid = plan.disk.part(PART_ROOT).uuid.to_string();
-    replace_file(&grub_dir.join("grub.cfg"), plan.boot.config(&root_uuid).grub_cfg()?.as_bytes(), 0o644)?;
+    replace_file(
+        &grub_dir.join("grub.cfg"),
+        plan.boot.config(&root_uuid).grub_cfg()?.as_bytes(),
+        0o644,
+    )?;
     // resolved's stub, whatever the package scripts left behind.
     let resolv = etc.join("resolv.conf");
     if fs::symlink_metadata(&resolv).is_ok() {
@@ -156,8 +182,20 @@ fn write_system_files(plan: &Plan, manifest: &Manifest, root: &Path) -> Result<(
         .with_context(|| format!("linking {}", resolv.display()))?;
     let share = root.join("usr/share/flypack");
     fs::create_dir_all(&share).with_context(|| format!("creating {}", share.display()))?;
-    replace_file(&root.join(target::MANIFEST), &serde_json::to_vec_pretty(manifest)?, 0o644)?;
+    replace_file(
+        &root.join(target::MANIFEST),
+        &serde_json::to_vec_pretty(manifest)?,
+        0o644,
+    )?;
     replace_file(&root.join(target::PLAN), &serde_json::to_vec_pretty(plan)?, 0o644)?;
+    replace_file(
+        &root.join("usr/share/flypack/unit.defaults.toml"),
+        plan.unit_defaults.as_bytes(),
+        0o644,
+    )?;
+    if let Some(f) = &plan.fleet {
+        replace_file(&root.join("usr/share/flypack/fleet.toml"), f.as_bytes(), 0o644)?;
+    }
     replace_file(
         &etc.join("flypack-release"),
         format!(
@@ -198,8 +236,12 @@ fn install_ssh_keys(plan: &Plan, root: &Path) -> Result<()> {
         fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700))?;
         fs::set_permissions(&file, fs::Permissions::from_mode(0o600))?;
         for p in [&ssh, &file] {
-            rustix::fs::chown(p, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-                .with_context(|| format!("chown of {}", p.display()))?;
+            rustix::fs::chown(
+                p,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .with_context(|| format!("chown of {}", p.display()))?;
         }
     }
     Ok(())
@@ -218,7 +260,9 @@ fn make_clonable(root: &Path) -> Result<()> {
     if ssh.is_dir() {
         for e in fs::read_dir(&ssh).with_context(|| format!("listing {}", ssh.display()))? {
             let p = e?.path();
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ssh_host_")) {
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ssh_host_"))
+            {
                 fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             }
         }
@@ -254,7 +298,10 @@ pub fn usage(root: &Path) -> Result<(u64, u64)> {
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             let e = e?;
-            let m = e.path().symlink_metadata().with_context(|| format!("inspecting {}", e.path().display()))?;
+            let m = e
+                .path()
+                .symlink_metadata()
+                .with_context(|| format!("inspecting {}", e.path().display()))?;
             if m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino()) {
                 continue;
             }

@@ -70,12 +70,7 @@ gateway = "10.0.0.1"
 fn invalid_units_name_the_key() {
     let cases: &[(&str, &str, &str, &str)] = &[
         ("version = 1", "version = 2", "version", "expected 1"),
-        (
-            "hostname = \"u1\"",
-            "hostname = \"U_1\"",
-            "hostname",
-            "not a hostname",
-        ),
+        ("hostname = \"u1\"", "hostname = \"U_1\"", "hostname", "not a hostname"),
         (
             "hostname = \"u1\"",
             "hostname = \"u1\"\ncolour = 1",
@@ -124,12 +119,7 @@ fn invalid_units_name_the_key() {
             "interfaces[0].addresses[0]",
             "cannot be an interface address",
         ),
-        (
-            "[\"10.0.0.5/24\"]",
-            "[]",
-            "interfaces[0].addresses",
-            "no address",
-        ),
+        ("[\"10.0.0.5/24\"]", "[]", "interfaces[0].addresses", "no address"),
         (
             "gateway = \"10.0.0.1\"",
             "gateway = \"10.9.0.1\"",
@@ -230,11 +220,7 @@ fn invalid_units_name_the_key() {
             .iter()
             .find(|e| e.key == *key)
             .unwrap_or_else(|| panic!("{key}: not among {errs:?}"));
-        assert!(
-            e.message.contains(words),
-            "{key}: {:?} lacks {words:?}",
-            e.message
-        );
+        assert!(e.message.contains(words), "{key}: {:?} lacks {words:?}", e.message);
         assert_eq!(e.file, "unit.toml");
     }
 }
@@ -276,10 +262,7 @@ fn invalid_fleets_name_the_key() {
             "used by two units",
         ),
         (
-            format!(
-                "version = 1\n[[units]]\nserial = \"S1\"\n{}",
-                unit("Bad_Host")
-            ),
+            format!("version = 1\n[[units]]\nserial = \"S1\"\n{}", unit("Bad_Host")),
             "units[0].config.hostname",
             "not a hostname",
         ),
@@ -294,18 +277,12 @@ fn invalid_fleets_name_the_key() {
         ("version = 2\n".to_string(), "version", "expected 1"),
     ];
     for (text, key, words) in cases {
-        let errs = parse_fleet(Path::new("fleet.toml"), &text)
-            .expect_err(key)
-            .0;
+        let errs = parse_fleet(Path::new("fleet.toml"), &text).expect_err(key).0;
         let e = errs
             .iter()
             .find(|e| e.key == key)
             .unwrap_or_else(|| panic!("{key}: not among {errs:?}"));
-        assert!(
-            e.message.contains(words),
-            "{key}: {:?} lacks {words:?}",
-            e.message
-        );
+        assert!(e.message.contains(words), "{key}: {:?} lacks {words:?}", e.message);
     }
 }
 

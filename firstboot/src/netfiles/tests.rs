@@ -27,9 +27,15 @@ fn golden() {
     let mut failed = Vec::new();
     for case in cases {
         let text = std::fs::read_to_string(&case).unwrap();
-        let unit = flypack_contracts::unit::parse_unit(&case, &text).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        let unit =
+            flypack_contracts::unit::parse_unit(&case, &text).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
         let got = dump(&render(&unit));
-        let expected_path = case.with_file_name(case.file_name().unwrap().to_string_lossy().replace(".unit.toml", ".expected"));
+        let expected_path = case.with_file_name(
+            case.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".unit.toml", ".expected"),
+        );
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&expected_path, &got).unwrap();
             continue;

@@ -37,12 +37,22 @@ impl Stage for Disk {
             Err(e) if e.code() == Some(1) => false,
             Err(e) => return Err(e).context(format!("growing partition {part} of {}", disk.display())),
         };
-        Cmd::new("resize2fs").arg(&dev).run().with_context(|| format!("growing the filesystem on {}", dev.display()))?;
-        let size = std::fs::read_to_string(format!("/sys/class/block/{}/size", dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|sectors| sectors * 512);
-        let size = size.map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)).unwrap_or_else(|| "?".into());
+        Cmd::new("resize2fs")
+            .arg(&dev)
+            .run()
+            .with_context(|| format!("growing the filesystem on {}", dev.display()))?;
+        let size = std::fs::read_to_string(format!(
+            "/sys/class/block/{}/size",
+            dev.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|sectors| sectors * 512);
+        let size = size
+            .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
+            .unwrap_or_else(|| "?".into());
         Ok(Outcome::done(if grown {
             format!("root grown to {size} on {}", disk.display())
         } else {
@@ -58,7 +68,10 @@ pub fn root_source(mountinfo: &str) -> Result<PathBuf> {
         if fields.len() < 5 || fields[4] != "/" {
             continue;
         }
-        let sep = fields.iter().position(|f| *f == "-").context("malformed mountinfo line")?;
+        let sep = fields
+            .iter()
+            .position(|f| *f == "-")
+            .context("malformed mountinfo line")?;
         let source = fields.get(sep + 2).context("malformed mountinfo line")?;
         return Ok(PathBuf::from(source));
     }
@@ -68,15 +81,29 @@ pub fn root_source(mountinfo: &str) -> Result<PathBuf> {
 /// The whole disk and the partition number of a partition device, from sysfs.
 pub fn disk_and_partition(sys_block: &Path, dev: &Path) -> Result<(PathBuf, u32)> {
     let dev = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf());
-    let name = dev.file_name().context("device has no name")?.to_string_lossy().into_owned();
+    let name = dev
+        .file_name()
+        .context("device has no name")?
+        .to_string_lossy()
+        .into_owned();
     let part_dir = sys_block.join(&name);
     let n: u32 = std::fs::read_to_string(part_dir.join("partition"))
-        .with_context(|| format!("{} is not a partition (no {}/partition)", dev.display(), part_dir.display()))?
+        .with_context(|| {
+            format!(
+                "{} is not a partition (no {}/partition)",
+                dev.display(),
+                part_dir.display()
+            )
+        })?
         .trim()
         .parse()
         .context("parsing the partition number")?;
     let parent = std::fs::canonicalize(part_dir.join("..")).context("finding the partition's disk")?;
-    let disk = parent.file_name().context("disk has no name")?.to_string_lossy().into_owned();
+    let disk = parent
+        .file_name()
+        .context("disk has no name")?
+        .to_string_lossy()
+        .into_owned();
     Ok((PathBuf::from("/dev").join(disk), n))
 }
 

@@ -1,13 +1,24 @@
 //! The provisioning stages, in order.
 
 pub mod disk;
+pub mod identity;
+pub mod network;
+pub mod qa;
 
 use crate::runner::Stage;
 
 /// Stage names in order (the status lists them all, pending or not).
-pub const ORDER: &[&str] = &["disk"];
+pub const ORDER: &[&str] = &["identity", "netconf", "disk", "network", "qa"];
+/// Stages the early unit runs, before systemd-networkd starts.
+pub const EARLY: &[&str] = &["identity", "netconf"];
 
 /// The stages to run on a unit.
 pub fn all() -> Vec<Box<dyn Stage>> {
-    vec![Box::new(disk::Disk)]
+    vec![
+        Box::new(identity::Identity),
+        Box::new(network::NetConf),
+        Box::new(disk::Disk),
+        Box::new(network::Network),
+        Box::new(qa::Qa),
+    ]
 }

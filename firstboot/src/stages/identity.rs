@@ -1,0 +1,230 @@
+//! `identity`: make this unit itself, though every unit was flashed from the
+//! same image: hostname, machine-id, SSH host keys, and who may log in.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use flypack_contracts::atomic::write_atomic;
+use flypack_contracts::cmd::Cmd;
+use flypack_contracts::digest::KeyHasher;
+
+use crate::root::Root;
+use crate::runner::{Ctx, Outcome, Stage};
+
+/// Per-user authorized keys from the unit config (sshd reads them too).
+pub const KEYS_DIR: &str = "/etc/flypack/ssh";
+
+/// The stage.
+#[derive(Debug)]
+pub struct Identity;
+
+/// Members of the `sudo` group: the unit's administrators.
+pub fn admins(root: &Root) -> Vec<String> {
+    let group = std::fs::read_to_string(root.path("/etc/group")).unwrap_or_default();
+    group
+        .lines()
+        .find(|l| l.starts_with("sudo:"))
+        .and_then(|l| l.split(':').nth(3))
+        .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn set_hostname(root: &Root, name: &str) -> Result<bool> {
+    let mut changed = false;
+    let hf = root.path("/etc/hostname");
+    if std::fs::read_to_string(&hf)
+        .map(|s| s.trim().to_string())
+        .ok()
+        .as_deref()
+        != Some(name)
+    {
+        write_atomic(&hf, format!("{name}\n").as_bytes(), 0o644)?;
+        changed = true;
+    }
+    let hosts_path = root.path("/etc/hosts");
+    let hosts = std::fs::read_to_string(&hosts_path).unwrap_or_default();
+    let want_line = format!("127.0.1.1\t{name}");
+    let mut lines: Vec<String> = hosts
+        .lines()
+        .filter(|l| !l.starts_with("127.0.1.1"))
+        .map(str::to_string)
+        .collect();
+    let pos = lines
+        .iter()
+        .position(|l| l.starts_with("127.0.0.1"))
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    lines.insert(pos, want_line);
+    let new = lines.join("\n") + "\n";
+    if new != hosts {
+        write_atomic(&hosts_path, new.as_bytes(), 0o644)?;
+        changed = true;
+    }
+    if root.is_live() {
+        let current = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        if current != name {
+            rustix::system::sethostname(name.as_bytes()).context("setting the hostname")?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+fn machine_id(root: &Root) -> Result<String> {
+    let p = root.path("/etc/machine-id");
+    let valid = |s: &str| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let cur = std::fs::read_to_string(&p).unwrap_or_default().trim().to_string();
+    if root.is_live() {
+        // systemd made a transient id at boot (the image has none); commit
+        // it so it survives reboots. A no-op once committed.
+        if let Err(e) = Cmd::new("systemd-machine-id-setup").arg("--commit").run() {
+            tracing::debug!("systemd-machine-id-setup --commit: {e}");
+        }
+        let now = std::fs::read_to_string(&p).unwrap_or_default().trim().to_string();
+        if !valid(&now) {
+            Cmd::new("systemd-machine-id-setup")
+                .run()
+                .context("making a machine-id")?;
+        }
+    } else if !valid(&cur) {
+        let id = uuid_hex();
+        write_atomic(&p, format!("{id}\n").as_bytes(), 0o444)?;
+    }
+    Ok(std::fs::read_to_string(&p).unwrap_or_default().trim().to_string())
+}
+
+fn uuid_hex() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        // /dev/urandom never fails a 16-byte read once open.
+        let _ = f.read_exact(&mut b);
+    }
+    hex::encode(b)
+}
+
+fn host_keys(root: &Root) -> Result<Vec<String>> {
+    Cmd::new("ssh-keygen")
+        .arg("-A")
+        .arg("-f")
+        .arg(root.dir())
+        .run()
+        .context("making SSH host keys")?;
+    let mut fps = Vec::new();
+    for t in ["ed25519", "ecdsa", "rsa"] {
+        let p = root.path(format!("/etc/ssh/ssh_host_{t}_key.pub"));
+        if p.exists()
+            && let Ok(o) = Cmd::new("ssh-keygen").arg("-l").arg("-f").arg(&p).run()
+            && let Some(fp) = o.stdout_str().split_whitespace().nth(1)
+        {
+            fps.push(format!("{} {fp}", t.to_uppercase()));
+        }
+    }
+    Ok(fps)
+}
+
+fn authorized_keys(root: &Root, keys: &[String]) -> Result<usize> {
+    let dir = root.path(KEYS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let admins = admins(root);
+    let text: String = keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+    for a in &admins {
+        let f = dir.join(format!("{a}.keys"));
+        if keys.is_empty() {
+            flypack_contracts::atomic::remove_any(&f)?;
+        } else if std::fs::read_to_string(&f).ok().as_deref() != Some(text.as_str()) {
+            write_atomic(&f, text.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(admins.len())
+}
+
+impl Stage for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn input_digest(&self, ctx: &Ctx) -> Result<String> {
+        let mut h = KeyHasher::new();
+        h.part("hostname", ctx.unit.hostname.as_str());
+        for k in &ctx.unit.access.ssh_authorized_keys {
+            h.part("key", k);
+        }
+        Ok(h.finish())
+    }
+
+    fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        let root = &ctx.root;
+        let name = ctx.unit.hostname.as_str();
+        set_hostname(root, name)?;
+        let id = machine_id(root)?;
+        ctx.fault_point("identity", "mid");
+        let fps = host_keys(root)?;
+        let n = authorized_keys(root, &ctx.unit.access.ssh_authorized_keys)?;
+        Ok(Outcome::done(format!(
+            "hostname {name}, machine-id {}, SSH host keys {}, {} key(s) for {n} admin(s)",
+            &id[..id.len().min(12)],
+            if fps.is_empty() {
+                "present".to_string()
+            } else {
+                fps.join(", ")
+            },
+            ctx.unit.access.ssh_authorized_keys.len()
+        )))
+    }
+}
+
+/// Whether a path exists under the root (for tests of the stage).
+pub fn exists(root: &Root, p: &str) -> bool {
+    Path::new(&root.path(p)).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_in_a_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        {
+            let dir = "/etc/ssh";
+            std::fs::create_dir_all(root.path(dir)).unwrap();
+        }
+        std::fs::write(root.path("/etc/hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\tflypack\n").unwrap();
+        std::fs::write(root.path("/etc/group"), "root:x:0:\nsudo:x:27:flypack,ops\n").unwrap();
+        std::fs::write(root.path("/etc/machine-id"), "").unwrap();
+        let unit = flypack_contracts::unit::parse_unit(
+            Path::new("u"),
+            "version = 1\nhostname = \"fp-7\"\n[access]\nssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc t@x\"]\n",
+        )
+        .unwrap();
+        let ctx = Ctx {
+            root: root.clone(),
+            fault: None,
+            unit,
+        };
+        let out = Identity.run(&ctx).unwrap();
+        assert!(out.detail.starts_with("hostname fp-7, machine-id "), "{}", out.detail);
+        assert_eq!(std::fs::read_to_string(root.path("/etc/hostname")).unwrap(), "fp-7\n");
+        assert_eq!(
+            std::fs::read_to_string(root.path("/etc/hosts")).unwrap(),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tfp-7\n"
+        );
+        let id = std::fs::read_to_string(root.path("/etc/machine-id")).unwrap();
+        assert_eq!(id.trim().len(), 32);
+        assert!(exists(&root, "/etc/ssh/ssh_host_ed25519_key"));
+        assert_eq!(
+            std::fs::read_to_string(root.path("/etc/flypack/ssh/ops.keys")).unwrap(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc t@x\n"
+        );
+        // Converges: a second run changes nothing.
+        let key_before = std::fs::read(root.path("/etc/ssh/ssh_host_ed25519_key")).unwrap();
+        Identity.run(&ctx).unwrap();
+        assert_eq!(
+            std::fs::read(root.path("/etc/ssh/ssh_host_ed25519_key")).unwrap(),
+            key_before
+        );
+        assert_eq!(std::fs::read_to_string(root.path("/etc/machine-id")).unwrap(), id);
+    }
+}
