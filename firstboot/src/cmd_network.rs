@@ -134,11 +134,13 @@ pub fn interactive(
 ) -> Result<i32> {
     let current = unit_in_force(root).or_else(|_| crate::config::resolve_here(root, seed).map(|r| r.unit))?;
     let snap = crate::netlink::snapshot()?;
-    let nics: Vec<&crate::netlink::Link> = snap
-        .links
-        .iter()
-        .filter(|l| l.kind.is_none() && l.name != "lo" && l.mac.is_some())
-        .collect();
+    // Physical NICs (with a device in sysfs); where there are none (a
+    // container), every non-loopback link that is not a VLAN.
+    let physical = |l: &&crate::netlink::Link| root.path(format!("/sys/class/net/{}/device", l.name)).exists();
+    let mut nics: Vec<&crate::netlink::Link> = snap.links.iter().filter(physical).collect();
+    if nics.is_empty() {
+        nics = snap.links.iter().filter(|l| l.name != "lo" && l.vlan_id.is_none() && l.mac.is_some()).collect();
+    }
     writeln!(out, "Flypack network setup. Enter keeps the value in brackets.")?;
     writeln!(out, "Interfaces on this unit:")?;
     for l in &nics {

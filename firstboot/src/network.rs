@@ -528,6 +528,7 @@ pub fn apply(root: &Root, unit: &Unit, opts: &Options) -> Result<Applied> {
         0o600,
     )?;
     let ch = write_files(root, &want)?;
+    crate::runner::fault_here("netapply", "after-write");
     if opts.write_only {
         return Ok(Applied::Applied {
             verification: Verification {
@@ -645,16 +646,23 @@ fn arm_rollback(root: &Root, token: &str, secs: u64, self_exe: &Path) -> Result<
         return Ok(());
     }
     // No systemd: a detached process in its own session, immune to the
-    // caller being killed or its terminal hanging up.
-    Cmd::new("setsid")
-        .args(["--fork", "sh", "-c"])
-        .arg(format!(
-            "sleep {secs}; exec {} --root {} network rollback --if-pending {token} >/dev/null 2>&1",
-            flypack_contracts::cmd::shell_quote(&self_exe.display().to_string()),
-            flypack_contracts::cmd::shell_quote(&root_arg)
-        ))
-        .run()
+    // caller being killed or its terminal hanging up. Its stdio is closed so
+    // that nothing waits for it.
+    let script = format!(
+        "sleep {secs}; exec {} --root {} network rollback --if-pending {token}",
+        flypack_contracts::cmd::shell_quote(&self_exe.display().to_string()),
+        flypack_contracts::cmd::shell_quote(&root_arg)
+    );
+    let st = std::process::Command::new("setsid")
+        .args(["--fork", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
         .context("arming the rollback (setsid)")?;
+    if !st.success() {
+        bail!("arming the rollback: setsid exited with {st}");
+    }
     Ok(())
 }
 

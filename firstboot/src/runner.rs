@@ -83,6 +83,13 @@ impl Ctx {
     }
 }
 
+/// Aborts here if `FLYPACK_FAULT` names this point (for code outside stages).
+pub fn fault_here(stage: &str, point: &str) {
+    if let Some(f) = Fault::from_env() {
+        f.hit(stage, point);
+    }
+}
+
 /// An injected fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
