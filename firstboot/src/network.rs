@@ -89,6 +89,8 @@ pub fn write_files(root: &Root, want: &Files) -> Result<Changes> {
             }
             write_atomic(&p, text.as_bytes(), 0o644)?;
             ch.written.push(path.clone());
+            // Between two files: a crash here leaves a mix of old and new.
+            crate::runner::fault_here("files", "mid");
         }
     }
     for path in have.keys() {
