@@ -11,6 +11,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match firstboot::run(cli) {
         Ok(code) => code,

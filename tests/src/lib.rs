@@ -293,3 +293,128 @@ pub fn names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port").local_addr().expect("local addr").port()
+}
+
+/// Makes an SSH key pair in `dir`; returns (private key path, public key line).
+pub fn keygen(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("id_ed25519");
+    let (ok, msg) = sh(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@flypack", "-f"]).arg(&key));
+    assert!(ok, "{msg}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    (key, public.trim().to_string())
+}
+
+/// A copy of `image` in `dir` with `unit` (TOML text) on its seed.
+pub fn seeded_copy(image: &Path, dir: &Path, unit: &str) -> PathBuf {
+    let copy = dir.join("unit.img");
+    let (ok, msg) = sh(Command::new("cp").arg("--sparse=always").arg(image).arg(&copy));
+    assert!(ok, "{msg}");
+    let u = dir.join("unit.toml");
+    std::fs::write(&u, unit).expect("writing unit.toml");
+    let r = run(builder().args(["customize"]).arg(&copy).arg("--unit").arg(&u));
+    assert_eq!(r.code, 0, "customize: {}", r.stderr);
+    copy
+}
+
+/// The example unit config with an SSH key allowed in.
+pub fn example_unit_with_key(public_key: &str) -> String {
+    std::fs::read_to_string(repo().join("images/unit.example.toml"))
+        .expect("unit example")
+        .replace("  # \"ssh-ed25519 AAAAC3... engineer@laptop\",", &format!("  {public_key:?},"))
+}
+
+/// A VM started with `builder boot --keep-running`, reachable over SSH.
+pub struct Session {
+    child: std::process::Child,
+    /// The status line's content.
+    pub status: Status,
+    /// builder boot's console log.
+    pub log: PathBuf,
+    /// SSH port on 127.0.0.1.
+    pub port: u16,
+    key: PathBuf,
+}
+
+impl Session {
+    /// Boots `image` (extra args for builder boot) and waits for the status line.
+    pub fn start(image: &Path, key: &Path, log: &Path, extra: &[&str]) -> Session {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut child = builder()
+            .args(["--json", "boot", "--quiet", "--keep-running", "--expect-ready", "600", "--log"])
+            .arg(log)
+            .arg("--forward")
+            .arg(format!("{port}:22"))
+            .arg(image)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting builder boot");
+        let out = child.stdout.take().expect("stdout");
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.expect("reading builder boot's output");
+            let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
+            if e["event"] == "ready" {
+                let status = serde_json::from_value(e["status"].clone()).expect("status JSON");
+                return Session { child, status, log: log.to_path_buf(), port, key: key.to_path_buf() };
+            }
+        }
+        let _ = child.kill();
+        panic!("the VM never printed its status line; console tail:\n{}", console_tail(log, 60));
+    }
+
+    /// Runs a command in the guest as the image's admin user: (exit code, output).
+    pub fn ssh(&self, cmd: &str) -> (i32, String) {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let o = Command::new("ssh")
+                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-i"])
+                .arg(&self.key)
+                .args(["-p", &self.port.to_string(), "flypack@127.0.0.1", cmd])
+                .stdin(Stdio::null())
+                .output()
+                .expect("running ssh");
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            // 255: ssh itself failed (sshd not up yet): try again.
+            if o.status.code() != Some(255) {
+                return (o.status.code().unwrap_or(-1), text);
+            }
+            last = text;
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+        panic!("cannot ssh into the guest: {last}");
+    }
+
+    /// Copies a local file into the guest.
+    pub fn put(&self, local: &Path, remote: &str) {
+        let o = Command::new("scp")
+            .args(["-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-i"])
+            .arg(&self.key)
+            .args(["-P", &self.port.to_string()])
+            .arg(local)
+            .arg(format!("flypack@127.0.0.1:{remote}"))
+            .output()
+            .expect("running scp");
+        assert!(o.status.success(), "scp: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // QEMU dies with builder (parent-death signal).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of a console log.
+pub fn console_tail(log: &Path, n: usize) -> String {
+    let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    let l: Vec<&str> = text.lines().collect();
+    l[l.len().saturating_sub(n)..].join("\n")
+}
