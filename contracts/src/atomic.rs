@@ -174,8 +174,37 @@ pub fn remove_any(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes leftovers of interrupted runs (`.flypack-tmp-*`) from `dir`.
-/// Returns how many were removed.
+/// The process that made a temporary name: `.flypack-tmp-NAME.PID` or
+/// `.flypack-tmp-KIND-PID-RANDOM`.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    if let Some((_, last)) = rest.rsplit_once('.') {
+        if let Ok(pid) = last.parse() {
+            return Some(pid);
+        }
+    }
+    rest.split('-').find_map(|t| t.parse().ok())
+}
+
+/// Whether the process that made a temporary name is gone.
+fn is_stale(name: &str) -> bool {
+    match owner_pid(name) {
+        Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        None => true,
+    }
+}
+
+/// A temporary directory in `dir` named for this process, so concurrent
+/// runs sharing `dir` never sweep it away.
+pub fn temp_dir_in(dir: &Path, kind: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{kind}-{}-", std::process::id()))
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a work folder in {}", dir.display()))
+}
+
+/// Removes leftovers of interrupted runs (`.flypack-tmp-*` whose process is
+/// gone) from `dir`. Returns how many were removed.
 pub fn sweep_stale_temps(dir: &Path) -> Result<usize> {
     let mut n = 0;
     let entries = match fs::read_dir(dir) {
@@ -185,7 +214,8 @@ pub fn sweep_stale_temps(dir: &Path) -> Result<usize> {
     };
     for entry in entries {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TEMP_PREFIX) && is_stale(&name) {
             remove_any(&entry.path())?;
             n += 1;
         }
@@ -249,12 +279,21 @@ mod tests {
     }
 
     #[test]
-    fn sweep_removes_only_our_temps() {
+    fn sweep_removes_only_temps_of_dead_processes() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(".flypack-tmp-x.1"), b"").unwrap();
-        fs::create_dir(dir.path().join(".flypack-tmp-y.2")).unwrap();
+        // PIDs above the kernel's limit are never alive.
+        fs::write(dir.path().join(".flypack-tmp-x.img.99999999"), b"").unwrap();
+        fs::create_dir(dir.path().join(".flypack-tmp-tree-99999998-abc")).unwrap();
+        fs::create_dir(dir.path().join(".flypack-tmp-nopid")).unwrap();
+        // Ours (a running process) stays.
+        let live = temp_dir_in(dir.path(), "tree").unwrap();
+        fs::write(dir.path().join(format!(".flypack-tmp-y.{}", std::process::id())), b"").unwrap();
         fs::write(dir.path().join("keep"), b"").unwrap();
-        assert_eq!(sweep_stale_temps(dir.path()).unwrap(), 2);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(sweep_stale_temps(dir.path()).unwrap(), 3);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert!(live.path().exists());
+        assert_eq!(owner_pid(".flypack-tmp-flypack.img.1234"), Some(1234));
+        assert_eq!(owner_pid(".flypack-tmp-tree-42-Xy7"), Some(42));
+        assert_eq!(owner_pid("other"), None);
     }
 }

@@ -27,6 +27,15 @@ pub struct RunRecord {
     pub started: String,
     /// The kernel's boot id, to tell boots apart.
     pub boot_id: String,
+    /// Peak resident memory of this run (VmHWM), KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// This process's peak resident set size (VmHWM), KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
 }
 
 /// One stage's record.

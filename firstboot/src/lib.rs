@@ -62,12 +62,14 @@ fn configure(
         r.started = Some(runner::now());
     }
     journal.save(jp)?;
+    let t0 = Instant::now();
     let res = config::resolve_here(root, seed).and_then(|r| {
         config::persist(root, &r)?;
         Ok(r)
     });
     let rec = journal.stage_mut("config");
     rec.finished = Some(runner::now());
+    rec.duration_ms = Some(t0.elapsed().as_millis() as u64);
     let out = match res {
         Ok(r) => {
             rec.state = StageState::Done;
@@ -119,6 +121,7 @@ pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
         version: flypack_contracts::VERSION.to_string(),
         started: runner::now(),
         boot_id: boot_id(),
+        peak_rss_kib: None,
     });
     journal.save(&jp)?;
 
@@ -138,6 +141,10 @@ pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
         .filter(|s| !early || stages::EARLY.contains(&s.name()))
         .collect();
     let end = runner::run_stages(&refs, &ctx, &mut journal, &jp)?;
+    if let Some(r) = journal.runs.last_mut() {
+        r.peak_rss_kib = journal::peak_rss_kib();
+    }
+    journal.save(&jp)?;
     match end {
         RunEnd::Done if early => Ok(0),
         RunEnd::Done => {

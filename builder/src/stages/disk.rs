@@ -46,10 +46,7 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     let img = image.path();
     write_table(&plan.disk, img)?;
 
-    let work = tempfile::Builder::new()
-        .prefix(".flypack-tmp-grub-")
-        .tempdir_in(plan.cache_dir.join("work"))
-        .context("creating a work folder")?;
+    let work = flypack_contracts::atomic::temp_dir_in(&plan.cache_dir.join("work"), "grub")?;
     let grub_lib = Path::new(GRUB_LIB);
 
     stage.progress("making the ESP (GRUB for UEFI)");

@@ -78,6 +78,13 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
         fs::write(preseed_tmp.path(), &p.text).with_context(|| format!("writing {}", preseed_tmp.path().display()))?;
     }
 
+    // One mmdebstrap at a time shares the package cache (sync-in/sync-out).
+    let apt_lock_path = cache_dir.join("apt.lock");
+    let apt_lock = File::create(&apt_lock_path).with_context(|| format!("creating {}", apt_lock_path.display()))?;
+    if apt_lock.try_lock().is_err() {
+        stage.progress("waiting for another build using the package cache");
+        apt_lock.lock().with_context(|| format!("locking {}", apt_lock_path.display()))?;
+    }
     let cmd = mmdebstrap(
         plan,
         &apt_cache,

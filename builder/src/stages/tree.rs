@@ -69,10 +69,7 @@ pub fn run(plan: &Plan, rootfs: &Rootfs, manifest: &Manifest, rep: &Reporter) ->
     let stage = rep.stage("tree", "unpacking the root filesystem");
     let work = plan.cache_dir.join("work");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let dir = tempfile::Builder::new()
-        .prefix(".flypack-tmp-tree-")
-        .tempdir_in(&work)
-        .with_context(|| format!("creating a work folder in {}", work.display()))?;
+    let dir = flypack_contracts::atomic::temp_dir_in(&work, "tree")?;
     let root = dir.path().to_path_buf();
     Cmd::new("tar")
         .args([

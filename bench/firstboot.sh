@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# firstboot benchmarks (issue 3). Prints figures; asserts nothing.
+#
+#   bench/firstboot.sh [IMAGE] [ROUNDS]     (defaults: out/flypack.img, 3)
+#
+# Boots IMAGE in QEMU (TCG) ROUNDS times, each time a fresh copy with
+# images/unit.example.toml on its seed (static address and VLAN on the second
+# NIC), and reports from firstboot's journal in the guest:
+#   - each stage's duration and the sum from the first stage to the verdict
+#     (median over the rounds),
+#   - firstboot's peak resident memory (VmHWM of each run; goal <= 20 MiB),
+#   - seconds from QEMU start to the FLYPACK-STATUS line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+image="${1:-out/flypack.img}"
+rounds="${2:-3}"
+bin="${FLYPACK_BIN_DIR:-target/release}"
+work="$(mktemp -d /var/tmp/flypack-bench-fb.XXXXXX)"
+trap 'pkill -f "boot --quiet --keep-running.*$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+ssh-keygen -q -t ed25519 -N "" -f "$work/key"
+key="$(cat "$work/key.pub")"
+sed "s|  # \"ssh-ed25519 AAAAC3... engineer@laptop\",|  \"$key\",|" images/unit.example.toml > "$work/unit.toml"
+for i in $(seq 1 "$rounds"); do
+  cp --sparse=always "$image" "$work/img"
+  "$bin/builder" customize "$work/img" --unit "$work/unit.toml" >/dev/null 2>&1
+  port=$((20000 + RANDOM % 20000))
+  "$bin/builder" --json boot --quiet --keep-running --expect-ready 900 --forward "$port:22" --log "$work/console.log" "$work/img" > "$work/events" 2>/dev/null &
+  pid=$!
+  until grep -q '"ready"' "$work/events" 2>/dev/null; do sleep 1; kill -0 $pid 2>/dev/null || { echo "boot failed"; exit 1; }; done
+  secs=$(grep '"ready"' "$work/events" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
+  ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i "$work/key" -p "$port" flypack@127.0.0.1 \
+    sudo cat /var/lib/flypack/journal.json > "$work/journal.$i.json"
+  echo "$secs" > "$work/ready.$i"
+  kill $pid; wait $pid 2>/dev/null || true
+done
+python3 - "$work" "$rounds" <<'PY'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+stages, totals, rss, ready = {}, [], [], []
+for i in range(1, rounds + 1):
+    j = json.load(open(f"{work}/journal.{i}.json"))
+    total = 0
+    for s in j["stages"]:
+        d = s.get("duration_ms") or 0
+        stages.setdefault(s["name"], []).append(d)
+        total += d
+    totals.append(total)
+    rss += [r["peak_rss_kib"] for r in j["runs"] if r.get("peak_rss_kib")]
+    ready.append(float(open(f"{work}/ready.{i}").read()))
+print(f"firstboot in QEMU (TCG), {rounds} rounds, median per stage:")
+for name, ds in stages.items():
+    print(f"  {name:<9} {statistics.median(ds)/1000:6.2f} s   (runs: {', '.join(f'{d/1000:.2f}' for d in ds)})")
+print(f"  {'total':<9} {statistics.median(totals)/1000:6.2f} s   from the first stage to the verdict")
+print(f"QEMU start to FLYPACK-STATUS: median {statistics.median(ready):.1f} s  ({', '.join(f'{r:.1f}' for r in ready)})")
+print(f"firstboot peak RSS (VmHWM) per run: max {max(rss)/1024:.1f} MiB  ({', '.join(f'{r/1024:.1f}' for r in rss)})  goal <= 20 MiB")
+PY
