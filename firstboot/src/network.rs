@@ -122,9 +122,11 @@ pub fn reload(root: &Root, old: &Files, new: &Files, ch: &Changes) -> Result<Vec
     if !root.is_live() || ch.is_empty() {
         return Ok(notes);
     }
+    let mut parents = Vec::new();
     for name in stale_netdevs(old, new) {
-        if netlink::delete_link(&name)? {
+        if let Some(parent) = netlink::delete_link(&name)? {
             notes.push(format!("deleted {name} so networkd recreates it"));
+            parents.extend(parent);
         }
     }
     if ch.touches(|p| p.ends_with(".link")) {
@@ -141,6 +143,17 @@ pub fn reload(root: &Root, old: &Files, new: &Files, ch: &Changes) -> Result<Vec
             .arg("reload")
             .run()
             .context("reloading systemd-networkd (networkctl reload)")?;
+    }
+    if !parents.is_empty() {
+        // networkd makes a link's stacked netdevs (VLANs) when it configures
+        // the link; reload alone does not recreate a changed one.
+        parents.sort();
+        parents.dedup();
+        Cmd::new("networkctl")
+            .arg("reconfigure")
+            .args(&parents)
+            .run()
+            .context("reconfiguring the VLANs' parent links")?;
     }
     for (file, unit) in [
         (netfiles::RESOLVED_FILE, "systemd-resolved.service"),
