@@ -232,19 +232,21 @@ pub fn snapshot() -> Result<Snapshot> {
     })
 }
 
-/// Deletes the link called `name` (missing is fine).
-pub fn delete_link(name: &str) -> Result<bool> {
+/// Deletes the link called `name`. Returns `None` if there was no such
+/// link, else `Some(parent)` with the name of its lower link, if any.
+pub fn delete_link(name: &str) -> Result<Option<Option<String>>> {
     let rt = runtime()?;
     rt.block_on(async {
         let h = connect()?;
         let snap = dump(&h).await.map_err(|e| anyhow!(hint(&e, "reading links")))?;
-        let Some(l) = snap.link(name) else { return Ok(false) };
+        let Some(l) = snap.link(name) else { return Ok(None) };
+        let parent = l.parent.and_then(|p| snap.links.iter().find(|x| x.index == p)).map(|x| x.name.clone());
         h.link()
             .del(l.index)
             .execute()
             .await
             .map_err(|e| anyhow!(hint(&e, &format!("deleting link {name}"))))?;
-        Ok(true)
+        Ok(Some(parent))
     })
 }
 
