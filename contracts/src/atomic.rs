@@ -178,10 +178,10 @@ pub fn remove_any(path: &Path) -> Result<()> {
 /// `.flypack-tmp-KIND-PID-RANDOM`.
 pub fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(TEMP_PREFIX)?;
-    if let Some((_, last)) = rest.rsplit_once('.') {
-        if let Ok(pid) = last.parse() {
-            return Some(pid);
-        }
+    if let Some((_, last)) = rest.rsplit_once('.')
+        && let Ok(pid) = last.parse()
+    {
+        return Some(pid);
     }
     rest.split('-').find_map(|t| t.parse().ok())
 }

@@ -139,7 +139,11 @@ pub fn interactive(
     let physical = |l: &&crate::netlink::Link| root.path(format!("/sys/class/net/{}/device", l.name)).exists();
     let mut nics: Vec<&crate::netlink::Link> = snap.links.iter().filter(physical).collect();
     if nics.is_empty() {
-        nics = snap.links.iter().filter(|l| l.name != "lo" && l.vlan_id.is_none() && l.mac.is_some()).collect();
+        nics = snap
+            .links
+            .iter()
+            .filter(|l| l.name != "lo" && l.vlan_id.is_none() && l.mac.is_some())
+            .collect();
     }
     writeln!(out, "Flypack network setup. Enter keeps the value in brackets.")?;
     writeln!(out, "Interfaces on this unit:")?;

@@ -35,7 +35,10 @@ pub struct RunRecord {
 /// This process's peak resident set size (VmHWM), KiB.
 pub fn peak_rss_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// One stage's record.
@@ -163,6 +166,7 @@ mod tests {
             version: "0.1.0".into(),
             started: "t".into(),
             boot_id: "b".into(),
+            peak_rss_kib: None,
         });
         j.save(&p).unwrap();
         assert_eq!(Journal::load(&p).unwrap(), j);
@@ -185,6 +189,7 @@ mod tests {
                 version: "v".into(),
                 started: i.to_string(),
                 boot_id: String::new(),
+                peak_rss_kib: None,
             });
         }
         assert_eq!(j.runs.len(), 20);

@@ -240,7 +240,10 @@ pub fn delete_link(name: &str) -> Result<Option<Option<String>>> {
         let h = connect()?;
         let snap = dump(&h).await.map_err(|e| anyhow!(hint(&e, "reading links")))?;
         let Some(l) = snap.link(name) else { return Ok(None) };
-        let parent = l.parent.and_then(|p| snap.links.iter().find(|x| x.index == p)).map(|x| x.name.clone());
+        let parent = l
+            .parent
+            .and_then(|p| snap.links.iter().find(|x| x.index == p))
+            .map(|x| x.name.clone());
         h.link()
             .del(l.index)
             .execute()

@@ -145,15 +145,23 @@ pub fn reload(root: &Root, old: &Files, new: &Files, ch: &Changes) -> Result<Vec
             .context("reloading systemd-networkd (networkctl reload)")?;
     }
     if !parents.is_empty() {
-        // networkd makes a link's stacked netdevs (VLANs) when it configures
-        // the link; reload alone does not recreate a changed one.
-        parents.sort();
-        parents.dedup();
-        Cmd::new("networkctl")
-            .arg("reconfigure")
-            .args(&parents)
-            .run()
-            .context("reconfiguring the VLANs' parent links")?;
+        // networkd (252) keeps a netdev's old definition in memory across
+        // `networkctl reload`: only a restart reads the changed .netdev. It
+        // then recreates the deleted VLAN when it configures the parent.
+        if systemd_running() {
+            Cmd::new("systemctl")
+                .args(["restart", "systemd-networkd.service"])
+                .run()
+                .context("restarting systemd-networkd to recreate a changed VLAN")?;
+        } else {
+            parents.sort();
+            parents.dedup();
+            Cmd::new("networkctl")
+                .arg("reconfigure")
+                .args(&parents)
+                .run()
+                .context("reconfiguring the VLANs' parent links")?;
+        }
     }
     for (file, unit) in [
         (netfiles::RESOLVED_FILE, "systemd-resolved.service"),

@@ -16,7 +16,10 @@ fn static_addresses_routes_and_mtu_are_applied_and_read_back() {
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("applied; verified"), "{out}");
     assert!(out.contains("gateway 10.9.0.1 answers on mgmt0"), "{out}");
-    assert_eq!(rig.network_files(), ["10-flypack-media.network", "10-flypack-mgmt.network"]);
+    assert_eq!(
+        rig.network_files(),
+        ["10-flypack-media.network", "10-flypack-mgmt.network"]
+    );
     // Read back independently of firstboot.
     assert_eq!(rig.addresses("mgmt0"), ["10.9.0.5/24"]);
     assert_eq!(rig.addresses("media0"), ["10.8.0.5/24", "fd08::5/64"]);
@@ -44,16 +47,30 @@ fn a_wrong_gateway_rolls_back_and_the_rollback_is_verified() {
     let good = rig.unit_file("good.toml", &unit("10.9.0.5/24", "10.9.0.1", ""));
     let (code, out) = rig.firstboot(&["network", "apply", "--unit", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    let files_before: Vec<String> = rig.network_files().iter().map(|f| std::fs::read_to_string(rig.host_path(&format!("/etc/systemd/network/{f}"))).unwrap()).collect();
+    let files_before: Vec<String> = rig
+        .network_files()
+        .iter()
+        .map(|f| std::fs::read_to_string(rig.host_path(&format!("/etc/systemd/network/{f}"))).unwrap())
+        .collect();
 
     // Nobody answers at 10.9.0.254, though the link has carrier.
     let bad = rig.unit_file("bad.toml", &unit("10.9.0.7/24", "10.9.0.254", ""));
     let (code, out) = rig.firstboot(&["network", "apply", "--unit", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("gateway 10.9.0.254 does not answer on mgmt0"), "{out}");
-    assert!(out.contains("rolled back to the previous config, which verified"), "{out}");
-    assert!(out.contains("gateway 10.9.0.1 answers on mgmt0"), "the rollback's own verification is reported: {out}");
-    let files_after: Vec<String> = rig.network_files().iter().map(|f| std::fs::read_to_string(rig.host_path(&format!("/etc/systemd/network/{f}"))).unwrap()).collect();
+    assert!(
+        out.contains("rolled back to the previous config, which verified"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gateway 10.9.0.1 answers on mgmt0"),
+        "the rollback's own verification is reported: {out}"
+    );
+    let files_after: Vec<String> = rig
+        .network_files()
+        .iter()
+        .map(|f| std::fs::read_to_string(rig.host_path(&format!("/etc/systemd/network/{f}"))).unwrap())
+        .collect();
     assert_eq!(files_after, files_before, "the previous files are back");
     assert_eq!(rig.addresses("mgmt0"), ["10.9.0.5/24"]);
     let routes = rig.ip_json(&["-4", "route", "show", "default"]);
@@ -61,7 +78,10 @@ fn a_wrong_gateway_rolls_back_and_the_rollback_is_verified() {
     assert_eq!(routes[0]["gateway"], "10.9.0.1");
     // The config in force is still the good one.
     let in_force = std::fs::read_to_string(rig.host_path("/etc/flypack/unit.toml")).unwrap();
-    assert!(in_force.contains("10.9.0.5/24") && !in_force.contains("10.9.0.7"), "{in_force}");
+    assert!(
+        in_force.contains("10.9.0.5/24") && !in_force.contains("10.9.0.7"),
+        "{in_force}"
+    );
 }
 
 #[test]
@@ -74,9 +94,16 @@ fn a_first_config_that_fails_rolls_back_to_the_fallback() {
     rig.dut_sh("ip addr add 10.9.0.50/24 dev mgmt0; ip link set mgmt0 up");
     let (code, out) = rig.firstboot(&["network", "apply", "--unit", u.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("media: no interface MAC 02:fb:00:00:00:99 on this hardware"), "{out}");
+    assert!(
+        out.contains("media: no interface MAC 02:fb:00:00:00:99 on this hardware"),
+        "{out}"
+    );
     assert!(out.contains("rolled back"), "{out}");
-    assert_eq!(rig.network_files(), Vec::<String>::new(), "no managed files after rolling back to the fallback");
+    assert_eq!(
+        rig.network_files(),
+        Vec::<String>::new(),
+        "no managed files after rolling back to the fallback"
+    );
 }
 
 #[test]
@@ -87,11 +114,22 @@ fn an_unconfirmed_change_rolls_back_by_itself_even_if_firstboot_is_killed() {
     let b = rig.unit_file("b.toml", &unit("10.9.0.8/24", "10.9.0.1", ""));
 
     // Killed right after writing the new files, before verifying them.
-    let mut cmd = rig.dut(&[env!("CARGO_BIN_EXE_firstboot"), "network", "apply", "--unit", b.to_str().unwrap(), "--confirm-within", "4"]);
+    let mut cmd = rig.dut(&[
+        env!("CARGO_BIN_EXE_firstboot"),
+        "network",
+        "apply",
+        "--unit",
+        b.to_str().unwrap(),
+        "--confirm-within",
+        "4",
+    ]);
     let o = cmd.env("FLYPACK_FAULT", "netapply:after-write").output().unwrap();
     assert!(!o.status.success(), "the fault did not fire");
     let mgmt = std::fs::read_to_string(rig.host_path("/etc/systemd/network/10-flypack-mgmt.network")).unwrap();
-    assert!(mgmt.contains("10.9.0.8/24"), "the new files were written before the kill");
+    assert!(
+        mgmt.contains("10.9.0.8/24"),
+        "the new files were written before the kill"
+    );
     // The armed rollback fires on its own.
     std::thread::sleep(std::time::Duration::from_secs(10));
     let mgmt = std::fs::read_to_string(rig.host_path("/etc/systemd/network/10-flypack-mgmt.network")).unwrap();
@@ -100,7 +138,14 @@ fn an_unconfirmed_change_rolls_back_by_itself_even_if_firstboot_is_killed() {
     assert!(!rig.host_path("/var/lib/flypack/network/pending.json").exists());
 
     // Confirmed in time, it stays.
-    let (code, out) = rig.firstboot(&["network", "apply", "--unit", b.to_str().unwrap(), "--confirm-within", "4"]);
+    let (code, out) = rig.firstboot(&[
+        "network",
+        "apply",
+        "--unit",
+        b.to_str().unwrap(),
+        "--confirm-within",
+        "4",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("firstboot network confirm"), "{out}");
     let (code, out) = rig.firstboot(&["network", "confirm"]);
@@ -120,7 +165,13 @@ fn interactive_setup_at_the_console() {
     // apply, keep.
     let answers = "console-unit\nmgmt0\n10.9.0.9/24\n10.9.0.1\n-\n-\nyes\nyes\n";
     let mut child = rig
-        .dut(&[env!("CARGO_BIN_EXE_firstboot"), "network", "--interactive", "--confirm-within", "60"])
+        .dut(&[
+            env!("CARGO_BIN_EXE_firstboot"),
+            "network",
+            "--interactive",
+            "--confirm-within",
+            "60",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -131,13 +182,22 @@ fn interactive_setup_at_the_console() {
     let o = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("Hostname [rig-unit]:"), "the current config is the default: {out}");
-    assert!(out.contains("mgmt address: dhcp or ADDRESS/PREFIX [10.9.0.5/24]:"), "{out}");
+    assert!(
+        out.contains("Hostname [rig-unit]:"),
+        "the current config is the default: {out}"
+    );
+    assert!(
+        out.contains("mgmt address: dhcp or ADDRESS/PREFIX [10.9.0.5/24]:"),
+        "{out}"
+    );
     assert!(out.contains("kept"), "{out}");
     assert_eq!(rig.addresses("mgmt0"), ["10.9.0.9/24"]);
     assert!(!rig.host_path("/var/lib/flypack/network/pending.json").exists());
     let in_force = std::fs::read_to_string(rig.host_path("/etc/flypack/unit.toml")).unwrap();
-    assert!(in_force.contains("hostname = \"console-unit\"") && in_force.contains("10.9.0.9/24"), "{in_force}");
+    assert!(
+        in_force.contains("hostname = \"console-unit\"") && in_force.contains("10.9.0.9/24"),
+        "{in_force}"
+    );
 
     // Bad input changes nothing.
     let mut child = rig
@@ -146,11 +206,20 @@ fn interactive_setup_at_the_console() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"console-unit\nmgmt0\n10.9.0.300/24\n-\n-\n-\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"console-unit\nmgmt0\n10.9.0.300/24\n-\n-\n-\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(!o.status.success());
-    assert!(out.contains("not applied: console input:") && out.contains("interfaces[0].addresses[0]: \"10.9.0.300/24\" is not an address"), "{out}");
+    assert!(
+        out.contains("not applied: console input:")
+            && out.contains("interfaces[0].addresses[0]: \"10.9.0.300/24\" is not an address"),
+        "{out}"
+    );
     assert_eq!(rig.addresses("mgmt0"), ["10.9.0.9/24"]);
 }
 
@@ -162,8 +231,17 @@ fn qa(rig: &Rig) -> Value {
 }
 
 fn outcome(report: &Value, id: &str) -> String {
-    let c = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no {id}"));
-    format!("{}: {}", c["outcome"].as_str().unwrap(), c["evidence"].as_str().unwrap())
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no {id}"));
+    format!(
+        "{}: {}",
+        c["outcome"].as_str().unwrap(),
+        c["evidence"].as_str().unwrap()
+    )
 }
 
 #[test]
@@ -184,45 +262,106 @@ fn qa_checks_pass_and_fail_on_crafted_state() {
     assert_eq!(code, 0, "{out}");
     rig.dut_sh("sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.media0.rp_filter=2");
     std::fs::create_dir_all(rig.host_path("/var/lib/flypack/network")).unwrap();
-    std::fs::write(rig.host_path("/var/lib/flypack/network/result.json"), r#"{"result":"applied","verification":{"problems":[],"warnings":[],"facts":["ok"]},"notes":[]}"#).unwrap();
+    std::fs::write(
+        rig.host_path("/var/lib/flypack/network/result.json"),
+        r#"{"result":"applied","verification":{"problems":[],"warnings":[],"facts":["ok"]},"notes":[]}"#,
+    )
+    .unwrap();
 
     let r = qa(&rig);
-    for id in ["net.config-applied", "net.carrier", "net.addresses", "net.routes", "net.gateway", "net.dns", "net.mtu", "mcast.join", "mcast.rp-filter", "sys.debian", "sys.journal"] {
+    for id in [
+        "net.config-applied",
+        "net.carrier",
+        "net.addresses",
+        "net.routes",
+        "net.gateway",
+        "net.dns",
+        "net.mtu",
+        "mcast.join",
+        "mcast.rp-filter",
+        "sys.debian",
+        "sys.journal",
+    ] {
         assert!(outcome(&r, id).starts_with("pass"), "{id}: {}", outcome(&r, id));
     }
-    assert!(outcome(&r, "mcast.join").contains("239.1.2.3 on media0"), "{}", outcome(&r, "mcast.join"));
+    assert!(
+        outcome(&r, "mcast.join").contains("239.1.2.3 on media0"),
+        "{}",
+        outcome(&r, "mcast.join")
+    );
     // chrony is not running in the rig: time.sync fails, and the waiver covers it.
-    assert!(outcome(&r, "time.sync").starts_with("waived"), "{}", outcome(&r, "time.sync"));
+    assert!(
+        outcome(&r, "time.sync").starts_with("waived"),
+        "{}",
+        outcome(&r, "time.sync")
+    );
 
     // Now break things, one per check.
     rig.gw_sh("ip link set gw1 down"); // media loses carrier
     rig.gw_sh("ip link set gw0 mtu 1300"); // the path to the gateway no longer carries 1500
     rig.dut_sh("sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.media0.rp_filter=1"); // strict
     let r = qa(&rig);
-    assert!(outcome(&r, "net.carrier").starts_with("fail: media (media0): no carrier"), "{}", outcome(&r, "net.carrier"));
-    assert!(outcome(&r, "net.mtu").starts_with("fail: 1500-byte packets"), "{}", outcome(&r, "net.mtu"));
-    assert!(outcome(&r, "mcast.rp-filter").starts_with("fail: strict reverse-path filter on media0"), "{}", outcome(&r, "mcast.rp-filter"));
+    assert!(
+        outcome(&r, "net.carrier").starts_with("fail: media (media0): no carrier"),
+        "{}",
+        outcome(&r, "net.carrier")
+    );
+    assert!(
+        outcome(&r, "net.mtu").starts_with("fail: 1500-byte packets"),
+        "{}",
+        outcome(&r, "net.mtu")
+    );
+    assert!(
+        outcome(&r, "mcast.rp-filter").starts_with("fail: strict reverse-path filter on media0"),
+        "{}",
+        outcome(&r, "mcast.rp-filter")
+    );
     assert_eq!(r["verdict"], "NO-GO");
 
     rig.gw_sh("ip addr del 10.9.0.1/24 dev gw0"); // the gateway (and DNS) go away
     let r = qa(&rig);
-    assert!(outcome(&r, "net.gateway").starts_with("fail: 10.9.0.1 via mgmt0 does not answer"), "{}", outcome(&r, "net.gateway"));
-    assert!(outcome(&r, "net.dns").starts_with("fail: 10.9.0.1 do not answer"), "{}", outcome(&r, "net.dns"));
+    assert!(
+        outcome(&r, "net.gateway").starts_with("fail: 10.9.0.1 via mgmt0 does not answer"),
+        "{}",
+        outcome(&r, "net.gateway")
+    );
+    assert!(
+        outcome(&r, "net.dns").starts_with("fail: 10.9.0.1 do not answer"),
+        "{}",
+        outcome(&r, "net.dns")
+    );
 
     // Thresholds from the unit config: SRT needs more buffer than rmem_max
     // allows; more free disk than there is. Expired waivers stop counting.
     let text2 = text
-        .replace("settle_seconds = 10", "settle_seconds = 10\nsrt_bitrate_mbps = 10000.0\nsrt_latency_ms = 8000\nmin_free_disk_mib = 999999999")
+        .replace(
+            "settle_seconds = 10",
+            "settle_seconds = 10\nsrt_bitrate_mbps = 10000.0\nsrt_latency_ms = 8000\nmin_free_disk_mib = 999999999",
+        )
         .replace("2099-12-31", "2020-01-01");
     std::fs::write(rig.host_path("/etc/flypack/unit.toml"), &text2).unwrap();
     let r = qa(&rig);
-    assert!(outcome(&r, "net.udp-buffers").starts_with("fail: rmem_max"), "{}", outcome(&r, "net.udp-buffers"));
-    assert!(outcome(&r, "sys.disk").starts_with("fail: "), "{}", outcome(&r, "sys.disk"));
+    assert!(
+        outcome(&r, "net.udp-buffers").starts_with("fail: rmem_max"),
+        "{}",
+        outcome(&r, "net.udp-buffers")
+    );
+    assert!(
+        outcome(&r, "sys.disk").starts_with("fail: "),
+        "{}",
+        outcome(&r, "sys.disk")
+    );
     let ts = outcome(&r, "time.sync");
-    assert!(ts.starts_with("fail: ") && ts.contains("a waiver expired on 2020-01-01"), "{ts}");
+    assert!(
+        ts.starts_with("fail: ") && ts.contains("a waiver expired on 2020-01-01"),
+        "{ts}"
+    );
 
     // The reports are written: JSON and JUnit.
     let xml = std::fs::read_to_string(rig.host_path("/var/lib/flypack/qa/report.xml")).unwrap();
-    assert!(xml.contains("<testcase classname=\"flypack.net\" name=\"net.gateway\"") && xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("<testcase classname=\"flypack.net\" name=\"net.gateway\"") && xml.contains("<failure"),
+        "{xml}"
+    );
     assert!(rig.host_path("/var/lib/flypack/qa/report.json").exists());
 }

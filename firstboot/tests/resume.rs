@@ -41,11 +41,19 @@ fn make_root(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(root.join("etc/group"), "root:x:0:\nsudo:x:27:flypack\n").unwrap();
     std::fs::write(root.join("etc/machine-id"), "").unwrap();
     std::fs::write(root.join("etc/debian_version"), "12.15\n").unwrap();
-    std::fs::write(root.join("usr/share/flypack/unit.defaults.toml"), "version = 1\nhostname = \"flypack\"\n").unwrap();
+    std::fs::write(
+        root.join("usr/share/flypack/unit.defaults.toml"),
+        "version = 1\nhostname = \"flypack\"\n",
+    )
+    .unwrap();
     // The seed: FAT made by mkfs.vfat, unit.toml written by the contract code.
     let seed = dir.join("seed.img");
     std::fs::File::create(&seed).unwrap().set_len(16 << 20).unwrap();
-    let o = Command::new("mkfs.vfat").args(["-F", "16", "-n", "FLYPACKSEED"]).arg(&seed).output().unwrap();
+    let o = Command::new("mkfs.vfat")
+        .args(["-F", "16", "-n", "FLYPACKSEED"])
+        .arg(&seed)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     flypack_contracts_seed_write(&seed);
     (root, seed)
@@ -73,12 +81,24 @@ fn journal(root: &Path) -> Value {
 /// Files whose content is the same on every run (no keys, ids, times).
 fn deterministic(root: &Path) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    for f in ["etc/hostname", "etc/hosts", "etc/flypack/unit.toml", "etc/flypack/ssh/flypack.keys", "etc/systemd/resolved.conf.d/60-flypack-unit.conf"] {
-        m.insert(f.to_string(), std::fs::read_to_string(root.join(f)).unwrap_or_else(|_| "<missing>".into()));
+    for f in [
+        "etc/hostname",
+        "etc/hosts",
+        "etc/flypack/unit.toml",
+        "etc/flypack/ssh/flypack.keys",
+        "etc/systemd/resolved.conf.d/60-flypack-unit.conf",
+    ] {
+        m.insert(
+            f.to_string(),
+            std::fs::read_to_string(root.join(f)).unwrap_or_else(|_| "<missing>".into()),
+        );
     }
     for e in std::fs::read_dir(root.join("etc/systemd/network")).unwrap() {
         let e = e.unwrap();
-        m.insert(format!("network/{}", e.file_name().to_string_lossy()), std::fs::read_to_string(e.path()).unwrap());
+        m.insert(
+            format!("network/{}", e.file_name().to_string_lossy()),
+            std::fs::read_to_string(e.path()).unwrap(),
+        );
     }
     m
 }
@@ -88,7 +108,15 @@ fn attempts(j: &Value) -> BTreeMap<String, (String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), (s["state"].as_str().unwrap().to_string(), s["attempts"].as_u64().unwrap())))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                (
+                    s["state"].as_str().unwrap().to_string(),
+                    s["attempts"].as_u64().unwrap(),
+                ),
+            )
+        })
         .collect()
 }
 
@@ -125,16 +153,34 @@ fn converges_after_a_crash_at_every_point() {
         let crashed = !o.status.success();
         if crashed {
             fired += 1;
-            assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("injected fault at {fault}")), "{fault}: {}", String::from_utf8_lossy(&o.stderr));
-            assert!(!root.join("var/lib/flypack/firstboot.done").exists(), "{fault}: done marker after a crash");
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains(&format!("injected fault at {fault}")),
+                "{fault}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                !root.join("var/lib/flypack/firstboot.done").exists(),
+                "{fault}: done marker after a crash"
+            );
         }
         // What identity made before the crash must survive the re-run.
         let key_before = std::fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).ok();
         let id_before = std::fs::read_to_string(root.join("etc/machine-id")).unwrap();
         let o = firstboot(&root, &seed, None);
-        assert!(o.status.success(), "{fault}: re-run failed: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(root.join("var/lib/flypack/firstboot.done").exists(), "{fault}: not done after the re-run");
-        assert_eq!(deterministic(&root), want, "{fault}: end state differs from a clean run");
+        assert!(
+            o.status.success(),
+            "{fault}: re-run failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            root.join("var/lib/flypack/firstboot.done").exists(),
+            "{fault}: not done after the re-run"
+        );
+        assert_eq!(
+            deterministic(&root),
+            want,
+            "{fault}: end state differs from a clean run"
+        );
         let j = attempts(&journal(&root));
         for (s, (state, n)) in &j {
             assert!(state == "done" || state == "skipped", "{fault}: {s} is {state}");
@@ -147,12 +193,24 @@ fn converges_after_a_crash_at_every_point() {
             let again = again || (crashed && stage == "files" && s == "netconf");
             assert_eq!(*n, if again { 2 } else { 1 }, "{fault}: stage {s} ran {n} times");
         }
-        assert_eq!(j.len(), base_attempts.len(), "{fault}: a stage is missing from the journal");
+        assert_eq!(
+            j.len(),
+            base_attempts.len(),
+            "{fault}: a stage is missing from the journal"
+        );
         let identity_done_before = crashed && stages.iter().position(|s| *s == stage).is_some_and(|i| i > 0)
             || (crashed && stage == "identity" && point == "after-done");
         if identity_done_before {
-            assert_eq!(std::fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).ok(), key_before, "{fault}: host key made twice");
-            assert_eq!(std::fs::read_to_string(root.join("etc/machine-id")).unwrap(), id_before, "{fault}: machine-id changed");
+            assert_eq!(
+                std::fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).ok(),
+                key_before,
+                "{fault}: host key made twice"
+            );
+            assert_eq!(
+                std::fs::read_to_string(root.join("etc/machine-id")).unwrap(),
+                id_before,
+                "{fault}: machine-id changed"
+            );
         }
     }
     // Points that are never reached outside a live system (disk, network

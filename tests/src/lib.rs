@@ -296,13 +296,19 @@ pub fn names(dir: &Path) -> Vec<String> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port").local_addr().expect("local addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding a port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Makes an SSH key pair in `dir`; returns (private key path, public key line).
 pub fn keygen(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("id_ed25519");
-    let (ok, msg) = sh(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@flypack", "-f"]).arg(&key));
+    let (ok, msg) = sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@flypack", "-f"])
+        .arg(&key));
     assert!(ok, "{msg}");
     let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
     (key, public.trim().to_string())
@@ -324,7 +330,10 @@ pub fn seeded_copy(image: &Path, dir: &Path, unit: &str) -> PathBuf {
 pub fn example_unit_with_key(public_key: &str) -> String {
     std::fs::read_to_string(repo().join("images/unit.example.toml"))
         .expect("unit example")
-        .replace("  # \"ssh-ed25519 AAAAC3... engineer@laptop\",", &format!("  {public_key:?},"))
+        .replace(
+            "  # \"ssh-ed25519 AAAAC3... engineer@laptop\",",
+            &format!("  {public_key:?},"),
+        )
 }
 
 /// A VM started with `builder boot --keep-running`, reachable over SSH.
@@ -341,11 +350,21 @@ pub struct Session {
 
 impl Session {
     /// Boots `image` (extra args for builder boot) and waits for the status line.
+    // The child is waited for by Session's Drop.
+    #[allow(clippy::zombie_processes)]
     pub fn start(image: &Path, key: &Path, log: &Path, extra: &[&str]) -> Session {
         use std::io::BufRead;
         let port = free_port();
         let mut child = builder()
-            .args(["--json", "boot", "--quiet", "--keep-running", "--expect-ready", "600", "--log"])
+            .args([
+                "--json",
+                "boot",
+                "--quiet",
+                "--keep-running",
+                "--expect-ready",
+                "600",
+                "--log",
+            ])
             .arg(log)
             .arg("--forward")
             .arg(format!("{port}:22"))
@@ -358,14 +377,25 @@ impl Session {
         let out = child.stdout.take().expect("stdout");
         for line in std::io::BufReader::new(out).lines() {
             let line = line.expect("reading builder boot's output");
-            let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
+            let Ok(e) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             if e["event"] == "ready" {
                 let status = serde_json::from_value(e["status"].clone()).expect("status JSON");
-                return Session { child, status, log: log.to_path_buf(), port, key: key.to_path_buf() };
+                return Session {
+                    child,
+                    status,
+                    log: log.to_path_buf(),
+                    port,
+                    key: key.to_path_buf(),
+                };
             }
         }
         let _ = child.kill();
-        panic!("the VM never printed its status line; console tail:\n{}", console_tail(log, 60));
+        panic!(
+            "the VM never printed its status line; console tail:\n{}",
+            console_tail(log, 60)
+        );
     }
 
     /// Runs a command in the guest as the image's admin user: (exit code, output).
@@ -373,13 +403,29 @@ impl Session {
         let mut last = String::new();
         for _ in 0..10 {
             let o = Command::new("ssh")
-                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-i"])
+                .args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "ConnectTimeout=10",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-i",
+                ])
                 .arg(&self.key)
                 .args(["-p", &self.port.to_string(), "flypack@127.0.0.1", cmd])
                 .stdin(Stdio::null())
                 .output()
                 .expect("running ssh");
-            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
             // 255: ssh itself failed (sshd not up yet): try again.
             if o.status.code() != Some(255) {
                 return (o.status.code().unwrap_or(-1), text);
@@ -393,7 +439,18 @@ impl Session {
     /// Copies a local file into the guest.
     pub fn put(&self, local: &Path, remote: &str) {
         let o = Command::new("scp")
-            .args(["-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-i"])
+            .args([
+                "-q",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
             .arg(&self.key)
             .args(["-P", &self.port.to_string()])
             .arg(local)

@@ -19,7 +19,13 @@ fn ip_json(s: &Session, args: &str) -> Value {
 }
 
 fn addrs(v: &Value) -> Vec<String> {
-    v[0]["addr_info"].as_array().unwrap().iter().filter(|a| a["scope"] == "global").map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"])).collect()
+    v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
 }
 
 #[test]
@@ -29,7 +35,13 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     let (key, public) = keygen(dir.path());
     let copy = seeded_copy(&img.path, dir.path(), &example_unit_with_key(&public));
     let s = Session::start(&copy, &key, &dir.path().join("console.log"), &[]);
-    assert_eq!(s.status.verdict, Verdict::Go, "{:?}\n{}", s.status, console_tail(&s.log, 40));
+    assert_eq!(
+        s.status.verdict,
+        Verdict::Go,
+        "{:?}\n{}",
+        s.status,
+        console_tail(&s.log, 40)
+    );
     assert_eq!(s.status.hostname, "fp-demo-01");
     let qa = s.status.qa.as_ref().expect("QA summary in the status");
     assert_eq!((qa.failed, qa.waived), (0, 1), "{qa:?}");
@@ -83,7 +95,9 @@ fn an_unreachable_gateway_is_no_go_and_the_unit_stays_reachable() {
     let s = Session::start(&copy, &key, &dir.path().join("console.log"), &[]);
     assert_eq!(s.status.verdict, Verdict::NoGo, "{:?}", s.status);
     assert!(
-        s.status.reasons.iter().any(|r| r.contains("net.config-applied") && r.contains("gateway 192.168.50.1 does not answer") && r.contains("rolled back")),
+        s.status.reasons.iter().any(|r| r.contains("net.config-applied")
+            && r.contains("gateway 192.168.50.1 does not answer")
+            && r.contains("rolled back")),
         "{:?}",
         s.status.reasons
     );
@@ -123,7 +137,11 @@ fn a_power_cut_during_provisioning_converges_to_go() {
         if text.contains("stage disk: running") {
             break;
         }
-        assert!(t0.elapsed().as_secs() < 600, "firstboot never started:\n{}", console_tail(&log1, 40));
+        assert!(
+            t0.elapsed().as_secs() < 600,
+            "firstboot never started:\n{}",
+            console_tail(&log1, 40)
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     child.kill().unwrap(); // QEMU dies with it: a power cut
@@ -132,17 +150,28 @@ fn a_power_cut_during_provisioning_converges_to_go() {
     assert!(!ok, "QEMU survived");
 
     // Second boot of the same disk.
-    let s = Session::start(&copy, &key, &dir.path().join("console2.log"), &["--overlay", overlay.to_str().unwrap()]);
+    let s = Session::start(
+        &copy,
+        &key,
+        &dir.path().join("console2.log"),
+        &["--overlay", overlay.to_str().unwrap()],
+    );
     assert_eq!(s.status.verdict, Verdict::Go, "{:?}", s.status);
     let disk = s.status.stages.iter().find(|st| st.name == "disk").unwrap();
     assert_eq!(disk.attempts, 2, "the interrupted stage ran again: {disk:?}");
     let identity = s.status.stages.iter().find(|st| st.name == "identity").unwrap();
-    assert_eq!(identity.attempts, 1, "a finished stage must not run again: {identity:?}");
+    assert_eq!(
+        identity.attempts, 1,
+        "a finished stage must not run again: {identity:?}"
+    );
     let (_, out) = s.ssh("sudo cat /var/lib/flypack/journal.json");
     let j: Value = serde_json::from_str(&out).unwrap();
     assert!(j["runs"].as_array().unwrap().len() >= 2, "{j}");
     // The first boot's console shows where it was cut.
     let first = String::from_utf8_lossy(&std::fs::read(&log1).unwrap()).into_owned();
-    assert!(!first.lines().any(|l| l.starts_with("FLYPACK-STATUS")), "the first boot finished before the cut");
+    assert!(
+        !first.lines().any(|l| l.starts_with("FLYPACK-STATUS")),
+        "the first boot finished before the cut"
+    );
     let _ = std::io::BufReader::new(&b""[..]).lines();
 }

@@ -83,7 +83,9 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
     let apt_lock = File::create(&apt_lock_path).with_context(|| format!("creating {}", apt_lock_path.display()))?;
     if apt_lock.try_lock().is_err() {
         stage.progress("waiting for another build using the package cache");
-        apt_lock.lock().with_context(|| format!("locking {}", apt_lock_path.display()))?;
+        apt_lock
+            .lock()
+            .with_context(|| format!("locking {}", apt_lock_path.display()))?;
     }
     let cmd = mmdebstrap(
         plan,

@@ -21,7 +21,12 @@ pub const MEDIA_MAC: &str = "02:fb:00:00:00:02";
 
 fn run(cmd: &mut Command) -> Output {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -89,9 +94,23 @@ impl Rig {
             ns = ns_dir.display(),
             mnt = mnt.display(),
         ));
-        let mut rig = Rig { name, dir, ns_dir, networkd: None, dbus_pid: None, helpers: vec![] };
-        let o = rig.dut(&["dbus-daemon", "--system", "--fork", "--print-pid", "--nopidfile"]).output().unwrap();
-        assert!(o.status.success(), "dbus-daemon: {}", String::from_utf8_lossy(&o.stderr));
+        let mut rig = Rig {
+            name,
+            dir,
+            ns_dir,
+            networkd: None,
+            dbus_pid: None,
+            helpers: vec![],
+        };
+        let o = rig
+            .dut(&["dbus-daemon", "--system", "--fork", "--print-pid", "--nopidfile"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "dbus-daemon: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         rig.dbus_pid = String::from_utf8_lossy(&o.stdout).trim().parse().ok();
         let log = std::fs::File::create(rig.dir.path().join("networkd.log")).unwrap();
         let child = rig
@@ -104,12 +123,19 @@ impl Rig {
         rig.networkd = Some(child);
         // networkd answers on the bus once it is up.
         for _ in 0..50 {
-            if rig.dut(&["networkctl", "list"]).output().is_ok_and(|o| o.status.success()) {
+            if rig
+                .dut(&["networkctl", "list"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
                 return rig;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("systemd-networkd did not come up: {}", std::fs::read_to_string(rig.dir.path().join("networkd.log")).unwrap_or_default());
+        panic!(
+            "systemd-networkd did not come up: {}",
+            std::fs::read_to_string(rig.dir.path().join("networkd.log")).unwrap_or_default()
+        );
     }
 
     /// A command inside the DUT (its network and mount namespaces).
@@ -126,7 +152,9 @@ impl Rig {
     /// A command in the gateway namespace.
     pub fn gw(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &format!("{}-gw", self.name)]).args(args).stdin(Stdio::null());
+        c.args(["netns", "exec", &format!("{}-gw", self.name)])
+            .args(args)
+            .stdin(Stdio::null());
         c
     }
 
@@ -145,7 +173,14 @@ impl Rig {
         let mut all = vec![env!("CARGO_BIN_EXE_firstboot")];
         all.extend_from_slice(args);
         let o = self.dut(&all).output().unwrap();
-        (o.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+        (
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
     }
 
     /// Writes a unit config into the temp dir; returns its path.
@@ -186,7 +221,12 @@ impl Rig {
 
     /// Starts a helper process in the gateway namespace, stopped with the rig.
     pub fn gw_spawn(&mut self, args: &[&str]) {
-        let c = self.gw(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let c = self
+            .gw(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         self.helpers.push(c);
     }
 
@@ -211,11 +251,15 @@ impl Drop for Rig {
         if let Some(pid) = self.dbus_pid {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
-        let _ = Command::new("pkill").args(["-f", "--", "network rollback --if-pending"]).status();
+        let _ = Command::new("pkill")
+            .args(["-f", "--", "network rollback --if-pending"])
+            .status();
         let _ = Command::new("umount").arg(self.ns_dir.join("mnt")).status();
         let _ = Command::new("umount").arg(&self.ns_dir).status();
         for ns in ["dut", "gw"] {
-            let _ = Command::new("ip").args(["netns", "del", &format!("{}-{ns}", self.name)]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}-{ns}", self.name)])
+                .status();
         }
     }
 }
