@@ -108,8 +108,14 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     lap("rootfs", &mut secs);
     check_glibc(plan, &rootfs)?;
     crate::interrupt::check()?;
-    let manifest = manifest(plan, &rootfs)?;
-    let tree = stages::tree::run(plan, &rootfs, &manifest, rep)?;
+    let images = stages::images::run(plan, &plan.cache_dir, rep)?;
+    lap("images", &mut secs);
+    crate::interrupt::check()?;
+    let mut manifest = manifest(plan, &rootfs)?;
+    if let Some(i) = &images {
+        manifest.container_images = i.images.clone();
+    }
+    let tree = stages::tree::run(plan, &rootfs, images.as_ref(), &manifest, rep)?;
     lap("tree", &mut secs);
     crate::interrupt::check()?;
     let disk = stages::disk::run(plan, &tree, rep)?;

@@ -54,9 +54,37 @@ pub enum Command {
     Boot(BootArgs),
     /// List missing host tools and the apt-get command that installs them.
     Doctor,
+    /// Build only the stack's container images (docker-loadable archives) and
+    /// a stack config pointing at them, e.g. to bring the stack up on this
+    /// machine with `firstboot stack up --config DIR/stack.json`.
+    Images(ImagesArgs),
     /// Write a unit's config (unit.toml, fleet.toml) into an image's seed
     /// partition, without root or mounting. The files are validated first.
     Customize(CustomizeArgs),
+}
+
+/// `builder images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// The image profile.
+    #[arg(default_value = crate::profile::DEFAULT_PROFILE)]
+    pub profile: PathBuf,
+
+    /// Output folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+
+    /// Cache folder [default: as for build].
+    #[arg(long, env = "FLYPACK_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// The firstboot binary [default: next to this builder].
+    #[arg(long, env = "FLYPACK_FIRSTBOOT")]
+    pub firstboot: Option<PathBuf>,
+
+    /// The flypack-exporter binary [default: next to this builder].
+    #[arg(long, env = "FLYPACK_EXPORTER")]
+    pub exporter: Option<PathBuf>,
 }
 
 /// `builder customize`.
@@ -97,6 +125,10 @@ pub struct BuildArgs {
     /// The firstboot binary to install [default: next to this builder].
     #[arg(long, env = "FLYPACK_FIRSTBOOT")]
     pub firstboot: Option<PathBuf>,
+
+    /// The flypack-exporter binary for the stack [default: next to this builder].
+    #[arg(long, env = "FLYPACK_EXPORTER")]
+    pub exporter: Option<PathBuf>,
 
     /// Print the build plan as JSON and stop.
     #[arg(long)]

@@ -25,5 +25,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Boot(a) => cmd::boot::run(a, &rep),
         cli::Command::Doctor => cmd::doctor::run(&rep),
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),
+        cli::Command::Images(a) => cmd::images::run(a, &rep),
     }
 }

@@ -33,6 +33,8 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// The firstboot binary to put in the image.
     pub firstboot: PathBuf,
+    /// The flypack-exporter binary (for the stack's video-exporter image).
+    pub exporter: PathBuf,
     /// Rebuild the root filesystem even if a cached one matches.
     pub refresh_rootfs: bool,
     /// Fixed identifiers (tests); random when `None`.
@@ -72,6 +74,8 @@ pub struct Plan {
     pub disk: DiskPlan,
     /// Output files.
     pub outputs: OutputsPlan,
+    /// The container stack, if the profile has one.
+    pub stack: Option<StackPlan>,
     /// Digest of every input that decides the image's content (not the
     /// random identifiers).
     pub digest: String,
@@ -108,6 +112,57 @@ pub struct RootfsPlan {
     pub cached: bool,
     /// Rebuild even if cached.
     pub refresh: bool,
+}
+
+/// The container stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackPlan {
+    /// Compose project name.
+    pub project: String,
+    /// The folder holding the compose file (copied into the image).
+    pub compose_dir: PathBuf,
+    /// The compose file's name in it.
+    pub compose_file: String,
+    /// Enabled compose profiles.
+    pub profiles: Vec<String>,
+    /// The shared base of the images built from Debian packages.
+    pub base: RootfsPlan,
+    /// The images.
+    pub images: Vec<StackImagePlan>,
+    /// Cache key of the built images' archive.
+    pub archive_key: String,
+}
+
+/// One stack image.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum StackImagePlan {
+    /// Debian packages on the shared base.
+    Debian {
+        /// Reference.
+        reference: String,
+        /// The root filesystem with the packages (diffed against the base).
+        rootfs: RootfsPlan,
+    },
+    /// Our binaries on the shared base.
+    Binaries {
+        /// Reference.
+        reference: String,
+        /// Binary files.
+        binaries: Vec<PathBuf>,
+    },
+    /// A `docker save` archive.
+    Archive {
+        /// Reference.
+        reference: String,
+        /// Path.
+        path: PathBuf,
+    },
+    /// Exported from the local Docker daemon.
+    Docker {
+        /// Reference.
+        reference: String,
+    },
 }
 
 /// A preseed file.
@@ -201,29 +256,8 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         path: p.path.clone(),
         text: p.text.clone(),
     });
-    let sources = d.sources();
-    let variant = "minbase".to_string();
-
-    let mut k = KeyHasher::new();
-    k.part("recipe", ROOTFS_RECIPE.to_le_bytes())
-        .part("suite", &d.suite)
-        .part("arch", &d.architecture)
-        .part("variant", &variant);
-    for s in &sources {
-        k.part("source", s);
-    }
-    for p in &packages {
-        k.part("package", p);
-    }
-    k.part("preseed", preseed.as_ref().map(|p| p.text.as_str()).unwrap_or(""));
-    for u in &users {
-        k.part("user", &u.name)
-            .part("groups", u.groups.join(","))
-            .part("shell", &u.shell);
-    }
-    let key = k.finish();
-    let archive = opts.cache_dir.join("rootfs").join(format!("{key}.tar"));
-    let cached = archive.is_file() && archive.with_extension("packages.json").is_file();
+    let rootfs = rootfs_plan(d, "minbase", packages, preseed, users, opts);
+    let key = rootfs.key.clone();
 
     let overlays = profile
         .overlays
@@ -232,6 +266,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         .collect::<Result<Vec<_>>>()?;
 
     let firstboot = program(&opts.firstboot, &d.suite)?;
+    let stack = stack_plan(profile, opts)?;
 
     let ids = opts.ids.clone().unwrap_or_else(Ids::random);
     let disk = disk_plan::plan(&profile.disk, &ids);
@@ -282,6 +317,16 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
     for o in &overlays {
         h.part("overlay", &o.digest);
     }
+    if let Some(s) = &stack {
+        h.part("stack", &s.archive_key)
+            .part("compose", dir_digest(&s.compose_dir)?)
+            .part("profiles", s.profiles.join(","));
+        for i in &s.images {
+            if let StackImagePlan::Archive { path, .. } = i {
+                h.part("archive", sha256_file(path)?);
+            }
+        }
+    }
 
     Ok(Plan {
         schema: PLAN_SCHEMA,
@@ -293,22 +338,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         },
         out_dir: opts.out_dir.clone(),
         cache_dir: opts.cache_dir.clone(),
-        rootfs: RootfsPlan {
-            key,
-            recipe: ROOTFS_RECIPE,
-            suite: d.suite.clone(),
-            architecture: d.architecture.clone(),
-            variant,
-            sources,
-            mirror: d.effective_mirror(),
-            snapshot: d.snapshot.as_ref().map(ToString::to_string),
-            packages,
-            preseed,
-            users,
-            archive,
-            cached,
-            refresh: opts.refresh_rootfs,
-        },
+        rootfs,
         overlays,
         users: profile.users.clone(),
         unit_defaults: profile.unit_defaults.clone(),
@@ -317,8 +347,141 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         boot,
         disk,
         outputs,
+        stack,
         digest: h.finish(),
     })
+}
+
+/// A root filesystem stage's plan (the image's, or a container image's).
+pub fn rootfs_plan(
+    d: &crate::profile::Debian,
+    variant: &str,
+    packages: Vec<String>,
+    preseed: Option<PreseedPlan>,
+    users: Vec<RootfsUser>,
+    opts: &Options,
+) -> RootfsPlan {
+    let sources = d.sources();
+    let mut k = KeyHasher::new();
+    k.part("recipe", ROOTFS_RECIPE.to_le_bytes())
+        .part("suite", &d.suite)
+        .part("arch", &d.architecture)
+        .part("variant", variant);
+    for s in &sources {
+        k.part("source", s);
+    }
+    for p in &packages {
+        k.part("package", p);
+    }
+    k.part("preseed", preseed.as_ref().map(|p| p.text.as_str()).unwrap_or(""));
+    for u in &users {
+        k.part("user", &u.name)
+            .part("groups", u.groups.join(","))
+            .part("shell", &u.shell);
+    }
+    let key = k.finish();
+    let archive = opts.cache_dir.join("rootfs").join(format!("{key}.tar"));
+    let cached = archive.is_file() && archive.with_extension("packages.json").is_file();
+    RootfsPlan {
+        key,
+        recipe: ROOTFS_RECIPE,
+        suite: d.suite.clone(),
+        architecture: d.architecture.clone(),
+        variant: variant.to_string(),
+        sources,
+        mirror: d.effective_mirror(),
+        snapshot: d.snapshot.as_ref().map(ToString::to_string),
+        packages,
+        preseed,
+        users,
+        archive,
+        cached,
+        refresh: opts.refresh_rootfs,
+    }
+}
+
+fn stack_plan(profile: &Profile, opts: &Options) -> Result<Option<StackPlan>> {
+    let Some(s) = &profile.stack else { return Ok(None) };
+    let d = &profile.debian;
+    let mut base_pkgs = s.base_packages.clone();
+    base_pkgs.sort();
+    let base = rootfs_plan(d, "essential", base_pkgs.clone(), None, vec![], opts);
+    let mut k = KeyHasher::new();
+    k.part("base", &base.key);
+    let mut images = Vec::new();
+    for img in &s.images {
+        match img {
+            crate::profile::StackImage::Debian { reference, packages } => {
+                let mut all = base_pkgs.clone();
+                all.extend(packages.iter().cloned());
+                all.sort();
+                all.dedup();
+                let rootfs = rootfs_plan(d, "essential", all, None, vec![], opts);
+                k.part("debian", reference).part("key", &rootfs.key);
+                images.push(StackImagePlan::Debian {
+                    reference: reference.clone(),
+                    rootfs,
+                });
+            }
+            crate::profile::StackImage::Binaries { reference, binaries } => {
+                let mut paths = Vec::new();
+                for b in binaries {
+                    let p = if b == "flypack-exporter" {
+                        opts.exporter.clone()
+                    } else {
+                        PathBuf::from(b)
+                    };
+                    let info = program(&p, &d.suite).with_context(|| format!("stack image {reference}"))?;
+                    k.part("binary", reference).part("sha", &info.sha256);
+                    paths.push(p);
+                }
+                images.push(StackImagePlan::Binaries {
+                    reference: reference.clone(),
+                    binaries: paths,
+                });
+            }
+            crate::profile::StackImage::Archive { reference, path } => images.push(StackImagePlan::Archive {
+                reference: reference.clone(),
+                path: path.clone(),
+            }),
+            crate::profile::StackImage::Docker { reference } => images.push(StackImagePlan::Docker {
+                reference: reference.clone(),
+            }),
+        }
+    }
+    let dir = s.compose.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Some(StackPlan {
+        project: s.project.clone(),
+        compose_file: s
+            .compose
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        compose_dir: dir,
+        profiles: s.profiles.clone(),
+        base,
+        images,
+        archive_key: k.finish(),
+    }))
+}
+
+/// Digest of a folder's files (for the compose folder in the plan digest).
+fn dir_digest(dir: &Path) -> Result<String> {
+    let mut h = KeyHasher::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() { stack.push(p) } else { files.push(p) }
+        }
+    }
+    files.sort();
+    for f in files {
+        h.part("path", f.strip_prefix(dir).unwrap_or(&f).as_os_str().as_encoded_bytes())
+            .part("data", std::fs::read(&f)?);
+    }
+    Ok(h.finish())
 }
 
 fn program(path: &Path, suite: &str) -> Result<ProgramPlan> {

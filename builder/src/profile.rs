@@ -256,6 +256,113 @@ pub struct RawProfile {
     /// Outputs.
     #[serde(default)]
     pub outputs: Outputs,
+    /// The container stack firstboot brings up.
+    #[serde(default)]
+    pub stack: Option<RawStack>,
+}
+
+/// `[stack]`: a compose file and where its images come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStack {
+    /// The compose file (relative to the profile); its folder is copied into the image.
+    pub compose: String,
+    /// Compose profiles to enable (e.g. `["grafana"]`).
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Debian packages of the base layer every built image shares.
+    #[serde(default = "base_packages")]
+    pub base_packages: Vec<PackageName>,
+    /// The images.
+    pub images: Vec<RawStackImage>,
+}
+
+fn base_packages() -> Vec<PackageName> {
+    ["busybox", "ca-certificates"]
+        .iter()
+        .map(|p| PackageName::try_from(p.to_string()).expect("valid"))
+        .collect()
+}
+
+/// `[[stack.images]]`: exactly one of packages/binaries, archive, from_docker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStackImage {
+    /// The reference the compose file uses (`name:tag`).
+    pub reference: String,
+    /// Built from these Debian packages on the shared base.
+    #[serde(default)]
+    pub packages: Vec<PackageName>,
+    /// Built from these binaries of ours (`flypack-exporter`), found next to the builder.
+    #[serde(default)]
+    pub binaries: Vec<String>,
+    /// Taken from this `docker save` archive (relative to the profile).
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// Exported from the local Docker daemon at build time.
+    #[serde(default)]
+    pub from_docker: bool,
+}
+
+/// A validated stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stack {
+    /// The compose file (absolute).
+    pub compose: PathBuf,
+    /// Its content.
+    pub compose_text: String,
+    /// Compose project (folder name).
+    pub project: String,
+    /// Enabled compose profiles.
+    pub profiles: Vec<String>,
+    /// Base layer packages.
+    pub base_packages: Vec<String>,
+    /// Images.
+    pub images: Vec<StackImage>,
+}
+
+/// Where one image comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum StackImage {
+    /// Debian packages on the shared base.
+    Debian {
+        /// Reference.
+        reference: String,
+        /// Packages.
+        packages: Vec<String>,
+    },
+    /// Our binaries on the shared base.
+    Binaries {
+        /// Reference.
+        reference: String,
+        /// Binary names.
+        binaries: Vec<String>,
+    },
+    /// An archive file.
+    Archive {
+        /// Reference.
+        reference: String,
+        /// Path.
+        path: PathBuf,
+    },
+    /// The local Docker daemon.
+    Docker {
+        /// Reference.
+        reference: String,
+    },
+}
+
+impl StackImage {
+    /// The image reference.
+    pub fn reference(&self) -> &str {
+        match self {
+            StackImage::Debian { reference, .. }
+            | StackImage::Binaries { reference, .. }
+            | StackImage::Archive { reference, .. }
+            | StackImage::Docker { reference } => reference,
+        }
+    }
 }
 
 /// `[debian]`.
@@ -413,6 +520,8 @@ pub struct Profile {
     pub boot: Boot,
     /// Output formats.
     pub outputs: Outputs,
+    /// The container stack.
+    pub stack: Option<Stack>,
 }
 
 /// Validated `[debian]`.
@@ -761,6 +870,80 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         }
     }
 
+    let stack = raw.stack.as_ref().and_then(|s| {
+        let mut ok = true;
+        let mut e = |key: String, msg: String| {
+            ok = false;
+            errs.push(ConfigError::new(path, key, msg));
+        };
+        let file = base.join(&s.compose);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(x) => {
+                e("stack.compose".into(), format!("cannot read {}: {x}; the path is relative to the profile", file.display()));
+                return None;
+            }
+        };
+        let parsed = match flypack_contracts::compose::parse(&file, &text, &s.profiles) {
+            Ok(p) => Some(p),
+            Err(es) => {
+                for x in es.0 {
+                    e("stack.compose".into(), x.to_string());
+                }
+                None
+            }
+        };
+        let mut images = Vec::new();
+        let mut refs = std::collections::BTreeSet::new();
+        for (i, img) in s.images.iter().enumerate() {
+            let k = format!("stack.images[{i}]");
+            if !refs.insert(img.reference.clone()) {
+                e(format!("{k}.reference"), format!("{:?} is listed twice", img.reference));
+            }
+            let built = !img.packages.is_empty() || !img.binaries.is_empty();
+            let sources = [built, img.archive.is_some(), img.from_docker].iter().filter(|x| **x).count();
+            if sources != 1 {
+                e(k.clone(), "give exactly one source: packages and/or binaries, archive, or from_docker = true".into());
+                continue;
+            }
+            if let Some(a) = &img.archive {
+                let p = base.join(a);
+                if !p.is_file() {
+                    e(format!("{k}.archive"), format!("{} not found; make it with `docker save {} -o FILE`", p.display(), img.reference));
+                }
+                images.push(StackImage::Archive { reference: img.reference.clone(), path: p });
+            } else if img.from_docker {
+                images.push(StackImage::Docker { reference: img.reference.clone() });
+            } else if !img.binaries.is_empty() {
+                if !img.packages.is_empty() {
+                    e(k.clone(), "binaries and packages cannot be combined in one image".into());
+                }
+                for (j, b) in img.binaries.iter().enumerate() {
+                    if b != "flypack-exporter" {
+                        e(format!("{k}.binaries[{j}]"), format!("{b:?}: the builder ships only flypack-exporter"));
+                    }
+                }
+                images.push(StackImage::Binaries { reference: img.reference.clone(), binaries: img.binaries.clone() });
+            } else {
+                images.push(StackImage::Debian { reference: img.reference.clone(), packages: img.packages.iter().map(ToString::to_string).collect() });
+            }
+        }
+        let parsed = parsed?;
+        for need in parsed.images() {
+            if !refs.contains(&need) {
+                e("stack.images".into(), format!("the compose file uses {need:?} and no [[stack.images]] provides it: add it (packages, archive or from_docker)"));
+            }
+        }
+        ok.then(|| Stack {
+            compose: file,
+            compose_text: text,
+            project: parsed.project.clone(),
+            profiles: s.profiles.clone(),
+            base_packages: s.base_packages.iter().map(ToString::to_string).collect(),
+            images,
+        })
+    });
+
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -793,6 +976,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         },
         boot: raw.boot,
         outputs: raw.outputs,
+        stack,
     })
 }
 

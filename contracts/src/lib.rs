@@ -7,10 +7,12 @@
 
 pub mod atomic;
 pub mod cmd;
+pub mod compose;
 pub mod config;
 pub mod digest;
 pub mod layout;
 pub mod manifest;
+pub mod netstat;
 pub mod status;
 pub mod unit;
 

@@ -374,6 +374,17 @@ fn igmp3() -> u8 {
     3
 }
 
+/// An SRT stream the video exporter reports on, read from the statistics
+/// file `srt-live-transmit -s:1000 -statsout:FILE -pf:json -f` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrtStream {
+    /// Stream name (metric label).
+    pub name: Label,
+    /// The JSON statistics file.
+    pub stats_file: String,
+}
+
 /// A QA waiver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -469,6 +480,9 @@ pub struct RawUnit {
     /// Multicast expectations.
     #[serde(default)]
     pub multicast: Multicast,
+    /// SRT streams to monitor.
+    #[serde(default)]
+    pub srt: Vec<SrtStream>,
     /// QA thresholds and waivers.
     #[serde(default)]
     pub qa: Qa,
@@ -625,6 +639,21 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
             err(
                 format!("multicast.groups[{i}].interface"),
                 format!("{:?} is neither an interface label nor a VLAN name", g.interface),
+            );
+        }
+    }
+    let mut srt_names = BTreeSet::new();
+    for (i, s) in raw.srt.iter().enumerate() {
+        if !srt_names.insert(s.name.as_str()) {
+            err(format!("srt[{i}].name"), format!("{:?} is used twice", s.name.as_str()));
+        }
+        if !s.stats_file.starts_with('/') {
+            err(
+                format!("srt[{i}].stats_file"),
+                format!(
+                    "{:?}: expected an absolute path (e.g. /run/flypack/srt/cam1.json)",
+                    s.stats_file
+                ),
             );
         }
     }

@@ -43,6 +43,33 @@ pub enum Command {
     Qa(QaArgs),
     /// Apply, confirm or roll back network changes; --interactive to set up the network at the console.
     Network(NetworkArgs),
+    /// The container stack: bring it up (idempotent) or show its services.
+    Stack(StackArgs),
+}
+
+/// `firstboot stack`.
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    /// The stack config [default: /usr/share/flypack/stack.json, from the builder].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StackCommand,
+}
+
+/// `firstboot stack ...`.
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Load the images (checking their ids) and bring the stack up; changes only what differs.
+    Up,
+    /// Show each service's state. Exit 1 if a critical service is not healthy.
+    Status,
 }
 
 /// `firstboot run`.

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod journal;
 pub mod netfiles;
 pub mod netlink;
@@ -25,7 +26,7 @@ use crate::root::Root;
 use crate::runner::{Ctx, RunEnd};
 
 /// The full stage order, with the configuration step first.
-pub const ORDER: &[&str] = &["config", "identity", "netconf", "disk", "network", "qa"];
+pub const ORDER: &[&str] = &["config", "identity", "netconf", "disk", "network", "stack", "qa"];
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: cli::Cli) -> Result<i32> {
@@ -37,6 +38,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Config(a) => config_cmd(&root, &a, seed),
         cli::Command::Qa(a) => qa_cmd(&root, &a),
         cli::Command::Network(a) => cmd_network::run(&root, &a, seed),
+        cli::Command::Stack(a) => stack_cmd(&root, &a),
     }
 }
 
@@ -217,4 +219,50 @@ fn qa_cmd(root: &Root, a: &cli::QaArgs) -> Result<i32> {
     let s = status::compute_with(root, &journal, ORDER, done, Some(&report));
     status::write(root, &s)?;
     Ok(report.verdict.exit_code())
+}
+
+fn stack_cmd(root: &Root, a: &cli::StackArgs) -> Result<i32> {
+    let path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| root.path(flypack_contracts::compose::STACK_CONFIG));
+    let Some((cfg, stack)) = docker::load_stack_from(root, &path)? else {
+        anyhow::bail!(
+            "no stack config at {}: this image has no container stack",
+            path.display()
+        );
+    };
+    let states = match a.command {
+        cli::StackCommand::Up => {
+            let (notes, states) = stages::stack::bring_up(root, &cfg, &stack)?;
+            for n in notes {
+                eprintln!("{n}");
+            }
+            if a.config.is_none() {
+                stages::stack::record(root, &states)?;
+            }
+            states
+        }
+        cli::StackCommand::Status => docker::block_on(async {
+            let d = docker::connect(Duration::from_secs(10)).await?;
+            docker::states(&d, &stack).await
+        })?,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&states)?);
+    } else {
+        for s in &states {
+            println!(
+                "{:<18} {:<10} {}{}",
+                s.name,
+                s.state,
+                s.action,
+                if s.critical { " (critical)" } else { "" }
+            );
+        }
+    }
+    let ok = states
+        .iter()
+        .all(|s| !s.critical || s.state == "healthy" || s.state == "running");
+    Ok(if ok { 0 } else { 1 })
 }

@@ -117,26 +117,7 @@ fn read_sysctl(root: &Root, key: &str) -> Option<i64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-/// Multicast groups joined on an interface, from /proc/net/igmp.
-pub fn igmp_groups(text: &str, ifname: &str) -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut current = false;
-    for line in text.lines().skip(1) {
-        if !line.starts_with(char::is_whitespace) {
-            // "3\tenp0s3    :     2      V3"
-            current = line.split_whitespace().nth(1) == Some(ifname);
-            continue;
-        }
-        if current
-            && let Some(hex) = line.split_whitespace().next()
-            && let Ok(v) = u32::from_str_radix(hex, 16)
-        {
-            // The kernel prints the address in host (little-endian) order.
-            out.push(Ipv4Addr::from(v.swap_bytes()));
-        }
-    }
-    out
-}
+pub use flypack_contracts::netstat::igmp_groups;
 
 fn check(id: &str, ctx: &Ctx, s: &Snapshot) -> Check {
     let u = ctx.unit;
@@ -521,6 +502,49 @@ fn check(id: &str, ctx: &Ctx, s: &Snapshot) -> Check {
                 )
             }
         }
+        "stack.services" => {
+            let Ok(Some((_, stack))) = crate::docker::load_stack(root) else {
+                return skip("the container stack is not enabled in this image");
+            };
+            if !root.is_live() {
+                return skip("not the running system");
+            }
+            let states = crate::docker::block_on(async {
+                let d = crate::docker::connect(std::time::Duration::from_secs(10)).await?;
+                crate::docker::states(&d, &stack).await
+            });
+            match states {
+                Err(e) => fail(format!("{e:#}"), "journalctl -u docker; systemctl restart docker"),
+                Ok(states) => {
+                    let good = |s: &crate::docker::ServiceState| {
+                        let has_health = stack.service(&s.name).is_some_and(|x| x.health.is_some());
+                        if has_health {
+                            s.state == "healthy"
+                        } else {
+                            s.state == "running"
+                        }
+                    };
+                    let bad: Vec<String> = states
+                        .iter()
+                        .filter(|s| s.critical && !good(s))
+                        .map(|s| format!("{} {}", s.name, s.state))
+                        .collect();
+                    let all: Vec<String> = states.iter().map(|s| format!("{} {}", s.name, s.state)).collect();
+                    if bad.is_empty() {
+                        pass(all.join(", "))
+                    } else {
+                        fail(
+                            format!("not healthy: {}", bad.join(", ")),
+                            format!(
+                                "docker logs {}_{}_1 says why",
+                                stack.project,
+                                bad[0].split(' ').next().unwrap_or("")
+                            ),
+                        )
+                    }
+                }
+            }
+        }
         "stack.docker" => {
             if !ctx.stack_enabled {
                 return skip("the container stack is not enabled in this image");
@@ -835,22 +859,6 @@ pub fn reasons(r: &Report) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn igmp_parsing() {
-        let text = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
-1\tlo        :     1      V3\n\
-\t\t\t\t010000E0     1 0:00000000\t\t0\n\
-3\tmedia.100 :     2      V3\n\
-\t\t\t\t010064EF     1 0:00000000\t\t0\n\
-\t\t\t\t010000E0     1 0:00000000\t\t0\n";
-        assert_eq!(
-            igmp_groups(text, "media.100"),
-            vec![Ipv4Addr::new(239, 100, 0, 1), Ipv4Addr::new(224, 0, 0, 1)]
-        );
-        assert_eq!(igmp_groups(text, "lo"), vec![Ipv4Addr::new(224, 0, 0, 1)]);
-        assert!(igmp_groups(text, "eth9").is_empty());
-    }
 
     fn result(id: &str, sev: Severity, outcome: Outcome) -> CheckResult {
         CheckResult {

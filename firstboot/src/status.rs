@@ -100,7 +100,15 @@ pub fn compute_with(
         provisioning,
         stages: out,
         qa,
-        services: Vec::new(),
+        services: crate::stages::stack::recorded(root)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| flypack_contracts::status::ServiceStatus {
+                name: s.name,
+                state: s.state,
+                critical: s.critical,
+            })
+            .collect(),
         reasons,
     }
 }

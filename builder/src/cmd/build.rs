@@ -15,6 +15,10 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
         out_dir: args.out.clone(),
         cache_dir: args.cache_dir.clone().unwrap_or_else(super::default_cache_dir),
         firstboot: args.firstboot.clone().unwrap_or_else(super::sibling_firstboot),
+        exporter: args
+            .exporter
+            .clone()
+            .unwrap_or_else(|| super::sibling("flypack-exporter")),
         refresh_rootfs: args.refresh_rootfs,
         ids: None,
     };

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod build;
 pub mod customize;
 pub mod doctor;
+pub mod images;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -22,8 +23,13 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// The firstboot binary next to the running builder.
 pub fn sibling_firstboot() -> PathBuf {
+    sibling("firstboot")
+}
+
+/// A binary next to the running builder.
+pub fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("firstboot")))
-        .unwrap_or_else(|| PathBuf::from("firstboot"))
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }

@@ -2,6 +2,7 @@
 //! stage produced) and returns what it produced.
 
 pub mod disk;
+pub mod images;
 pub mod outputs;
 pub mod rootfs;
 pub mod tree;

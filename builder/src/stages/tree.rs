@@ -65,7 +65,13 @@ impl Tree {
 }
 
 /// Runs the stage. `manifest` is the image's manifest (written inside).
-pub fn run(plan: &Plan, rootfs: &Rootfs, manifest: &Manifest, rep: &Reporter) -> Result<Tree> {
+pub fn run(
+    plan: &Plan,
+    rootfs: &Rootfs,
+    images: Option<&crate::stages::images::Images>,
+    manifest: &Manifest,
+    rep: &Reporter,
+) -> Result<Tree> {
     let stage = rep.stage("tree", "unpacking the root filesystem");
     let work = plan.cache_dir.join("work");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -99,6 +105,10 @@ pub fn run(plan: &Plan, rootfs: &Rootfs, manifest: &Manifest, rep: &Reporter) ->
     stage.progress("writing system files");
     write_system_files(plan, manifest, &root)?;
     install_ssh_keys(plan, &root)?;
+    if let (Some(stack), Some(images)) = (&plan.stack, images) {
+        stage.progress("adding the container stack");
+        install_stack(stack, images, &root)?;
+    }
     make_clonable(&root)?;
     systemctl(&root)?;
 
@@ -134,6 +144,45 @@ fn install_programs(plan: &Plan, root: &Path) -> Result<()> {
     for (name, text) in UNITS {
         replace_file(&unit_dir.join(name), text.as_bytes(), 0o644)?;
     }
+    Ok(())
+}
+
+/// Copies the compose folder, the image archives and the stack config in.
+fn install_stack(stack: &crate::plan::StackPlan, images: &crate::stages::images::Images, root: &Path) -> Result<()> {
+    use flypack_contracts::compose::{STACK_CONFIG, StackConfig};
+    let dst = root.join("etc/flypack/stack").join(&stack.project);
+    fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+    Cmd::new("cp")
+        .args(["-r", "--no-preserve=ownership"])
+        .arg(format!("{}/.", stack.compose_dir.display()))
+        .arg(&dst)
+        .run()
+        .context("copying the compose folder")?;
+    Cmd::new("chown")
+        .args(["-R", "root:root"])
+        .arg(&dst)
+        .run()
+        .context("chown of the compose folder")?;
+    let dir = root.join(crate::stages::images::IMAGES_DIR);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (src, name) in &images.archives {
+        let to = dir.join(name);
+        // A hard link when the cache is on the same filesystem: no copy.
+        if fs::hard_link(src, &to).is_err() {
+            fs::copy(src, &to).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    let cfg = StackConfig {
+        project: stack.project.clone(),
+        compose: format!("/etc/flypack/stack/{}/{}", stack.project, stack.compose_file),
+        profiles: stack.profiles.clone(),
+        images: images.images.clone(),
+    };
+    replace_file(
+        &root.join(STACK_CONFIG.trim_start_matches('/')),
+        &serde_json::to_vec_pretty(&cfg)?,
+        0o644,
+    )?;
     Ok(())
 }
 

@@ -4,11 +4,12 @@ pub mod disk;
 pub mod identity;
 pub mod network;
 pub mod qa;
+pub mod stack;
 
 use crate::runner::Stage;
 
 /// Stage names in order (the status lists them all, pending or not).
-pub const ORDER: &[&str] = &["identity", "netconf", "disk", "network", "qa"];
+pub const ORDER: &[&str] = &["identity", "netconf", "disk", "network", "stack", "qa"];
 /// Stages the early unit runs, before systemd-networkd starts.
 pub const EARLY: &[&str] = &["identity", "netconf"];
 
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(network::NetConf),
         Box::new(disk::Disk),
         Box::new(network::Network),
+        Box::new(stack::StackStage),
         Box::new(qa::Qa),
     ]
 }

@@ -39,7 +39,7 @@ pub fn run_qa(ctx: &Ctx, journal: &Journal, running: Option<&str>) -> Result<fly
         today,
         journal,
         running_stage: running,
-        stack_enabled: false,
+        stack_enabled: ctx.root.path(flypack_contracts::compose::STACK_CONFIG).exists(),
     };
     let report = qa::run(&q)?;
     qa::write(&ctx.root, &report)?;
