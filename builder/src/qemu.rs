@@ -218,8 +218,11 @@ impl Vm {
         while let Some(i) = self.pending.find('\n') {
             let line: String = self.pending.drain(..=i).collect();
             let line = line.trim_end_matches(['\n', '\r']).to_string();
+            // A status while provisioning is still in progress (a stage
+            // failed and will be retried) is not the verdict yet.
             if found.is_none()
                 && let Some(Ok(s)) = parse_status_line(&line)
+                && s.provisioning != flypack_contracts::status::Provisioning::InProgress
             {
                 *found = Some(s);
             }

@@ -333,6 +333,17 @@ pub async fn up(
             .with_context(|| format!("creating volume {name}"))?;
         }
     }
+    // Like docker-compose (which binds with -v), a missing bind source is
+    // made as a directory rather than failing the container.
+    for s in &stack.services {
+        for m in &s.mounts {
+            if let Source::Bind { path } = &m.source {
+                if !path.exists() {
+                    std::fs::create_dir_all(path).with_context(|| format!("creating bind source {} for {}", path.display(), s.name))?;
+                }
+            }
+        }
+    }
     let mut out: Vec<ServiceState> = Vec::new();
     for s in &stack.services {
         for (dep, cond) in &s.depends_on {

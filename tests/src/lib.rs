@@ -53,6 +53,8 @@ pub struct Bins {
     pub builder: PathBuf,
     /// firstboot.
     pub firstboot: PathBuf,
+    /// flypack-exporter.
+    pub exporter: PathBuf,
 }
 
 /// Builds (once) and returns the release `builder` and `firstboot`.
@@ -74,11 +76,11 @@ pub fn bins() -> &'static Bins {
                 );
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
                 let st = Command::new(cargo)
-                    .args(["build", "--release", "--bins", "-p", "builder", "-p", "firstboot"])
+                    .args(["build", "--release", "--bins", "-p", "builder", "-p", "firstboot", "-p", "flypack-exporter"])
                     .current_dir(repo())
                     .status()
                     .expect("running cargo build");
-                assert!(st.success(), "cargo build --release of builder and firstboot failed");
+                assert!(st.success(), "cargo build --release of builder, firstboot and flypack-exporter failed");
                 target_dir().join("release")
             }
         };
@@ -474,4 +476,22 @@ pub fn console_tail(log: &Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
     let l: Vec<&str> = text.lines().collect();
     l[l.len().saturating_sub(n)..].join("\n")
+}
+
+/// A `firstboot` command (release build).
+pub fn firstboot() -> Command {
+    let mut c = Command::new(&bins().firstboot);
+    c.current_dir(repo()).stdin(Stdio::null());
+    c
+}
+
+/// The default profile's stack images (`builder images`), built once per
+/// run into target/e2e/stack-images.
+pub fn stack_images() -> PathBuf {
+    let out = e2e_dir().join("stack-images");
+    let _l = lock("stack-images");
+    std::fs::create_dir_all(&out).expect("creating the images folder");
+    let r = run(builder().args(["--json", "images", "images/flypack.toml", "--out"]).arg(&out));
+    assert_eq!(r.code, 0, "builder images failed:\n{}", r.stderr);
+    out
 }

@@ -20,7 +20,7 @@ use crate::plan::RootfsPlan;
 use crate::progress::Reporter;
 
 /// How many cached root filesystems to keep.
-const KEEP_CACHED: usize = 3;
+const KEEP_CACHED: usize = 10;
 
 /// What the stage produced.
 #[derive(Debug, Clone)]
