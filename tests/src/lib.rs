@@ -84,13 +84,10 @@ pub fn bins() -> &'static Bins {
                 target_dir().join("release")
             }
         };
-        let b = Bins {
-            builder: dir.join("builder"),
-            firstboot: dir.join("firstboot"),
-        };
+        let b = Bins { builder: dir.join("builder"), firstboot: dir.join("firstboot"), exporter: dir.join("flypack-exporter") };
         assert!(
-            b.builder.is_file() && b.firstboot.is_file(),
-            "no builder/firstboot in {}",
+            b.builder.is_file() && b.firstboot.is_file() && b.exporter.is_file(),
+            "no builder/firstboot/flypack-exporter in {}",
             dir.display()
         );
         b
