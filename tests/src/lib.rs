@@ -99,6 +99,7 @@ pub fn builder() -> Command {
     let b = bins();
     let mut c = Command::new(&b.builder);
     c.env("FLYPACK_FIRSTBOOT", &b.firstboot)
+        .env("FLYPACK_EXPORTER", &b.exporter)
         .current_dir(repo())
         .stdin(Stdio::null());
     c
