@@ -482,11 +482,22 @@ pub fn parse(file: &Path, text: &str, profiles: &[String]) -> Result<Stack, Conf
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
+            // The YAML error repeats the path and the position; we give both
+            // separately.
+            let mut message = inner.to_string();
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            if let Some((prefix, rest)) = message.split_once(": ") {
+                if !prefix.contains(' ') {
+                    message = rest.to_string();
+                }
+            }
             ConfigErrors(vec![ConfigError {
                 file: file.display().to_string(),
                 line: inner.location().map(|l| l.line()),
                 key: if key.is_empty() || key == "." { ".".into() } else { key },
-                message: inner.to_string(),
+                message,
             }])
         })?
     };

@@ -45,8 +45,7 @@ fn up(config: &Path) -> (i32, String) {
 }
 
 fn vm_query(q: &str) -> Vec<Value> {
-    let url = format!("http://127.0.0.1:8428/api/v1/query?query={}", q.replace('{', "%7B").replace('}', "%7D").replace('"', "%22").replace('=', "%3D"));
-    let (ok, out) = sh(Command::new("curl").args(["-s", "--max-time", "5", &url]));
+    let (ok, out) = sh(Command::new("curl").args(["-s", "--max-time", "5", "-G", "http://127.0.0.1:8428/api/v1/query", "--data-urlencode", &format!("query={q}")]));
     if !ok {
         return vec![];
     }
@@ -77,11 +76,13 @@ fn the_stack_comes_up_healthy_and_converges() {
     cfg["compose"] = Value::String(compose_dir.join("docker-compose.yml").display().to_string());
     let config = dir.path().join("stack.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    // Nothing else may hold the stack's host ports.
-    for other in ["monitoring"] {
-        down(other);
+    // Nothing else may hold the stack's host ports: the unit's own project
+    // name and leftovers of earlier runs of this test.
+    let (_, names) = docker(&["ps", "-a", "--format", "{{.Label \"com.docker.compose.project\"}}"]);
+    for p in names.lines().filter(|p| *p == "monitoring" || p.starts_with("fpe2e")) {
+        down(p);
     }
-    down(&project);
+    let _cleanup = Down(project.clone());
 
     // Bad input first, from a clean daemon: nothing may start.
     let refs: Vec<String> = cfg["images"].as_array().unwrap().iter().map(|i| i["reference"].as_str().unwrap().to_string()).collect();
@@ -166,7 +167,15 @@ fn the_stack_comes_up_healthy_and_converges() {
         let line = ps.lines().find(|l| l.starts_with(&format!("{project}_{svc}_1"))).unwrap_or_else(|| panic!("{svc} not in docker-compose ps:\n{ps}"));
         assert!(line.contains("Up (healthy)"), "{line}");
     }
-    down(&project);
+}
+
+/// Takes the test's stack down however the test ends.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        down(&self.0);
+    }
 }
 
 #[test]
