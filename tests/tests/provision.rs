@@ -64,6 +64,30 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     let (code, out) = s.ssh("sudo firstboot qa --format junit");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("<testsuites name=\"flypack-qa\""));
+    // The monitoring stack came up offline, from the images in the disk image.
+    assert_eq!(s.status.services.len(), 4, "{:?}", s.status.services);
+    for svc in &s.status.services {
+        assert_eq!(svc.state, "healthy", "{svc:?}");
+    }
+    let (code, out) = s.ssh("sudo docker ps --format '{{.Names}} {{.Status}}'");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("(healthy)")).count(), 4, "{out}");
+    // VictoriaMetrics holds what vmagent scraped: node exporter and our
+    // exporter, which joined the unit's multicast group on the VLAN.
+    let query = |q: &str| {
+        let (_, out) = s.ssh(&format!("curl -s -G http://127.0.0.1:8428/api/v1/query --data-urlencode 'query={q}'"));
+        serde_json::from_str::<Value>(&out).ok().and_then(|v| v["data"]["result"].as_array().cloned()).unwrap_or_default()
+    };
+    let t0 = std::time::Instant::now();
+    loop {
+        let node = query("up{job=\"node\"} == 1");
+        let joined = query("flypack_mcast_joined{group=\"239.100.0.1\",interface=\"media.100\"} == 1");
+        if !node.is_empty() && !joined.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 180, "series missing in VictoriaMetrics: node {node:?}, multicast {joined:?}");
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
     // SSH host keys were made on the unit, not shipped in the image.
     let (_, out) = s.ssh("sudo ls /etc/ssh");
     assert!(out.contains("ssh_host_ed25519_key"), "{out}");
