@@ -21,7 +21,11 @@ fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Metric value from Prometheus text, by name and label substring.
@@ -42,7 +46,10 @@ fn scrape(ns: Option<&str>, port: u16) -> String {
         }
         None => Command::new("curl"),
     };
-    let o = c.args(["-s", "--max-time", "5", &format!("http://127.0.0.1:{port}/metrics")]).output().unwrap();
+    let o = c
+        .args(["-s", "--max-time", "5", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -56,7 +63,13 @@ fn exporter(ns: Option<&str>, config: &Path, port: u16) -> Kill {
         }
         None => Command::new(exe),
     };
-    let child = c.arg(format!("--config={}", config.display())).arg(format!("--listen=127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = c
+        .arg(format!("--config={}", config.display()))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let k = Kill(child);
     let t0 = Instant::now();
     while scrape(ns, port).is_empty() {
@@ -106,7 +119,14 @@ fn srt_figures_match_what_was_sent() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let unit = dir.path().join("unit.toml");
-    std::fs::write(&unit, format!("version = 1\nhostname = \"srt-test\"\n[[srt]]\nname = \"cam1\"\nstats_file = \"{}\"\n", stats.display())).unwrap();
+    std::fs::write(
+        &unit,
+        format!(
+            "version = 1\nhostname = \"srt-test\"\n[[srt]]\nname = \"cam1\"\nstats_file = \"{}\"\n",
+            stats.display()
+        ),
+    )
+    .unwrap();
     let port = free_tcp_port();
     let _exp = exporter(None, &unit, port);
 
@@ -121,16 +141,23 @@ fn srt_figures_match_what_was_sent() {
     let end = scrape(None, port);
 
     let sent_mbps = (pps as usize * size * 8) as f64 / 1e6;
-    let rate = value(&mid, "flypack_srt_recv_rate_mbps", "stream=\"cam1\"").unwrap_or_else(|| panic!("no recv rate:\n{mid}"));
+    let rate =
+        value(&mid, "flypack_srt_recv_rate_mbps", "stream=\"cam1\"").unwrap_or_else(|| panic!("no recv rate:\n{mid}"));
     eprintln!("SRT: sent {sent_mbps:.2} Mb/s, exporter says {rate:.2} Mb/s");
     // SRT counts its 16-byte header too: within 15 %.
-    assert!((rate - sent_mbps).abs() / sent_mbps < 0.15, "rate {rate} vs sent {sent_mbps}");
+    assert!(
+        (rate - sent_mbps).abs() / sent_mbps < 0.15,
+        "rate {rate} vs sent {sent_mbps}"
+    );
     let packets = value(&end, "flypack_srt_packets_total", "direction=\"recv\"").unwrap();
     let sent = (pps * secs) as f64;
     eprintln!("SRT: sent {sent} packets, exporter says {packets} received");
     // Loopback loses nothing: within 1 % (the last report may trail by a few packets).
     assert!((packets - sent).abs() / sent < 0.01, "packets {packets} vs sent {sent}");
-    assert_eq!(value(&end, "flypack_srt_packets_lost_total", "direction=\"recv\""), Some(0.0));
+    assert_eq!(
+        value(&end, "flypack_srt_packets_lost_total", "direction=\"recv\""),
+        Some(0.0)
+    );
     assert_eq!(value(&end, "flypack_srt_up", "stream=\"cam1\""), Some(1.0));
     assert_eq!(value(&end, "flypack_srt_latency_ms", "stream=\"cam1\""), Some(200.0));
     let rtt = value(&end, "flypack_srt_rtt_ms", "stream=\"cam1\"").unwrap();
@@ -190,7 +217,12 @@ for i in range(1600):
     if w > 0:
         time.sleep(w)
 "#;
-    let mut sender = Kill(Command::new("ip").args(["netns", "exec", &src, "python3", "-c", script]).spawn().unwrap());
+    let mut sender = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &src, "python3", "-c", script])
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_secs(6));
     let mid = scrape(Some(&rx), port);
     let _ = sender.0.wait();
@@ -209,7 +241,15 @@ for i in range(1600):
     assert_eq!(value(&mid, "flypack_mcast_expected_bitrate_mbps", g1), Some(1.6));
     std::thread::sleep(Duration::from_secs(5));
     let end = scrape(Some(&rx), port);
-    assert_eq!(value(&end, "flypack_mcast_packets_total", g1), Some(1600.0), "every datagram counted");
+    assert_eq!(
+        value(&end, "flypack_mcast_packets_total", g1),
+        Some(1600.0),
+        "every datagram counted"
+    );
     assert_eq!(value(&end, "flypack_mcast_packets_total", g2), Some(800.0));
-    assert_eq!(value(&end, "flypack_mcast_stream_missing", g1), Some(1.0), "the stream stopped: missing");
+    assert_eq!(
+        value(&end, "flypack_mcast_stream_missing", g1),
+        Some(1.0),
+        "the stream stopped: missing"
+    );
 }

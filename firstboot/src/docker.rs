@@ -339,7 +339,8 @@ pub async fn up(
         for m in &s.mounts {
             if let Source::Bind { path } = &m.source {
                 if !path.exists() {
-                    std::fs::create_dir_all(path).with_context(|| format!("creating bind source {} for {}", path.display(), s.name))?;
+                    std::fs::create_dir_all(path)
+                        .with_context(|| format!("creating bind source {} for {}", path.display(), s.name))?;
                 }
             }
         }

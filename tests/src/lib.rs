@@ -76,15 +76,32 @@ pub fn bins() -> &'static Bins {
                 );
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
                 let st = Command::new(cargo)
-                    .args(["build", "--release", "--bins", "-p", "builder", "-p", "firstboot", "-p", "flypack-exporter"])
+                    .args([
+                        "build",
+                        "--release",
+                        "--bins",
+                        "-p",
+                        "builder",
+                        "-p",
+                        "firstboot",
+                        "-p",
+                        "flypack-exporter",
+                    ])
                     .current_dir(repo())
                     .status()
                     .expect("running cargo build");
-                assert!(st.success(), "cargo build --release of builder, firstboot and flypack-exporter failed");
+                assert!(
+                    st.success(),
+                    "cargo build --release of builder, firstboot and flypack-exporter failed"
+                );
                 target_dir().join("release")
             }
         };
-        let b = Bins { builder: dir.join("builder"), firstboot: dir.join("firstboot"), exporter: dir.join("flypack-exporter") };
+        let b = Bins {
+            builder: dir.join("builder"),
+            firstboot: dir.join("firstboot"),
+            exporter: dir.join("flypack-exporter"),
+        };
         assert!(
             b.builder.is_file() && b.firstboot.is_file() && b.exporter.is_file(),
             "no builder/firstboot/flypack-exporter in {}",
@@ -489,7 +506,9 @@ pub fn stack_images() -> PathBuf {
     let out = e2e_dir().join("stack-images");
     let _l = lock("stack-images");
     std::fs::create_dir_all(&out).expect("creating the images folder");
-    let r = run(builder().args(["--json", "images", "images/flypack.toml", "--out"]).arg(&out));
+    let r = run(builder()
+        .args(["--json", "images", "images/flypack.toml", "--out"])
+        .arg(&out));
     assert_eq!(r.code, 0, "builder images failed:\n{}", r.stderr);
     out
 }

@@ -216,6 +216,32 @@ fn outputs_are_consistent_and_filesystems_clean() {
     }
     let sshd = img.read_root_file("/etc/ssh/sshd_config.d/60-flypack.conf");
     assert!(sshd.contains("PasswordAuthentication no"));
+    // The stack's images are inside, with their ids.
+    let refs: Vec<&str> = img
+        .manifest
+        .container_images
+        .iter()
+        .map(|i| i.reference.as_str())
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            "flypack/victoria-metrics:bookworm",
+            "flypack/node-exporter:bookworm",
+            "flypack/video-exporter:latest"
+        ]
+    );
+    for i in &img.manifest.container_images {
+        assert!(i.id.starts_with("sha256:") && i.id.len() == 71, "{i:?}");
+        assert_eq!(i.archive, "/var/lib/flypack/images/stack-images.tar");
+    }
+    let stack: flypack_contracts::compose::StackConfig =
+        serde_json::from_str(&img.read_root_file("/usr/share/flypack/stack.json")).unwrap();
+    assert_eq!(stack.images, img.manifest.container_images);
+    assert!(
+        img.read_root_file("/etc/flypack/stack/monitoring/docker-compose.yml")
+            .contains("victoriametrics")
+    );
     let names: Vec<&str> = img.manifest.packages.iter().map(|p| p.name.as_str()).collect();
     for want in [
         "linux-image-amd64",

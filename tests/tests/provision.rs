@@ -75,8 +75,13 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     // VictoriaMetrics holds what vmagent scraped: node exporter and our
     // exporter, which joined the unit's multicast group on the VLAN.
     let query = |q: &str| {
-        let (_, out) = s.ssh(&format!("curl -s -G http://127.0.0.1:8428/api/v1/query --data-urlencode 'query={q}'"));
-        serde_json::from_str::<Value>(&out).ok().and_then(|v| v["data"]["result"].as_array().cloned()).unwrap_or_default()
+        let (_, out) = s.ssh(&format!(
+            "curl -s -G http://127.0.0.1:8428/api/v1/query --data-urlencode 'query={q}'"
+        ));
+        serde_json::from_str::<Value>(&out)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .unwrap_or_default()
     };
     let t0 = std::time::Instant::now();
     loop {
@@ -85,7 +90,10 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
         if !node.is_empty() && !joined.is_empty() {
             break;
         }
-        assert!(t0.elapsed().as_secs() < 180, "series missing in VictoriaMetrics: node {node:?}, multicast {joined:?}");
+        assert!(
+            t0.elapsed().as_secs() < 180,
+            "series missing in VictoriaMetrics: node {node:?}, multicast {joined:?}"
+        );
         std::thread::sleep(std::time::Duration::from_secs(5));
     }
     // SSH host keys were made on the unit, not shipped in the image.

@@ -22,11 +22,22 @@ fn docker(args: &[&str]) -> (bool, String) {
 
 /// Removes every container, volume and network of `project`.
 fn down(project: &str) {
-    let (_, ids) = docker(&["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={project}")]);
+    let (_, ids) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
     for id in ids.split_whitespace() {
         docker(&["rm", "-f", id]);
     }
-    let (_, vols) = docker(&["volume", "ls", "-q", "--filter", &format!("label=com.docker.compose.project={project}")]);
+    let (_, vols) = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
     for v in vols.split_whitespace() {
         docker(&["volume", "rm", "-f", v]);
     }
@@ -40,16 +51,40 @@ fn states(out: &str) -> Vec<Value> {
 }
 
 fn up(config: &Path) -> (i32, String) {
-    let o = firstboot().arg("stack").arg("--config").arg(config).args(["--json", "up"]).output().unwrap();
-    (o.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    let o = firstboot()
+        .arg("stack")
+        .arg("--config")
+        .arg(config)
+        .args(["--json", "up"])
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
 }
 
 fn vm_query(q: &str) -> Vec<Value> {
-    let (ok, out) = sh(Command::new("curl").args(["-s", "--max-time", "5", "-G", "http://127.0.0.1:8428/api/v1/query", "--data-urlencode", &format!("query={q}")]));
+    let (ok, out) = sh(Command::new("curl").args([
+        "-s",
+        "--max-time",
+        "5",
+        "-G",
+        "http://127.0.0.1:8428/api/v1/query",
+        "--data-urlencode",
+        &format!("query={q}"),
+    ]));
     if !ok {
         return vec![];
     }
-    serde_json::from_str::<Value>(&out).ok().and_then(|v| v["data"]["result"].as_array().cloned()).unwrap_or_default()
+    serde_json::from_str::<Value>(&out)
+        .ok()
+        .and_then(|v| v["data"]["result"].as_array().cloned())
+        .unwrap_or_default()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -63,13 +98,19 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn the_stack_comes_up_healthy_and_converges() {
     let (ok, v) = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
-    assert!(ok, "no Docker daemon: .ci/run starts one (dockerd --data-root ...): {v}");
+    assert!(
+        ok,
+        "no Docker daemon: .ci/run starts one (dockerd --data-root ...): {v}"
+    );
     let images = stack_images();
     let dir = tempfile::tempdir().unwrap();
     // A copy of the compose folder under a test project name.
     let project = format!("fpe2e{}", std::process::id());
     let compose_dir = dir.path().join(&project);
-    let (ok, msg) = sh(Command::new("cp").arg("-r").arg(repo().join("compose/monitoring")).arg(&compose_dir));
+    let (ok, msg) = sh(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("compose/monitoring"))
+        .arg(&compose_dir));
     assert!(ok, "{msg}");
     let mut cfg: Value = serde_json::from_slice(&std::fs::read(images.join("stack.json")).unwrap()).unwrap();
     cfg["project"] = Value::String(project.clone());
@@ -85,7 +126,12 @@ fn the_stack_comes_up_healthy_and_converges() {
     let _cleanup = Down(project.clone());
 
     // Bad input first, from a clean daemon: nothing may start.
-    let refs: Vec<String> = cfg["images"].as_array().unwrap().iter().map(|i| i["reference"].as_str().unwrap().to_string()).collect();
+    let refs: Vec<String> = cfg["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap().to_string())
+        .collect();
     for r in &refs {
         docker(&["rmi", "-f", r]);
     }
@@ -111,14 +157,25 @@ fn the_stack_comes_up_healthy_and_converges() {
     let (code, out) = up(&bad_config);
     assert_ne!(code, 0);
     assert!(out.contains("corrupt.tar is corrupt: SHA-256"), "{out}");
-    let (_, listed) = docker(&["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={project}")]);
-    assert!(listed.trim().is_empty(), "containers started despite bad input: {listed}");
+    let (_, listed) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    assert!(
+        listed.trim().is_empty(),
+        "containers started despite bad input: {listed}"
+    );
 
     // Up, healthy.
     let t0 = Instant::now();
     let (code, out) = up(&config);
     assert_eq!(code, 0, "{out}");
-    eprintln!("stack up (images loaded, all healthy) in {:.1} s on this dockerd", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "stack up (images loaded, all healthy) in {:.1} s on this dockerd",
+        t0.elapsed().as_secs_f64()
+    );
     let first = states(&out);
     assert_eq!(first.len(), 4, "{out}");
     for s in &first {
@@ -127,10 +184,16 @@ fn the_stack_comes_up_healthy_and_converges() {
     }
 
     // VictoriaMetrics answers for series from node exporter and our exporter.
-    wait_for("node exporter series in VictoriaMetrics", Duration::from_secs(90), || {
-        !vm_query("node_uname_info").is_empty() && !vm_query("up{job=\"node\"} == 1").is_empty()
-    });
-    wait_for("video exporter series in VictoriaMetrics", Duration::from_secs(90), || !vm_query("flypack_exporter_build_info").is_empty());
+    wait_for(
+        "node exporter series in VictoriaMetrics",
+        Duration::from_secs(90),
+        || !vm_query("node_uname_info").is_empty() && !vm_query("up{job=\"node\"} == 1").is_empty(),
+    );
+    wait_for(
+        "video exporter series in VictoriaMetrics",
+        Duration::from_secs(90),
+        || !vm_query("flypack_exporter_build_info").is_empty(),
+    );
 
     // A re-run changes nothing.
     let (code, out) = up(&config);
@@ -142,29 +205,56 @@ fn the_stack_comes_up_healthy_and_converges() {
     }
 
     // Data in VictoriaMetrics' volume survives a recreate of the service.
-    let (ok, msg) = sh(Command::new("curl").args(["-s", "--max-time", "5", "--data-binary", "flypack_e2e_marker 42", "http://127.0.0.1:8428/api/v1/import/prometheus"]));
+    let (ok, msg) = sh(Command::new("curl").args([
+        "-s",
+        "--max-time",
+        "5",
+        "--data-binary",
+        "flypack_e2e_marker 42",
+        "http://127.0.0.1:8428/api/v1/import/prometheus",
+    ]));
     assert!(ok, "{msg}");
-    wait_for("the marker in VictoriaMetrics", Duration::from_secs(30), || !vm_query("flypack_e2e_marker").is_empty());
+    wait_for("the marker in VictoriaMetrics", Duration::from_secs(30), || {
+        !vm_query("flypack_e2e_marker").is_empty()
+    });
     let file = compose_dir.join("docker-compose.yml");
-    let text = std::fs::read_to_string(&file).unwrap().replace("      - -search.latencyOffset=5s\n", "      - -search.latencyOffset=5s\n      - -search.maxUniqueTimeseries=100000\n");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "      - -search.latencyOffset=5s\n",
+        "      - -search.latencyOffset=5s\n      - -search.maxUniqueTimeseries=100000\n",
+    );
     std::fs::write(&file, text).unwrap();
     let (code, out) = up(&config);
     assert_eq!(code, 0, "{out}");
     let changed = states(&out);
     for s in &changed {
-        let want = if s["name"] == "victoriametrics" { "recreated" } else { "unchanged" };
+        let want = if s["name"] == "victoriametrics" {
+            "recreated"
+        } else {
+            "unchanged"
+        };
         assert_eq!(s["action"], want, "{s}");
         assert_eq!(s["state"], "healthy", "{s}");
     }
     wait_for("the marker after the recreate", Duration::from_secs(60), || {
-        vm_query("flypack_e2e_marker").first().map(|r| r["value"][1] == "42").unwrap_or(false)
+        vm_query("flypack_e2e_marker")
+            .first()
+            .map(|r| r["value"][1] == "42")
+            .unwrap_or(false)
     });
 
     // docker-compose (Debian's 1.29) sees the containers as its own.
-    let (ok, ps) = sh(Command::new("docker-compose").arg("-p").arg(&project).arg("-f").arg(&file).arg("ps"));
+    let (ok, ps) = sh(Command::new("docker-compose")
+        .arg("-p")
+        .arg(&project)
+        .arg("-f")
+        .arg(&file)
+        .arg("ps"));
     assert!(ok, "{ps}");
     for svc in ["node-exporter", "victoriametrics", "video-exporter", "vmagent"] {
-        let line = ps.lines().find(|l| l.starts_with(&format!("{project}_{svc}_1"))).unwrap_or_else(|| panic!("{svc} not in docker-compose ps:\n{ps}"));
+        let line = ps
+            .lines()
+            .find(|l| l.starts_with(&format!("{project}_{svc}_1")))
+            .unwrap_or_else(|| panic!("{svc} not in docker-compose ps:\n{ps}"));
         assert!(line.contains("Up (healthy)"), "{line}");
     }
 }
@@ -182,21 +272,46 @@ impl Drop for Down {
 fn unknown_compose_keys_are_rejected_by_validate() {
     let dir = tempfile::tempdir().unwrap();
     let compose_dir = dir.path().join("monitoring");
-    let (ok, msg) = sh(Command::new("cp").arg("-r").arg(repo().join("compose/monitoring")).arg(&compose_dir));
+    let (ok, msg) = sh(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("compose/monitoring"))
+        .arg(&compose_dir));
     assert!(ok, "{msg}");
     let file = compose_dir.join("docker-compose.yml");
-    let text = std::fs::read_to_string(&file).unwrap().replace("  vmagent:\n    image:", "  vmagent:\n    deploy:\n      replicas: 2\n    image:");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "  vmagent:\n    image:",
+        "  vmagent:\n    deploy:\n      replicas: 2\n    image:",
+    );
     std::fs::write(&file, text).unwrap();
     let images = repo().join("images");
     let profile = std::fs::read_to_string(images.join("flypack.toml"))
         .unwrap()
-        .replace("preseed = \"flypack.preseed\"", &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()))
-        .replace("unit_defaults = \"flypack.unit.toml\"", &format!("unit_defaults = {:?}", images.join("flypack.unit.toml").display().to_string()))
-        .replace("overlays = [\"../overlays/base\"]", &format!("overlays = [{:?}]", repo().join("overlays/base").display().to_string()))
-        .replace("compose = \"../compose/monitoring/docker-compose.yml\"", &format!("compose = {:?}", file.display().to_string()));
+        .replace(
+            "preseed = \"flypack.preseed\"",
+            &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()),
+        )
+        .replace(
+            "unit_defaults = \"flypack.unit.toml\"",
+            &format!(
+                "unit_defaults = {:?}",
+                images.join("flypack.unit.toml").display().to_string()
+            ),
+        )
+        .replace(
+            "overlays = [\"../overlays/base\"]",
+            &format!("overlays = [{:?}]", repo().join("overlays/base").display().to_string()),
+        )
+        .replace(
+            "compose = \"../compose/monitoring/docker-compose.yml\"",
+            &format!("compose = {:?}", file.display().to_string()),
+        );
     let p = dir.path().join("p.toml");
     std::fs::write(&p, profile).unwrap();
     let r = run(builder().arg("validate").arg(&p));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("stack.compose:") && r.stderr.contains("services.vmagent.deploy: unknown field `deploy`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("stack.compose:") && r.stderr.contains("services.vmagent.deploy: unknown field `deploy`"),
+        "{}",
+        r.stderr
+    );
 }
