@@ -512,3 +512,23 @@ pub fn stack_images() -> PathBuf {
     assert_eq!(r.code, 0, "builder images failed:\n{}", r.stderr);
     out
 }
+
+/// The default profile's text with every relative path made absolute, so a
+/// copy works from any folder; `overlays` replaces the overlay list.
+pub fn default_profile_text(overlays: Option<&[&Path]>) -> String {
+    let images = repo().join("images");
+    let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+    let overlay_list = match overlays {
+        Some(list) => list.iter().map(|o| q(o.to_path_buf())).collect::<Vec<_>>().join(", "),
+        None => q(repo().join("overlays/base")),
+    };
+    std::fs::read_to_string(images.join("flypack.toml"))
+        .expect("the default profile")
+        .replace("preseed = \"flypack.preseed\"", &format!("preseed = {}", q(images.join("flypack.preseed"))))
+        .replace("unit_defaults = \"flypack.unit.toml\"", &format!("unit_defaults = {}", q(images.join("flypack.unit.toml"))))
+        .replace(
+            "compose = \"../compose/monitoring/docker-compose.yml\"",
+            &format!("compose = {}", q(repo().join("compose/monitoring/docker-compose.yml"))),
+        )
+        .replace("overlays = [\"../overlays/base\"]", &format!("overlays = [{overlay_list}]"))
+}

@@ -274,30 +274,8 @@ fn outputs_are_consistent_and_filesystems_clean() {
 /// Copies the default profile into `dir` with absolute paths and the given
 /// overlays, applying `edit` to its text.
 fn variant_profile(dir: &Path, overlays: &[&Path], edit: impl Fn(String) -> String) -> std::path::PathBuf {
-    let images = repo().join("images");
-    let list: Vec<String> = overlays
-        .iter()
-        .map(|o| format!("{:?}", o.display().to_string()))
-        .collect();
-    let text = std::fs::read_to_string(images.join("flypack.toml"))
-        .unwrap()
-        .replace(
-            "preseed = \"flypack.preseed\"",
-            &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()),
-        )
-        .replace(
-            "unit_defaults = \"flypack.unit.toml\"",
-            &format!(
-                "unit_defaults = {:?}",
-                images.join("flypack.unit.toml").display().to_string()
-            ),
-        )
-        .replace(
-            "overlays = [\"../overlays/base\"]",
-            &format!("overlays = [{}]", list.join(", ")),
-        );
     let p = dir.join("variant.toml");
-    std::fs::write(&p, edit(text)).unwrap();
+    std::fs::write(&p, edit(default_profile_text(Some(overlays)))).unwrap();
     p
 }
 

@@ -283,28 +283,10 @@ fn unknown_compose_keys_are_rejected_by_validate() {
         "  vmagent:\n    deploy:\n      replicas: 2\n    image:",
     );
     std::fs::write(&file, text).unwrap();
-    let images = repo().join("images");
-    let profile = std::fs::read_to_string(images.join("flypack.toml"))
-        .unwrap()
-        .replace(
-            "preseed = \"flypack.preseed\"",
-            &format!("preseed = {:?}", images.join("flypack.preseed").display().to_string()),
-        )
-        .replace(
-            "unit_defaults = \"flypack.unit.toml\"",
-            &format!(
-                "unit_defaults = {:?}",
-                images.join("flypack.unit.toml").display().to_string()
-            ),
-        )
-        .replace(
-            "overlays = [\"../overlays/base\"]",
-            &format!("overlays = [{:?}]", repo().join("overlays/base").display().to_string()),
-        )
-        .replace(
-            "compose = \"../compose/monitoring/docker-compose.yml\"",
-            &format!("compose = {:?}", file.display().to_string()),
-        );
+    let profile = default_profile_text(None).replace(
+        &format!("compose = {:?}", repo().join("compose/monitoring/docker-compose.yml").display().to_string()),
+        &format!("compose = {:?}", file.display().to_string()),
+    );
     let p = dir.path().join("p.toml");
     std::fs::write(&p, profile).unwrap();
     let r = run(builder().arg("validate").arg(&p));

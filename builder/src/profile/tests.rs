@@ -22,6 +22,10 @@ fn default_text() -> String {
             ),
         )
         .replace(
+            "compose = \"../compose/monitoring/docker-compose.yml\"",
+            &format!("compose = {:?}", repo().join("compose/monitoring/docker-compose.yml").display().to_string()),
+        )
+        .replace(
             "overlays = [\"../overlays/base\"]",
             &format!("overlays = [{:?}]", repo().join("overlays/base").display().to_string()),
         )
