@@ -54,6 +54,13 @@ pub enum Command {
     Boot(BootArgs),
     /// List missing host tools and the apt-get command that installs them.
     Doctor,
+    /// Write an image to a USB stick, a disk or a file: only the blocks that
+    /// hold data (the block map built beside the image), first MiB last, then
+    /// read everything back and check it. Compressed (.zst) images stream.
+    ///
+    /// Refuses a mounted or busy device, the disk holding this system, and a
+    /// device far larger than a USB stick (unless --allow-large).
+    Flash(FlashArgs),
     /// Build only the stack's container images (docker-loadable archives) and
     /// a stack config pointing at them, e.g. to bring the stack up on this
     /// machine with `firstboot stack up --config DIR/stack.json`.
@@ -61,6 +68,32 @@ pub enum Command {
     /// Write a unit's config (unit.toml, fleet.toml) into an image's seed
     /// partition, without root or mounting. The files are validated first.
     Customize(CustomizeArgs),
+}
+
+/// `builder flash`.
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// The image (NAME.img, or NAME.img.zst).
+    pub image: PathBuf,
+
+    /// The target: a block device (/dev/sdX) or a file.
+    pub target: PathBuf,
+
+    /// The block map [default: NAME.bmap beside the image; mapped on the fly for a raw image without one].
+    #[arg(long)]
+    pub bmap: Option<PathBuf>,
+
+    /// Allow a target larger than 256 GiB (not a USB stick).
+    #[arg(long)]
+    pub allow_large: bool,
+
+    /// Also write this unit config into the seed partition.
+    #[arg(long)]
+    pub unit: Option<PathBuf>,
+
+    /// Also write this fleet inventory into the seed partition.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
 }
 
 /// `builder images`.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cmd;
 pub mod disk_plan;
 pub mod elfcheck;
+pub mod flash;
 pub mod grub;
 pub mod host;
 pub mod interrupt;
@@ -26,5 +27,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Doctor => cmd::doctor::run(&rep),
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),
         cli::Command::Images(a) => cmd::images::run(a, &rep),
+        cli::Command::Flash(a) => cmd::flash::run(a, &rep),
     }
 }

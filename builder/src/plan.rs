@@ -233,6 +233,8 @@ pub struct OutputsPlan {
     pub manifest: PathBuf,
     /// The checksum file.
     pub sums: PathBuf,
+    /// The block map (bmaptool format).
+    pub bmap: PathBuf,
     /// zstd-compressed image, if asked for.
     pub zst: Option<PathBuf>,
     /// qcow2 image, if asked for.
@@ -292,6 +294,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         image: out(".img"),
         manifest: out(".manifest.json"),
         sums: opts.out_dir.join("SHA256SUMS"),
+        bmap: out(".bmap"),
         zst: profile.outputs.formats.contains(&Format::Zst).then(|| out(".img.zst")),
         qcow2: profile.outputs.formats.contains(&Format::Qcow2).then(|| out(".qcow2")),
     };

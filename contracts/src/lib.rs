@@ -6,6 +6,8 @@
 //! (atomic writes, running external commands, digests).
 
 pub mod atomic;
+pub mod blockdev;
+pub mod bmap;
 pub mod cmd;
 pub mod compose;
 pub mod config;

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod build;
 pub mod customize;
 pub mod doctor;
+pub mod flash;
 pub mod images;
 pub mod validate;
 

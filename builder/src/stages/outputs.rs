@@ -44,12 +44,13 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
     let image_size = fs::metadata(image.path())?.len();
     let image_data_bytes = fs::metadata(image.path())?.blocks() * 512;
     let mut files: Vec<(TempPath, PathBuf, OutputFile)> = Vec::new();
-    let sha = hash_file(image.path(), &stage)?;
-    manifest.outputs.push(OutputFile {
-        name: file_name(&plan.outputs.image),
-        size_bytes: image_size,
-        sha256: sha,
-    });
+    // One pass: the whole image's digest and its block map.
+    let (map, sha) = flypack_contracts::bmap::map_file(image.path(), |done, total| stage.bytes(done, total))?;
+    crate::interrupt::check()?;
+    manifest.outputs.push(OutputFile { name: file_name(&plan.outputs.image), size_bytes: image_size, sha256: sha });
+    let bmap_tmp = TempPath::sibling(&plan.outputs.bmap)?;
+    fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
+    files.push(output(bmap_tmp, &plan.outputs.bmap, &stage)?);
 
     if let Some(zst) = &plan.outputs.zst {
         stage.progress("compressing (zstd)");
@@ -96,6 +97,7 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
     // Old manifest and sums go first: they must never describe a new image.
     remove_any(&plan.outputs.sums)?;
     remove_any(&plan.outputs.manifest)?;
+    remove_any(&plan.outputs.bmap)?;
     image.persist(&plan.outputs.image)?;
     let mut extra = Vec::new();
     for (tmp, dst, _) in files {

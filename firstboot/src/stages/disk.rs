@@ -2,9 +2,9 @@
 //! was written to (the image is small; the server's disk is not). Converges:
 //! growpart says NOCHANGE and resize2fs does nothing when already grown.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use flypack_contracts::cmd::Cmd;
 
 use crate::runner::{Ctx, Outcome, Stage};
@@ -61,51 +61,7 @@ impl Stage for Disk {
     }
 }
 
-/// The device mounted at `/`, from mountinfo.
-pub fn root_source(mountinfo: &str) -> Result<PathBuf> {
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 5 || fields[4] != "/" {
-            continue;
-        }
-        let sep = fields
-            .iter()
-            .position(|f| *f == "-")
-            .context("malformed mountinfo line")?;
-        let source = fields.get(sep + 2).context("malformed mountinfo line")?;
-        return Ok(PathBuf::from(source));
-    }
-    bail!("no filesystem is mounted at /")
-}
-
-/// The whole disk and the partition number of a partition device, from sysfs.
-pub fn disk_and_partition(sys_block: &Path, dev: &Path) -> Result<(PathBuf, u32)> {
-    let dev = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf());
-    let name = dev
-        .file_name()
-        .context("device has no name")?
-        .to_string_lossy()
-        .into_owned();
-    let part_dir = sys_block.join(&name);
-    let n: u32 = std::fs::read_to_string(part_dir.join("partition"))
-        .with_context(|| {
-            format!(
-                "{} is not a partition (no {}/partition)",
-                dev.display(),
-                part_dir.display()
-            )
-        })?
-        .trim()
-        .parse()
-        .context("parsing the partition number")?;
-    let parent = std::fs::canonicalize(part_dir.join("..")).context("finding the partition's disk")?;
-    let disk = parent
-        .file_name()
-        .context("disk has no name")?
-        .to_string_lossy()
-        .into_owned();
-    Ok((PathBuf::from("/dev").join(disk), n))
-}
+pub use flypack_contracts::blockdev::{disk_and_partition, root_source};
 
 #[cfg(test)]
 mod tests {

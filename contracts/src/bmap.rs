@@ -1,0 +1,226 @@
+//! Block maps in bmaptool's format (version 2.0): which blocks of a sparse
+//! image hold data, with a SHA-256 per range, so flashing writes only those
+//! blocks and can verify each range after writing.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// Block size of our maps.
+pub const BLOCK: u64 = 4096;
+
+/// A run of mapped blocks, inclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// First block.
+    pub first: u64,
+    /// Last block (inclusive).
+    pub last: u64,
+    /// SHA-256 of the range's bytes.
+    pub sha256: String,
+}
+
+impl Range {
+    /// Byte offset.
+    pub fn offset(&self, block: u64) -> u64 {
+        self.first * block
+    }
+    /// Byte length (the last range may pass the image end; callers clamp).
+    pub fn len(&self, block: u64) -> u64 {
+        (self.last - self.first + 1) * block
+    }
+    /// Whether the range is empty (never: a range holds at least one block).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A block map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bmap {
+    /// Image size in bytes.
+    pub image_size: u64,
+    /// Block size.
+    pub block_size: u64,
+    /// Mapped ranges, in order.
+    pub ranges: Vec<Range>,
+}
+
+impl Bmap {
+    /// Blocks in the image.
+    pub fn blocks(&self) -> u64 {
+        self.image_size.div_ceil(self.block_size)
+    }
+    /// Mapped blocks.
+    pub fn mapped_blocks(&self) -> u64 {
+        self.ranges.iter().map(|r| r.last - r.first + 1).sum()
+    }
+    /// Bytes of data the map says to write.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.ranges.iter().map(|r| r.len(self.block_size).min(self.image_size - r.offset(self.block_size))).sum()
+    }
+
+    /// The map as bmaptool's XML.
+    pub fn to_xml(&self) -> String {
+        let zero = "0".repeat(64);
+        let body = |checksum: &str| {
+            let mut s = String::new();
+            s.push_str("<?xml version=\"1.0\" ?>\n");
+            s.push_str("<!-- Flypack block map (bmaptool format 2.0): the blocks of the image that hold data.\n");
+            s.push_str("     Write it with `builder flash IMAGE TARGET` or `bmaptool copy IMAGE TARGET`. -->\n");
+            s.push_str("<bmap version=\"2.0\">\n");
+            s.push_str(&format!("    <ImageSize> {} </ImageSize>\n", self.image_size));
+            s.push_str(&format!("    <BlockSize> {} </BlockSize>\n", self.block_size));
+            s.push_str(&format!("    <BlocksCount> {} </BlocksCount>\n", self.blocks()));
+            s.push_str(&format!("    <MappedBlocksCount> {} </MappedBlocksCount>\n", self.mapped_blocks()));
+            s.push_str("    <ChecksumType> sha256 </ChecksumType>\n");
+            s.push_str(&format!("    <BmapFileChecksum> {checksum} </BmapFileChecksum>\n"));
+            s.push_str("    <BlockMap>\n");
+            for r in &self.ranges {
+                let span = if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) };
+                s.push_str(&format!("        <Range chksum=\"{}\"> {span} </Range>\n", r.sha256));
+            }
+            s.push_str("    </BlockMap>\n</bmap>\n");
+            s
+        };
+        // The file's own checksum is taken with the field zeroed.
+        let sum = hex::encode(Sha256::digest(body(&zero).as_bytes()));
+        body(&sum)
+    }
+
+    /// Parses bmaptool's XML (versions 1.x with sha1 are refused).
+    pub fn parse(text: &str) -> Result<Bmap> {
+        let doc = roxmltree::Document::parse(text).context("the block map is not XML")?;
+        let root = doc.root_element();
+        if root.tag_name().name() != "bmap" {
+            bail!("not a block map (root element <{}>)", root.tag_name().name());
+        }
+        let version = root.attribute("version").unwrap_or("");
+        if !version.starts_with("2.") {
+            bail!("block map version {version:?}: only 2.x (sha256) is supported");
+        }
+        let field = |name: &str| -> Result<String> {
+            root.children()
+                .find(|n| n.has_tag_name(name))
+                .and_then(|n| n.text())
+                .map(|t| t.trim().to_string())
+                .with_context(|| format!("the block map has no <{name}>"))
+        };
+        let image_size: u64 = field("ImageSize")?.parse().context("ImageSize")?;
+        let block_size: u64 = field("BlockSize")?.parse().context("BlockSize")?;
+        if field("ChecksumType")? != "sha256" {
+            bail!("block map checksum type {:?}: only sha256 is supported", field("ChecksumType")?);
+        }
+        let declared = field("BmapFileChecksum")?;
+        let zeroed = text.replacen(&declared, &"0".repeat(declared.len()), 1);
+        let actual = hex::encode(Sha256::digest(zeroed.as_bytes()));
+        if actual != declared {
+            bail!("the block map is corrupt: its checksum is {declared}, its content hashes to {actual}");
+        }
+        let map = root.children().find(|n| n.has_tag_name("BlockMap")).context("the block map has no <BlockMap>")?;
+        let mut ranges = Vec::new();
+        for r in map.children().filter(|n| n.has_tag_name("Range")) {
+            let span = r.text().unwrap_or("").trim();
+            let (a, b) = span.split_once('-').unwrap_or((span, span));
+            let first: u64 = a.trim().parse().with_context(|| format!("range {span:?}"))?;
+            let last: u64 = b.trim().parse().with_context(|| format!("range {span:?}"))?;
+            if last < first || first * block_size >= image_size {
+                bail!("range {span:?} is outside the image");
+            }
+            ranges.push(Range { first, last, sha256: r.attribute("chksum").unwrap_or("").to_string() });
+        }
+        Ok(Bmap { image_size, block_size, ranges })
+    }
+}
+
+/// Maps a sparse file: its data ranges (by SEEK_DATA/SEEK_HOLE), in blocks,
+/// with each range's SHA-256. Also returns the SHA-256 of the whole file.
+pub fn map_file(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<(Bmap, String)> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f.metadata()?.len();
+    let fd = rustix::fd::AsFd::as_fd(&f);
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(fd, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e).with_context(|| format!("SEEK_DATA in {}", path.display())),
+        };
+        let hole = rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(data)).with_context(|| format!("SEEK_HOLE in {}", path.display()))?;
+        let first = data / BLOCK;
+        let last = (hole.min(size) - 1) / BLOCK;
+        match spans.last_mut() {
+            Some((_, l)) if *l + 1 >= first => *l = (*l).max(last),
+            _ => spans.push((first, last)),
+        }
+        pos = hole;
+    }
+    let mut whole = Sha256::new();
+    let mut ranges = Vec::new();
+    let zeros = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    for (first, last) in spans {
+        let start = first * BLOCK;
+        let end = ((last + 1) * BLOCK).min(size);
+        // Holes before the range: zeros in the whole-file digest.
+        while at < start {
+            let n = (start - at).min(zeros.len() as u64) as usize;
+            whole.update(&zeros[..n]);
+            at += n as u64;
+        }
+        f.seek(SeekFrom::Start(start))?;
+        let mut h = Sha256::new();
+        let mut left = end - start;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..n]).with_context(|| format!("reading {}", path.display()))?;
+            h.update(&buf[..n]);
+            whole.update(&buf[..n]);
+            left -= n as u64;
+        }
+        at = end;
+        progress(at, size);
+        ranges.push(Range { first, last, sha256: hex::encode(h.finalize()) });
+    }
+    while at < size {
+        let n = (size - at).min(zeros.len() as u64) as usize;
+        whole.update(&zeros[..n]);
+        at += n as u64;
+    }
+    progress(size, size);
+    Ok((Bmap { image_size: size, block_size: BLOCK, ranges }, hex::encode(whole.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn maps_a_sparse_file_and_round_trips_through_xml() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("img");
+        let mut f = File::create(&p).unwrap();
+        f.set_len(10 * BLOCK * 16).unwrap();
+        f.write_all(b"boot").unwrap();
+        f.seek(SeekFrom::Start(64 * BLOCK + 10)).unwrap();
+        f.write_all(&[7u8; 5000]).unwrap();
+        drop(f);
+        let (map, whole) = map_file(&p, |_, _| {}).unwrap();
+        assert_eq!(whole, crate::digest::sha256_file(&p).unwrap());
+        assert_eq!(map.image_size, 160 * BLOCK);
+        // Where the filesystem allocates depends on it; the data blocks must be covered.
+        assert!(map.ranges.iter().any(|r| r.first == 0));
+        assert!(map.ranges.iter().any(|r| r.first <= 64 && r.last >= 65));
+        assert!(map.mapped_blocks() < 160, "holes are not mapped");
+        let xml = map.to_xml();
+        assert_eq!(Bmap::parse(&xml).unwrap(), map);
+        let tampered = xml.replacen("<Range chksum=\"", "<Range chksum=\"f", 1);
+        assert!(Bmap::parse(&tampered).unwrap_err().to_string().contains("the block map is corrupt"));
+    }
+}
