@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod compose;
 pub mod config;
 pub mod digest;
+pub mod flash;
 pub mod layout;
 pub mod manifest;
 pub mod netstat;

@@ -14,6 +14,26 @@ pub const UNIT_FILE: &str = "unit.toml";
 /// The fleet inventory on the seed.
 pub const FLEET_FILE: &str = "fleet.toml";
 
+/// Finds the seed partition (offset, length) of a Flypack image or disk,
+/// from its partition table (`sfdisk --json`).
+pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
+    use crate::layout::{NAME_SEED, PART_SEED, SECTOR};
+    let out = crate::cmd::Cmd::new("sfdisk")
+        .arg("--json")
+        .arg(image)
+        .run()
+        .with_context(|| format!("reading the partition table of {}", image.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
+    let Some(p) = v["partitiontable"]["partitions"].get(PART_SEED as usize - 1) else {
+        bail!("{} is not a Flypack image: it has no partition {PART_SEED}", image.display());
+    };
+    if p["name"].as_str() != Some(NAME_SEED) {
+        bail!("{} is not a Flypack image: partition {PART_SEED} is {:?}, expected {NAME_SEED:?}", image.display(), p["name"]);
+    }
+    let (start, size) = (p["start"].as_u64().context("start")?, p["size"].as_u64().context("size")?);
+    Ok((start * SECTOR, size * SECTOR))
+}
+
 /// What a seed holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeedFiles {

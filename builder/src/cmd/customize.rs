@@ -3,53 +3,15 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use flypack_contracts::cmd::Cmd;
-use flypack_contracts::layout::{NAME_SEED, PART_SEED, SECTOR};
 use flypack_contracts::seed;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::cli::CustomizeArgs;
 use crate::progress::{Mode, Reporter};
 
-#[derive(Deserialize)]
-struct Table {
-    partitiontable: Parts,
-}
-#[derive(Deserialize)]
-struct Parts {
-    partitions: Vec<Part>,
-}
-#[derive(Deserialize)]
-struct Part {
-    start: u64,
-    size: u64,
-    #[serde(default)]
-    name: String,
-}
-
 /// Finds the seed partition (offset, length) of a Flypack image or disk.
 pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
-    let out = Cmd::new("sfdisk")
-        .arg("--json")
-        .arg(image)
-        .run()
-        .with_context(|| format!("reading the partition table of {}", image.display()))?;
-    let t: Table = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
-    let Some(p) = t.partitiontable.partitions.get(PART_SEED as usize - 1) else {
-        bail!(
-            "{} is not a Flypack image: it has no partition {PART_SEED}",
-            image.display()
-        );
-    };
-    if p.name != NAME_SEED {
-        bail!(
-            "{} is not a Flypack image: partition {PART_SEED} is {:?}, expected {NAME_SEED:?}",
-            image.display(),
-            p.name
-        );
-    }
-    Ok((p.start * SECTOR, p.size * SECTOR))
+    seed::seed_partition(image)
 }
 
 /// Validates the files, then writes them into the seed.

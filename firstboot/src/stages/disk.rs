@@ -66,6 +66,7 @@ pub use flypack_contracts::blockdev::{disk_and_partition, root_source};
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn root_source_from_mountinfo() {
