@@ -115,14 +115,19 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     if let Some(i) = &images {
         manifest.container_images = i.images.clone();
     }
-    let tree = stages::tree::run(plan, &rootfs, images.as_ref(), &manifest, rep)?;
+    let mut tree = stages::tree::run(plan, &rootfs, images.as_ref(), &manifest, rep)?;
     lap("tree", &mut secs);
     crate::interrupt::check()?;
     let disk = stages::disk::run(plan, &tree, rep)?;
-    drop(tree);
     lap("disk", &mut secs);
     crate::interrupt::check()?;
-    let written = stages::outputs::run(plan, disk, manifest, rep)?;
+    let installer = stages::installer::run(plan, &mut tree, &disk, rep)?;
+    drop(tree);
+    if installer.is_some() {
+        lap("installer", &mut secs);
+    }
+    crate::interrupt::check()?;
+    let written = stages::outputs::run(plan, disk, installer, manifest, rep)?;
     lap("outputs", &mut secs);
     Ok(Report {
         written,

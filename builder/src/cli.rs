@@ -239,6 +239,21 @@ pub struct BootArgs {
     #[arg(long, value_name = "IMAGE")]
     pub usb: Vec<PathBuf>,
 
+    /// IMAGE is a USB installer (NAME-installer.img): attach it as a USB stick
+    /// behind the internal disks in the boot order, as a server set to boot its
+    /// disks first would have it. Without --disk, one blank disk of --disk-gib.
+    #[arg(long)]
+    pub installer: bool,
+
+    /// An internal disk: a raw file (created empty, --disk-gib large, when
+    /// missing), optionally with the serial number the guest sees (repeatable).
+    #[arg(long, value_name = "FILE[:SERIAL]")]
+    pub disk: Vec<crate::qemu::ExtraDisk>,
+
+    /// Exit 0 as soon as a console line contains TEXT (before any status line).
+    #[arg(long, value_name = "TEXT", requires = "expect_ready")]
+    pub until: Option<String>,
+
     /// Plug the media NIC into a UDP multicast "switch" shared with other VMs (e.g. 230.0.0.1:1234).
     #[arg(long, value_name = "ADDR:PORT")]
     pub media_mcast: Option<String>,

@@ -9,7 +9,10 @@ use crate::progress::Reporter;
 
 /// Flashes with progress.
 pub fn flash(o: &Options, rep: &Reporter) -> Result<Report> {
-    let write = std::sync::Mutex::new(Some(rep.stage("flash", &format!("writing {} to {}", o.image.display(), o.target.display()))));
+    let write = std::sync::Mutex::new(Some(rep.stage(
+        "flash",
+        &format!("writing {} to {}", o.image.display(), o.target.display()),
+    )));
     let verify = std::sync::Mutex::new(None);
     let progress = |phase: Phase, done: u64, total: u64| match phase {
         Phase::Write => {
@@ -22,11 +25,18 @@ pub fn flash(o: &Options, rep: &Reporter) -> Result<Report> {
                 s.done("written and synced");
             }
             let mut v = verify.lock().unwrap_or_else(|e| e.into_inner());
-            v.get_or_insert_with(|| rep.stage("verify", "reading back every written range")).bytes(done, total);
+            v.get_or_insert_with(|| rep.stage("verify", "reading back every written range"))
+                .bytes(done, total);
         }
     };
     let cancelled = || crate::interrupt::interrupted();
-    let r = flypack_contracts::flash::flash(o, &Hooks { progress: &progress, cancelled: &cancelled })?;
+    let r = flypack_contracts::flash::flash(
+        o,
+        &Hooks {
+            progress: &progress,
+            cancelled: &cancelled,
+        },
+    )?;
     if let Some(s) = write.lock().unwrap_or_else(|e| e.into_inner()).take() {
         s.done("written and synced");
     }

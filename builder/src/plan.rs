@@ -76,6 +76,8 @@ pub struct Plan {
     pub outputs: OutputsPlan,
     /// The container stack, if the profile has one.
     pub stack: Option<StackPlan>,
+    /// USB installer settings.
+    pub installer: crate::profile::Installer,
     /// Digest of every input that decides the image's content (not the
     /// random identifiers).
     pub digest: String,
@@ -235,6 +237,8 @@ pub struct OutputsPlan {
     pub sums: PathBuf,
     /// The block map (bmaptool format).
     pub bmap: PathBuf,
+    /// The USB installer image and its block map, if the profile asks for it.
+    pub installer: Option<(PathBuf, PathBuf)>,
     /// zstd-compressed image, if asked for.
     pub zst: Option<PathBuf>,
     /// qcow2 image, if asked for.
@@ -295,6 +299,10 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         manifest: out(".manifest.json"),
         sums: opts.out_dir.join("SHA256SUMS"),
         bmap: out(".bmap"),
+        installer: profile
+            .installer
+            .enabled
+            .then(|| (out("-installer.img"), out("-installer.bmap"))),
         zst: profile.outputs.formats.contains(&Format::Zst).then(|| out(".img.zst")),
         qcow2: profile.outputs.formats.contains(&Format::Qcow2).then(|| out(".qcow2")),
     };
@@ -316,7 +324,11 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         )
         .part("name", &name)
         .part("unit-defaults", &profile.unit_defaults)
-        .part("fleet", profile.fleet.as_deref().unwrap_or(""));
+        .part("fleet", profile.fleet.as_deref().unwrap_or(""))
+        .part(
+            "installer",
+            serde_json::to_vec(&profile.installer).context("serialising installer")?,
+        );
     for o in &overlays {
         h.part("overlay", &o.digest);
     }
@@ -351,6 +363,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         disk,
         outputs,
         stack,
+        installer: profile.installer.clone(),
         digest: h.finish(),
     })
 }

@@ -259,6 +259,50 @@ pub struct RawProfile {
     /// The container stack firstboot brings up.
     #[serde(default)]
     pub stack: Option<RawStack>,
+    /// The USB installer image.
+    #[serde(default)]
+    pub installer: Installer,
+}
+
+/// `[installer]`: `NAME-installer.img`, a USB stick that images a server's
+/// internal disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Installer {
+    /// Build it.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Which disk, when the unit config names none: `only`, `smallest`, `largest`.
+    #[serde(default = "only")]
+    pub choose: String,
+    /// USB disks may be targets too.
+    #[serde(default)]
+    pub allow_usb: bool,
+    /// A disk holding a filesystem may be overwritten.
+    #[serde(default)]
+    pub allow_wipe: bool,
+    /// Seconds to cancel at the console before writing.
+    #[serde(default = "ten")]
+    pub cancel_seconds: u32,
+}
+
+impl Default for Installer {
+    fn default() -> Self {
+        Installer {
+            enabled: false,
+            choose: only(),
+            allow_usb: false,
+            allow_wipe: false,
+            cancel_seconds: ten(),
+        }
+    }
+}
+
+fn only() -> String {
+    "only".into()
+}
+fn ten() -> u32 {
+    10
 }
 
 /// `[stack]`: a compose file and where its images come from.
@@ -522,6 +566,8 @@ pub struct Profile {
     pub outputs: Outputs,
     /// The container stack.
     pub stack: Option<Stack>,
+    /// The USB installer.
+    pub installer: Installer,
 }
 
 /// Validated `[debian]`.
@@ -852,6 +898,21 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
             ),
         );
     }
+    if !matches!(raw.installer.choose.as_str(), "only" | "smallest" | "largest") {
+        err(
+            "installer.choose",
+            format!(
+                "{:?}: expected \"only\", \"smallest\" or \"largest\"",
+                raw.installer.choose
+            ),
+        );
+    }
+    if raw.installer.cancel_seconds > 300 {
+        err(
+            "installer.cancel_seconds",
+            format!("{}: expected at most 300", raw.installer.cancel_seconds),
+        );
+    }
     if raw.boot.timeout > 60 {
         err(
             "boot.timeout",
@@ -977,6 +1038,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         boot: raw.boot,
         outputs: raw.outputs,
         stack,
+        installer: raw.installer,
     })
 }
 

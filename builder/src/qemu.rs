@@ -59,6 +59,38 @@ impl std::str::FromStr for Forward {
     }
 }
 
+/// An internal disk: a raw file, with the serial number the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraDisk {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Serial number (lsblk SERIAL in the guest).
+    pub serial: Option<String>,
+}
+
+impl std::str::FromStr for ExtraDisk {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (path, serial) = match s.rsplit_once(':') {
+            Some((p, ser)) if !ser.contains('/') && !p.is_empty() => (p, Some(ser)),
+            _ => (s, None),
+        };
+        if let Some(ser) = serial
+            && (ser.is_empty()
+                || ser.len() > 20
+                || !ser.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(format!(
+                "{s:?}: the serial after ':' must be 1-20 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        Ok(ExtraDisk {
+            path: PathBuf::from(path),
+            serial: serial.map(String::from),
+        })
+    }
+}
+
 /// Where the second (media) NIC is plugged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaNet {
@@ -93,6 +125,11 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     /// Extra raw disk images attached as USB sticks.
     pub usb_disks: Vec<PathBuf>,
+    /// The image is a USB installer: attach it as a USB stick, booted only
+    /// when the internal disks hold nothing bootable.
+    pub boot_usb: bool,
+    /// Internal disks (raw files), booted before the image when `boot_usb`.
+    pub disks: Vec<ExtraDisk>,
 }
 
 /// A running VM. Dropping it kills QEMU.
@@ -107,6 +144,9 @@ pub struct Vm {
     pub tail: std::collections::VecDeque<String>,
     started: Instant,
     accel: Accel,
+    /// Stop waiting when a console line contains this.
+    pub until: Option<String>,
+    until_hit: Option<String>,
 }
 
 /// How waiting ended.
@@ -118,6 +158,8 @@ pub enum Outcome {
     Exited(std::process::ExitStatus),
     /// Time ran out.
     Timeout,
+    /// A console line contained the text asked for ([`Vm::until`]).
+    Line(String),
 }
 
 fn resolve_accel(a: Accel) -> Accel {
@@ -189,6 +231,8 @@ impl Vm {
             tail: Default::default(),
             started: Instant::now(),
             accel,
+            until: None,
+            until_hit: None,
         })
     }
 
@@ -226,6 +270,12 @@ impl Vm {
             {
                 *found = Some(s);
             }
+            if self.until_hit.is_none()
+                && let Some(u) = &self.until
+                && line.contains(u.as_str())
+            {
+                self.until_hit = Some(line.clone());
+            }
             if self.tail.len() == 200 {
                 self.tail.pop_front();
             }
@@ -241,6 +291,9 @@ impl Vm {
         loop {
             let mut found = None;
             self.poll(echo, &mut found)?;
+            if let Some(l) = self.until_hit.take() {
+                return Ok(Outcome::Line(l));
+            }
             if let (Some(s), Some(_)) = (found, timeout) {
                 return Ok(Outcome::Ready(Box::new(s)));
             }
@@ -338,9 +391,37 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
         "virtio-rng-pci".into(),
         "-drive".into(),
         format!("if=none,id=disk0,format=qcow2,file={},discard=unmap", overlay.display()),
-        "-device".into(),
-        "virtio-blk-pci,drive=disk0,bootindex=1".into(),
     ];
+    let usb = cfg.boot_usb || !cfg.usb_disks.is_empty();
+    if usb {
+        a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
+    }
+    a.extend([
+        "-device".into(),
+        if cfg.boot_usb {
+            // Like a server set to boot its disks first: the stick boots
+            // while the disks are blank, the installed disk afterwards.
+            format!(
+                "usb-storage,bus=xhci.0,drive=disk0,removable=on,bootindex={}",
+                cfg.disks.len() + 1
+            )
+        } else {
+            "virtio-blk-pci,drive=disk0,bootindex=1".into()
+        },
+    ]);
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let boot = if cfg.boot_usb { i + 1 } else { i + 2 };
+        let mut dev = format!("virtio-blk-pci,drive=hd{i},bootindex={boot}");
+        if let Some(ser) = &d.serial {
+            dev.push_str(&format!(",serial={ser}"));
+        }
+        a.extend([
+            "-drive".into(),
+            format!("if=none,id=hd{i},format=raw,file={},discard=unmap", d.path.display()),
+            "-device".into(),
+            dev,
+        ]);
+    }
     let mut user = "user,id=mgmt".to_string();
     for f in &cfg.forwards {
         user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
@@ -362,7 +443,6 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
         "virtio-net-pci,netdev=media,mac=52:54:00:f1:00:02".into(),
     ]);
     if !cfg.usb_disks.is_empty() {
-        a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
         for (i, d) in cfg.usb_disks.iter().enumerate() {
             a.extend([
                 "-drive".into(),
@@ -413,6 +493,58 @@ mod tests {
     }
 
     #[test]
+    fn extra_disks_parse() {
+        let d: ExtraDisk = "/t/a.raw:SER-1".parse().unwrap();
+        assert_eq!(
+            d,
+            ExtraDisk {
+                path: "/t/a.raw".into(),
+                serial: Some("SER-1".into())
+            }
+        );
+        let d: ExtraDisk = "/t/a.raw".parse().unwrap();
+        assert_eq!(d.serial, None);
+        assert!(
+            "/t/a.raw:bad serial"
+                .parse::<ExtraDisk>()
+                .unwrap_err()
+                .contains("serial")
+        );
+    }
+
+    #[test]
+    fn installer_boots_after_the_disks() {
+        let cfg = VmConfig {
+            image: "/i/flypack-installer.img".into(),
+            firmware: Firmware::Bios,
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            cpus: 2,
+            disk_size: None,
+            overlay: None,
+            forwards: vec![],
+            media: MediaNet::Isolated,
+            console_log: "/l/console.log".into(),
+            usb_disks: vec![],
+            boot_usb: true,
+            disks: vec!["/t/a.raw:A1".parse().unwrap(), "/t/b.raw".parse().unwrap()],
+        };
+        let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
+            .unwrap()
+            .join(" ");
+        assert!(
+            a.contains("-device usb-storage,bus=xhci.0,drive=disk0,removable=on,bootindex=3"),
+            "{a}"
+        );
+        assert!(
+            a.contains("file=/t/a.raw,discard=unmap -device virtio-blk-pci,drive=hd0,bootindex=1,serial=A1"),
+            "{a}"
+        );
+        assert!(a.contains("-device virtio-blk-pci,drive=hd1,bootindex=2 "), "{a}");
+        assert!(a.find("qemu-xhci").unwrap() < a.find("usb-storage").unwrap(), "{a}");
+    }
+
+    #[test]
     fn args_golden_bios() {
         let cfg = VmConfig {
             image: "/i/flypack.img".into(),
@@ -426,6 +558,8 @@ mod tests {
             media: MediaNet::Isolated,
             console_log: "/l/console.log".into(),
             usb_disks: vec![],
+            boot_usb: false,
+            disks: vec![],
         };
         let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
             .unwrap()

@@ -12,7 +12,10 @@ pub fn root_source(mountinfo: &str) -> Result<PathBuf> {
         if fields.len() < 5 || fields[4] != "/" {
             continue;
         }
-        let sep = fields.iter().position(|f| *f == "-").context("malformed mountinfo line")?;
+        let sep = fields
+            .iter()
+            .position(|f| *f == "-")
+            .context("malformed mountinfo line")?;
         let source = fields.get(sep + 2).context("malformed mountinfo line")?;
         return Ok(PathBuf::from(source));
     }
@@ -22,15 +25,29 @@ pub fn root_source(mountinfo: &str) -> Result<PathBuf> {
 /// The whole disk and the partition number of a partition device, from sysfs.
 pub fn disk_and_partition(sys_block: &Path, dev: &Path) -> Result<(PathBuf, u32)> {
     let dev = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf());
-    let name = dev.file_name().context("device has no name")?.to_string_lossy().into_owned();
+    let name = dev
+        .file_name()
+        .context("device has no name")?
+        .to_string_lossy()
+        .into_owned();
     let part_dir = sys_block.join(&name);
     let n: u32 = std::fs::read_to_string(part_dir.join("partition"))
-        .with_context(|| format!("{} is not a partition (no {}/partition)", dev.display(), part_dir.display()))?
+        .with_context(|| {
+            format!(
+                "{} is not a partition (no {}/partition)",
+                dev.display(),
+                part_dir.display()
+            )
+        })?
         .trim()
         .parse()
         .context("parsing the partition number")?;
     let parent = std::fs::canonicalize(part_dir.join("..")).context("finding the partition's disk")?;
-    let disk = parent.file_name().context("disk has no name")?.to_string_lossy().into_owned();
+    let disk = parent
+        .file_name()
+        .context("disk has no name")?
+        .to_string_lossy()
+        .into_owned();
     Ok((PathBuf::from("/dev").join(disk), n))
 }
 
@@ -66,7 +83,12 @@ pub fn mounts_of(mountinfo: &str, numbers: &[String]) -> Vec<String> {
 
 /// Size of a block device in bytes, from sysfs.
 pub fn size_bytes(name: &str) -> Option<u64> {
-    std::fs::read_to_string(Path::new("/sys/class/block").join(name).join("size")).ok()?.trim().parse::<u64>().ok().map(|s| s * 512)
+    std::fs::read_to_string(Path::new("/sys/class/block").join(name).join("size"))
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s * 512)
 }
 
 #[cfg(test)]

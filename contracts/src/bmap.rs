@@ -60,7 +60,10 @@ impl Bmap {
     }
     /// Bytes of data the map says to write.
     pub fn mapped_bytes(&self) -> u64 {
-        self.ranges.iter().map(|r| r.len(self.block_size).min(self.image_size - r.offset(self.block_size))).sum()
+        self.ranges
+            .iter()
+            .map(|r| r.len(self.block_size).min(self.image_size - r.offset(self.block_size)))
+            .sum()
     }
 
     /// The map as bmaptool's XML.
@@ -75,12 +78,19 @@ impl Bmap {
             s.push_str(&format!("    <ImageSize> {} </ImageSize>\n", self.image_size));
             s.push_str(&format!("    <BlockSize> {} </BlockSize>\n", self.block_size));
             s.push_str(&format!("    <BlocksCount> {} </BlocksCount>\n", self.blocks()));
-            s.push_str(&format!("    <MappedBlocksCount> {} </MappedBlocksCount>\n", self.mapped_blocks()));
+            s.push_str(&format!(
+                "    <MappedBlocksCount> {} </MappedBlocksCount>\n",
+                self.mapped_blocks()
+            ));
             s.push_str("    <ChecksumType> sha256 </ChecksumType>\n");
             s.push_str(&format!("    <BmapFileChecksum> {checksum} </BmapFileChecksum>\n"));
             s.push_str("    <BlockMap>\n");
             for r in &self.ranges {
-                let span = if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) };
+                let span = if r.first == r.last {
+                    r.first.to_string()
+                } else {
+                    format!("{}-{}", r.first, r.last)
+                };
                 s.push_str(&format!("        <Range chksum=\"{}\"> {span} </Range>\n", r.sha256));
             }
             s.push_str("    </BlockMap>\n</bmap>\n");
@@ -112,7 +122,10 @@ impl Bmap {
         let image_size: u64 = field("ImageSize")?.parse().context("ImageSize")?;
         let block_size: u64 = field("BlockSize")?.parse().context("BlockSize")?;
         if field("ChecksumType")? != "sha256" {
-            bail!("block map checksum type {:?}: only sha256 is supported", field("ChecksumType")?);
+            bail!(
+                "block map checksum type {:?}: only sha256 is supported",
+                field("ChecksumType")?
+            );
         }
         let declared = field("BmapFileChecksum")?;
         let zeroed = text.replacen(&declared, &"0".repeat(declared.len()), 1);
@@ -120,7 +133,10 @@ impl Bmap {
         if actual != declared {
             bail!("the block map is corrupt: its checksum is {declared}, its content hashes to {actual}");
         }
-        let map = root.children().find(|n| n.has_tag_name("BlockMap")).context("the block map has no <BlockMap>")?;
+        let map = root
+            .children()
+            .find(|n| n.has_tag_name("BlockMap"))
+            .context("the block map has no <BlockMap>")?;
         let mut ranges = Vec::new();
         for r in map.children().filter(|n| n.has_tag_name("Range")) {
             let span = r.text().unwrap_or("").trim();
@@ -130,9 +146,17 @@ impl Bmap {
             if last < first || first * block_size >= image_size {
                 bail!("range {span:?} is outside the image");
             }
-            ranges.push(Range { first, last, sha256: r.attribute("chksum").unwrap_or("").to_string() });
+            ranges.push(Range {
+                first,
+                last,
+                sha256: r.attribute("chksum").unwrap_or("").to_string(),
+            });
         }
-        Ok(Bmap { image_size, block_size, ranges })
+        Ok(Bmap {
+            image_size,
+            block_size,
+            ranges,
+        })
     }
 }
 
@@ -150,7 +174,8 @@ pub fn map_file(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<(Bmap
             Err(rustix::io::Errno::NXIO) => break,
             Err(e) => return Err(e).with_context(|| format!("SEEK_DATA in {}", path.display())),
         };
-        let hole = rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(data)).with_context(|| format!("SEEK_HOLE in {}", path.display()))?;
+        let hole = rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(data))
+            .with_context(|| format!("SEEK_HOLE in {}", path.display()))?;
         let first = data / BLOCK;
         let last = (hole.min(size) - 1) / BLOCK;
         match spans.last_mut() {
@@ -178,14 +203,19 @@ pub fn map_file(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<(Bmap
         let mut left = end - start;
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
-            f.read_exact(&mut buf[..n]).with_context(|| format!("reading {}", path.display()))?;
+            f.read_exact(&mut buf[..n])
+                .with_context(|| format!("reading {}", path.display()))?;
             h.update(&buf[..n]);
             whole.update(&buf[..n]);
             left -= n as u64;
         }
         at = end;
         progress(at, size);
-        ranges.push(Range { first, last, sha256: hex::encode(h.finalize()) });
+        ranges.push(Range {
+            first,
+            last,
+            sha256: hex::encode(h.finalize()),
+        });
     }
     while at < size {
         let n = (size - at).min(zeros.len() as u64) as usize;
@@ -193,7 +223,14 @@ pub fn map_file(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<(Bmap
         at += n as u64;
     }
     progress(size, size);
-    Ok((Bmap { image_size: size, block_size: BLOCK, ranges }, hex::encode(whole.finalize())))
+    Ok((
+        Bmap {
+            image_size: size,
+            block_size: BLOCK,
+            ranges,
+        },
+        hex::encode(whole.finalize()),
+    ))
 }
 
 #[cfg(test)]
@@ -221,6 +258,11 @@ mod tests {
         let xml = map.to_xml();
         assert_eq!(Bmap::parse(&xml).unwrap(), map);
         let tampered = xml.replacen("<Range chksum=\"", "<Range chksum=\"f", 1);
-        assert!(Bmap::parse(&tampered).unwrap_err().to_string().contains("the block map is corrupt"));
+        assert!(
+            Bmap::parse(&tampered)
+                .unwrap_err()
+                .to_string()
+                .contains("the block map is corrupt")
+        );
     }
 }

@@ -53,7 +53,9 @@ pub struct Report {
 
 fn is_zstd(path: &Path) -> Result<bool> {
     let mut m = [0u8; 4];
-    let n = File::open(path).with_context(|| format!("opening {}", path.display()))?.read(&mut m)?;
+    let n = File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .read(&mut m)?;
     Ok(n == 4 && m == [0x28, 0xb5, 0x2f, 0xfd])
 }
 
@@ -64,13 +66,18 @@ pub fn find_bmap(image: &Path, given: Option<&Path>) -> Result<Option<Bmap>> {
         None => {
             let s = image.display().to_string();
             let base = s.trim_end_matches(".zst").trim_end_matches(".img");
-            vec![PathBuf::from(format!("{base}.bmap")), PathBuf::from(format!("{s}.bmap"))]
+            vec![
+                PathBuf::from(format!("{base}.bmap")),
+                PathBuf::from(format!("{s}.bmap")),
+            ]
         }
     };
     for c in &candidates {
         if c.is_file() {
             let text = std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
-            return Ok(Some(Bmap::parse(&text).with_context(|| format!("block map {}", c.display()))?));
+            return Ok(Some(
+                Bmap::parse(&text).with_context(|| format!("block map {}", c.display()))?,
+            ));
         }
     }
     if let Some(p) = given {
@@ -87,15 +94,24 @@ fn open_target(target: &Path, need: u64, allow_large: bool) -> Result<(File, boo
         if meta.as_ref().is_ok_and(|m| !m.is_file()) {
             bail!("{} is neither a block device nor a regular file", target.display());
         }
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(target).with_context(|| format!("opening {}", target.display()))?;
-        f.set_len(need).with_context(|| format!("sizing {}", target.display()))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(target)
+            .with_context(|| format!("opening {}", target.display()))?;
+        f.set_len(need)
+            .with_context(|| format!("sizing {}", target.display()))?;
         return Ok((f, false));
     }
     let canon = std::fs::canonicalize(target)?;
     let name = canon.file_name().context("device name")?.to_string_lossy().into_owned();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
     let system = blockdev::root_source(&mountinfo).ok().map(|root| {
-        let disk = blockdev::disk_and_partition(Path::new("/sys/class/block"), &root).map(|(d, _)| d).unwrap_or(root.clone());
+        let disk = blockdev::disk_and_partition(Path::new("/sys/class/block"), &root)
+            .map(|(d, _)| d)
+            .unwrap_or(root.clone());
         (std::fs::canonicalize(&disk).unwrap_or(disk), root)
     });
     let facts = DeviceFacts {
@@ -107,7 +123,11 @@ fn open_target(target: &Path, need: u64, allow_large: bool) -> Result<(File, boo
         swap: std::fs::read_to_string("/proc/swaps")
             .unwrap_or_default()
             .lines()
-            .any(|l| l.split_whitespace().next().is_some_and(|d| d.starts_with(&canon.display().to_string()))),
+            .any(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|d| d.starts_with(&canon.display().to_string()))
+            }),
         size: blockdev::size_bytes(&name).context("reading the device size")?,
     };
     if let Some(why) = refusal(&facts, need, allow_large) {
@@ -119,7 +139,16 @@ fn open_target(target: &Path, need: u64, allow_large: bool) -> Result<(File, boo
         .write(true)
         .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
         .open(target)
-        .map_err(|e| if e.raw_os_error() == Some(16) { anyhow::anyhow!("{} is busy (in use by the kernel or a program): close what uses it", target.display()) } else { anyhow::Error::new(e).context(format!("opening {}", target.display())) })?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(16) {
+                anyhow::anyhow!(
+                    "{} is busy (in use by the kernel or a program): close what uses it",
+                    target.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("opening {}", target.display()))
+            }
+        })?;
     Ok((f, true))
 }
 
@@ -158,7 +187,11 @@ pub fn refusal(f: &DeviceFacts, need: u64, allow_large: bool) -> Option<String> 
         ));
     }
     if !f.mounted_at.is_empty() {
-        return Some(format!("is mounted at {}: unmount it first (umount {})", f.mounted_at.join(", "), f.mounted_at.join(" ")));
+        return Some(format!(
+            "is mounted at {}: unmount it first (umount {})",
+            f.mounted_at.join(", "),
+            f.mounted_at.join(" ")
+        ));
     }
     if f.swap {
         return Some("is used for swap: swapoff it first".into());
@@ -167,7 +200,10 @@ pub fn refusal(f: &DeviceFacts, need: u64, allow_large: bool) -> Option<String> 
         return Some(format!("is {} but the image needs {}", human(f.size), human(need)));
     }
     if f.size > LARGE && !allow_large {
-        return Some(format!("is {}, far larger than a USB stick: if it really is the target, pass --allow-large", human(f.size)));
+        return Some(format!(
+            "is {}, far larger than a USB stick: if it really is the target, pass --allow-large",
+            human(f.size)
+        ));
     }
     None
 }
@@ -177,7 +213,10 @@ pub fn refusal(f: &DeviceFacts, need: u64, allow_large: bool) -> Option<String> 
 enum Source {
     // Both variants are Send: the reader thread owns the source.
     Raw(File),
-    Zstd { dec: zstd::stream::read::Decoder<'static, io::BufReader<File>>, pos: u64 },
+    Zstd {
+        dec: zstd::stream::read::Decoder<'static, io::BufReader<File>>,
+        pos: u64,
+    },
 }
 
 impl Source {
@@ -222,7 +261,10 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
     let zst = is_zstd(&o.image)?;
     let map = match find_bmap(&o.image, o.bmap.as_deref())? {
         Some(m) => m,
-        None if zst => bail!("{} is compressed and has no block map beside it: give --bmap", o.image.display()),
+        None if zst => bail!(
+            "{} is compressed and has no block map beside it: give --bmap",
+            o.image.display()
+        ),
         None => {
             tracing::info!("no block map beside the image: mapping it now");
             bmap::map_file(&o.image, |_, _| {})?.0
@@ -231,12 +273,20 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
     if !zst {
         let len = std::fs::metadata(&o.image)?.len();
         if len != map.image_size {
-            bail!("the block map is for a {} image, {} is {}: wrong map?", map.image_size, o.image.display(), len);
+            bail!(
+                "the block map is for a {} image, {} is {}: wrong map?",
+                map.image_size,
+                o.image.display(),
+                len
+            );
         }
     }
     let (mut target, is_dev) = open_target(&o.target, map.image_size, o.allow_large)?;
     let mut src = if zst {
-        Source::Zstd { dec: zstd::stream::read::Decoder::new(File::open(&o.image)?)?, pos: 0 }
+        Source::Zstd {
+            dec: zstd::stream::read::Decoder::new(File::open(&o.image)?)?,
+            pos: 0,
+        }
     } else {
         Source::Raw(File::open(&o.image)?)
     };
@@ -278,26 +328,39 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
             head.push((at, buf[..cut].to_vec()));
             if cut < n {
                 target.seek(SeekFrom::Start(at + cut as u64))?;
-                target.write_all(&buf[cut..n]).with_context(|| format!("writing {}", o.target.display()))?;
+                target
+                    .write_all(&buf[cut..n])
+                    .with_context(|| format!("writing {}", o.target.display()))?;
             }
         } else {
             target.seek(SeekFrom::Start(at))?;
-            target.write_all(&buf).with_context(|| format!("writing {}", o.target.display()))?;
+            target
+                .write_all(&buf)
+                .with_context(|| format!("writing {}", o.target.display()))?;
         }
         done += n as u64;
         (hooks.progress)(Phase::Write, done, total);
         if (hooks.cancelled)() {
-            bail!("interrupted: {} holds a partial image (its first MiB was not written, so it does not boot)", o.target.display());
+            bail!(
+                "interrupted: {} holds a partial image (its first MiB was not written, so it does not boot)",
+                o.target.display()
+            );
         }
     }
     // The reader only ends by finishing or failing (its error came through the channel).
     let _ = reader.join();
-    target.sync_data().with_context(|| format!("syncing {}", o.target.display()))?;
+    target
+        .sync_data()
+        .with_context(|| format!("syncing {}", o.target.display()))?;
     for (at, bytes) in &head {
         target.seek(SeekFrom::Start(*at))?;
-        target.write_all(bytes).with_context(|| format!("writing {}", o.target.display()))?;
+        target
+            .write_all(bytes)
+            .with_context(|| format!("writing {}", o.target.display()))?;
     }
-    target.sync_all().with_context(|| format!("syncing {}", o.target.display()))?;
+    target
+        .sync_all()
+        .with_context(|| format!("syncing {}", o.target.display()))?;
     let write_seconds = t0.elapsed().as_secs_f64();
     if let Some(f) = std::env::var("FLYPACK_FAULT").ok().filter(|f| f == "flash:corrupt") {
         // Test hook: damage one written byte behind our back.
@@ -381,7 +444,13 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a verify thread panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a verify thread panicked")))
+            })
+            .collect()
     });
     for r in results {
         r?;
@@ -393,13 +462,21 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
         let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
         for (p, name) in [(&o.unit, crate::seed::UNIT_FILE), (&o.fleet, crate::seed::FLEET_FILE)] {
             if let Some(p) = p {
-                files.push((name, std::fs::read(p).with_context(|| format!("reading {}", p.display()))?));
+                files.push((
+                    name,
+                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                ));
             }
         }
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
         crate::seed::write(&o.target, off, len, &refs, &[])?;
     }
-    Ok(Report { written: done, ranges: map.ranges.len(), write_seconds, verify_seconds })
+    Ok(Report {
+        written: done,
+        ranges: map.ranges.len(),
+        write_seconds,
+        verify_seconds,
+    })
 }
 
 /// A page-aligned buffer (O_DIRECT reads need one).
@@ -442,19 +519,64 @@ mod tests {
         let need = 4 << 30;
         assert_eq!(refusal(&stick(), need, false), None);
         let cases: Vec<(DeviceFacts, bool, &str)> = vec![
-            (DeviceFacts { target: "/dev/nvme0n1".into(), ..stick() }, true, "holds the running system (/ is on /dev/nvme0n1p2)"),
-            (DeviceFacts { is_partition: true, ..stick() }, false, "is a partition"),
-            (DeviceFacts { mounted_at: vec!["/media/stick".into()], ..stick() }, false, "is mounted at /media/stick"),
+            (
+                DeviceFacts {
+                    target: "/dev/nvme0n1".into(),
+                    ..stick()
+                },
+                true,
+                "holds the running system (/ is on /dev/nvme0n1p2)",
+            ),
+            (
+                DeviceFacts {
+                    is_partition: true,
+                    ..stick()
+                },
+                false,
+                "is a partition",
+            ),
+            (
+                DeviceFacts {
+                    mounted_at: vec!["/media/stick".into()],
+                    ..stick()
+                },
+                false,
+                "is mounted at /media/stick",
+            ),
             (DeviceFacts { swap: true, ..stick() }, false, "swap"),
-            (DeviceFacts { size: 2 << 30, ..stick() }, false, "the image needs"),
-            (DeviceFacts { size: 1 << 40, ..stick() }, false, "far larger than a USB stick"),
+            (
+                DeviceFacts {
+                    size: 2 << 30,
+                    ..stick()
+                },
+                false,
+                "the image needs",
+            ),
+            (
+                DeviceFacts {
+                    size: 1 << 40,
+                    ..stick()
+                },
+                false,
+                "far larger than a USB stick",
+            ),
         ];
         for (f, allow, words) in cases {
             let why = refusal(&f, need, allow).unwrap_or_else(|| panic!("{f:?} accepted"));
-        assert!(!why.is_empty());
+            assert!(!why.is_empty());
             assert!(why.contains(words), "{why}");
         }
-        assert_eq!(refusal(&DeviceFacts { size: 1 << 40, ..stick() }, need, true), None);
+        assert_eq!(
+            refusal(
+                &DeviceFacts {
+                    size: 1 << 40,
+                    ..stick()
+                },
+                need,
+                true
+            ),
+            None
+        );
     }
 
     #[test]
@@ -463,7 +585,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("x.img"), b"").unwrap();
         assert!(find_bmap(&d.path().join("x.img"), None).unwrap().is_none());
-        let map = bmap::Bmap { image_size: 8192, block_size: 4096, ranges: vec![bmap::Range { first: 0, last: 0, sha256: "ab".into() }] };
+        let map = bmap::Bmap {
+            image_size: 8192,
+            block_size: 4096,
+            ranges: vec![bmap::Range {
+                first: 0,
+                last: 0,
+                sha256: "ab".into(),
+            }],
+        };
         std::fs::write(d.path().join("x.bmap"), map.to_xml()).unwrap();
         assert_eq!(find_bmap(&d.path().join("x.img.zst"), None).unwrap(), Some(map.clone()));
         assert_eq!(find_bmap(&d.path().join("x.img"), None).unwrap(), Some(map));

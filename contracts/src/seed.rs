@@ -25,12 +25,22 @@ pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
         .with_context(|| format!("reading the partition table of {}", image.display()))?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
     let Some(p) = v["partitiontable"]["partitions"].get(PART_SEED as usize - 1) else {
-        bail!("{} is not a Flypack image: it has no partition {PART_SEED}", image.display());
+        bail!(
+            "{} is not a Flypack image: it has no partition {PART_SEED}",
+            image.display()
+        );
     };
     if p["name"].as_str() != Some(NAME_SEED) {
-        bail!("{} is not a Flypack image: partition {PART_SEED} is {:?}, expected {NAME_SEED:?}", image.display(), p["name"]);
+        bail!(
+            "{} is not a Flypack image: partition {PART_SEED} is {:?}, expected {NAME_SEED:?}",
+            image.display(),
+            p["name"]
+        );
     }
-    let (start, size) = (p["start"].as_u64().context("start")?, p["size"].as_u64().context("size")?);
+    let (start, size) = (
+        p["start"].as_u64().context("start")?,
+        p["size"].as_u64().context("size")?,
+    );
     Ok((start * SECTOR, size * SECTOR))
 }
 
@@ -124,6 +134,18 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
         out.fleet = Some(read_text(e)?);
     }
     Ok(out)
+}
+
+/// Reads one top-level text file of the seed, if it is there.
+pub fn read_file(path: &Path, offset: u64, len: u64, name: &str) -> Result<Option<String>> {
+    let f = File::open(path).with_context(|| format!("opening seed {}", path.display()))?;
+    let slice = StreamSlice::new(ReadOnly(f), offset, offset + len).context("seed partition bounds")?;
+    let fs = fatfs::FileSystem::new(BufStream::new(slice), fatfs::FsOptions::new())
+        .with_context(|| format!("{} holds no FAT filesystem at offset {offset}", path.display()))?;
+    match find(&fs.root_dir(), name)? {
+        Some(e) => read_text(e).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Writes files into the seed FAT filesystem at `offset..offset+len` of the

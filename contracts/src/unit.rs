@@ -385,6 +385,30 @@ pub struct SrtStream {
     pub stats_file: String,
 }
 
+/// Which internal disk the USB installer writes (first rule that is set wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskRule {
+    /// Disk serial number (lsblk SERIAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// World wide name (lsblk WWN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// Model (lsblk MODEL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// `[install]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Install {
+    /// The disk to install on.
+    #[serde(default)]
+    pub disk: DiskRule,
+}
+
 /// A QA waiver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -483,6 +507,9 @@ pub struct RawUnit {
     /// SRT streams to monitor.
     #[serde(default)]
     pub srt: Vec<SrtStream>,
+    /// What the USB installer does for this unit.
+    #[serde(default)]
+    pub install: Install,
     /// QA thresholds and waivers.
     #[serde(default)]
     pub qa: Qa,

@@ -45,6 +45,25 @@ pub enum Command {
     Network(NetworkArgs),
     /// The container stack: bring it up (idempotent) or show its services.
     Stack(StackArgs),
+    /// USB installer (on the installer stick): choose the internal disk by the
+    /// rules, write the appliance image onto it, verify, reboot into it.
+    Install(InstallArgs),
+}
+
+/// `firstboot install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The installer's settings, written by the builder.
+    #[arg(long, default_value = crate::install::SETTINGS, value_name = "FILE")]
+    pub settings: PathBuf,
+
+    /// Only show which disk would be written and why.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not reboot when done.
+    #[arg(long)]
+    pub no_reboot: bool,
 }
 
 /// `firstboot stack`.

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod install;
 pub mod journal;
 pub mod netfiles;
 pub mod netlink;
@@ -39,6 +40,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Qa(a) => qa_cmd(&root, &a),
         cli::Command::Network(a) => cmd_network::run(&root, &a, seed),
         cli::Command::Stack(a) => stack_cmd(&root, &a),
+        cli::Command::Install(a) => install::run(&root, &a.settings, a.dry_run, a.no_reboot),
     }
 }
 

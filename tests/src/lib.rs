@@ -524,11 +524,22 @@ pub fn default_profile_text(overlays: Option<&[&Path]>) -> String {
     };
     std::fs::read_to_string(images.join("flypack.toml"))
         .expect("the default profile")
-        .replace("preseed = \"flypack.preseed\"", &format!("preseed = {}", q(images.join("flypack.preseed"))))
-        .replace("unit_defaults = \"flypack.unit.toml\"", &format!("unit_defaults = {}", q(images.join("flypack.unit.toml"))))
+        .replace(
+            "preseed = \"flypack.preseed\"",
+            &format!("preseed = {}", q(images.join("flypack.preseed"))),
+        )
+        .replace(
+            "unit_defaults = \"flypack.unit.toml\"",
+            &format!("unit_defaults = {}", q(images.join("flypack.unit.toml"))),
+        )
         .replace(
             "compose = \"../compose/monitoring/docker-compose.yml\"",
             &format!("compose = {}", q(repo().join("compose/monitoring/docker-compose.yml"))),
         )
-        .replace("overlays = [\"../overlays/base\"]", &format!("overlays = [{overlay_list}]"))
+        .replace(
+            "overlays = [\"../overlays/base\"]",
+            &format!("overlays = [{overlay_list}]"),
+        )
+        // Copies need no USB stick of their own: the shared image carries one.
+        .replace("[installer]\nenabled = true", "[installer]\nenabled = false")
 }

@@ -36,7 +36,14 @@ fn matches_map_except(target: &Path, map: &Bmap, skip: std::ops::Range<u64>) {
             h.update(&buf[..n]);
             left -= n as u64;
         }
-        assert_eq!(hex::encode(h.finalize()), r.sha256, "blocks {}-{} of {}", r.first, r.last, target.display());
+        assert_eq!(
+            hex::encode(h.finalize()),
+            r.sha256,
+            "blocks {}-{} of {}",
+            r.first,
+            r.last,
+            target.display()
+        );
     }
 }
 
@@ -52,7 +59,10 @@ impl Loop {
         file.as_file().set_len(size).unwrap();
         let (ok, out) = sh(Command::new("losetup").args(["--find", "--show"]).arg(file.path()));
         assert!(ok, "losetup: {out}");
-        Loop { dev: PathBuf::from(out.trim()), _file: file }
+        Loop {
+            dev: PathBuf::from(out.trim()),
+            _file: file,
+        }
     }
 }
 
@@ -88,16 +98,27 @@ fn flashing_a_file_and_a_loop_device_writes_what_the_map_says() {
     // A block device (loop), with the seed written in the same pass.
     let lo = Loop::new(6 << 30);
     let unit = repo().join("images/unit.example.toml");
-    let r = flash(&[img.path.as_os_str(), lo.dev.as_os_str(), "--unit".as_ref(), unit.as_os_str()]);
+    let r = flash(&[
+        img.path.as_os_str(),
+        lo.dev.as_os_str(),
+        "--unit".as_ref(),
+        unit.as_os_str(),
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let seed = img.part(3);
     matches_map_except(&lo.dev, &map, seed.start_bytes..seed.start_bytes + seed.size_bytes);
     let files = flypack_contracts::seed::read(&lo.dev, seed.start_bytes, seed.size_bytes).unwrap();
-    assert_eq!(files.unit.as_deref(), Some(std::fs::read_to_string(&unit).unwrap().as_str()));
+    assert_eq!(
+        files.unit.as_deref(),
+        Some(std::fs::read_to_string(&unit).unwrap().as_str())
+    );
 
     // A compressed image streams; the block map beside it is used.
     let zst = dir.path().join("copy.img.zst");
-    let (ok, out) = sh(Command::new("zstd").args(["-q", "-T0", "-1", "-o"]).arg(&zst).arg(&img.path));
+    let (ok, out) = sh(Command::new("zstd")
+        .args(["-q", "-T0", "-1", "-o"])
+        .arg(&zst)
+        .arg(&img.path));
     assert!(ok, "{out}");
     std::fs::copy(img.path.with_extension("bmap"), dir.path().join("copy.bmap")).unwrap();
     let file2 = dir.path().join("target2.img");
@@ -111,9 +132,17 @@ fn the_read_back_verify_catches_a_corruption() {
     let img = shared_image();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let file = dir.path().join("target.img");
-    let r = run(builder().env("FLYPACK_FAULT", "flash:corrupt").args(["flash"]).arg(&img.path).arg(&file));
+    let r = run(builder()
+        .env("FLYPACK_FAULT", "flash:corrupt")
+        .args(["flash"])
+        .arg(&img.path)
+        .arg(&file));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("verification failed: blocks") && r.stderr.contains("do not use it"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("verification failed: blocks") && r.stderr.contains("do not use it"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -129,7 +158,11 @@ fn mounted_and_oversized_devices_are_refused() {
     let r = flash(&[img.path.as_os_str(), lo.dev.as_os_str()]);
     let _ = Command::new("umount").arg(mnt.path()).status();
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains(&format!("is mounted at {}", mnt.path().display())), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("is mounted at {}", mnt.path().display())),
+        "{}",
+        r.stderr
+    );
     // Nothing was written: the filesystem is intact.
     let (ok, out) = sh(Command::new("e2fsck").arg("-fn").arg(&lo.dev));
     assert!(ok, "the refused device was changed: {out}");
@@ -138,7 +171,11 @@ fn mounted_and_oversized_devices_are_refused() {
     let big = Loop::new(1 << 40);
     let r = flash(&[img.path.as_os_str(), big.dev.as_os_str()]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("far larger than a USB stick") && r.stderr.contains("--allow-large"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("far larger than a USB stick") && r.stderr.contains("--allow-large"),
+        "{}",
+        r.stderr
+    );
     let r = flash(&[img.path.as_os_str(), big.dev.as_os_str(), "--allow-large".as_ref()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 

@@ -59,9 +59,19 @@ fn default_image_boots_under_bios() {
     let b = boot(&img.path, &["--firmware", "bios"], &dir.path().join("console.log"));
     assert_go(&b, "BIOS");
     // Booting never changes the image (QEMU ran on a copy-on-write overlay).
-    let sums = img.manifest.outputs.iter().find(|o| o.name == "flypack.img").unwrap().sha256.clone();
+    let sums = img
+        .manifest
+        .outputs
+        .iter()
+        .find(|o| o.name == "flypack.img")
+        .unwrap()
+        .sha256
+        .clone();
     let (ok, out) = sh(Command::new("sha256sum").arg(&img.path));
-    assert!(ok && out.starts_with(&sums), "the image changed while booting: {out} vs {sums}");
+    assert!(
+        ok && out.starts_with(&sums),
+        "the image changed while booting: {out} vs {sums}"
+    );
     // GRUB ran, and not through UEFI firmware (OVMF announces what it boots).
     assert!(b.console.contains("GNU GRUB"), "no GRUB banner on the BIOS console");
     assert!(!b.console.contains("BdsDxe: starting"), "booted through UEFI?");
@@ -86,7 +96,17 @@ fn outputs_are_consistent_and_filesystems_clean() {
     let img = shared_image();
     let out = img.path.parent().unwrap();
     // Exactly the promised outputs, nothing temporary.
-    assert_eq!(names(out), ["SHA256SUMS", "flypack.img", "flypack.manifest.json"]);
+    assert_eq!(
+        names(out),
+        [
+            "SHA256SUMS",
+            "flypack-installer.bmap",
+            "flypack-installer.img",
+            "flypack.bmap",
+            "flypack.img",
+            "flypack.manifest.json"
+        ]
+    );
     let (ok, msg) = sh(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out));
     assert!(ok, "SHA256SUMS does not match: {msg}");
 
@@ -409,7 +429,7 @@ fn interrupted_build_leaves_nothing_under_the_final_names() {
         let st = child.wait().unwrap();
         assert!(!st.success(), "{signal}: build was not interrupted");
         let left = names(&out);
-        for final_name in ["flypack.img", "flypack.manifest.json", "SHA256SUMS"] {
+        for final_name in ["flypack.img", "flypack.bmap", "flypack.manifest.json", "SHA256SUMS"] {
             assert!(
                 !left.contains(&final_name.to_string()),
                 "{signal}: {final_name} exists after an interrupted build"
@@ -423,5 +443,8 @@ fn interrupted_build_leaves_nothing_under_the_final_names() {
     // The next build sweeps what SIGKILL left and completes.
     let r = build(&profile, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(names(&out), ["SHA256SUMS", "flypack.img", "flypack.manifest.json"]);
+    assert_eq!(
+        names(&out),
+        ["SHA256SUMS", "flypack.bmap", "flypack.img", "flypack.manifest.json"]
+    );
 }

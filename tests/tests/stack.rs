@@ -284,7 +284,13 @@ fn unknown_compose_keys_are_rejected_by_validate() {
     );
     std::fs::write(&file, text).unwrap();
     let profile = default_profile_text(None).replace(
-        &format!("compose = {:?}", repo().join("compose/monitoring/docker-compose.yml").display().to_string()),
+        &format!(
+            "compose = {:?}",
+            repo()
+                .join("compose/monitoring/docker-compose.yml")
+                .display()
+                .to_string()
+        ),
         &format!("compose = {:?}", file.display().to_string()),
     );
     let p = dir.path().join("p.toml");

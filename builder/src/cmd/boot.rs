@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::cli::BootArgs;
@@ -29,13 +29,32 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         ));
         PathBuf::from(s)
     });
+    // Internal disks: created empty where missing; an installer with none
+    // gets one blank disk that lives as long as the VM.
+    let scratch = tempfile::Builder::new().prefix("flypack-disks-").tempdir()?;
+    let mut disks = args.disk.clone();
+    if args.installer && disks.is_empty() {
+        disks.push(qemu::ExtraDisk {
+            path: scratch.path().join("internal.raw"),
+            serial: Some("FLYPACK-DISK-0".into()),
+        });
+    }
+    for d in &disks {
+        if !d.path.exists() {
+            let f = std::fs::File::create_new(&d.path)
+                .with_context(|| format!("creating the disk {}", d.path.display()))?;
+            f.set_len(args.disk_gib << 30)?;
+            rep.info(&format!("{}: a blank {} GiB disk", d.path.display(), args.disk_gib));
+        }
+    }
     let cfg = VmConfig {
         image: args.image.clone(),
         firmware: args.firmware,
         accel: args.accel,
         memory_mib: args.memory,
         cpus: args.cpus,
-        disk_size: Some(args.disk_gib << 30),
+        // An installer stick keeps its size; a booted image gets a disk to grow into.
+        disk_size: (!args.installer).then_some(args.disk_gib << 30),
         overlay: args.overlay.clone(),
         forwards: args.forward.clone(),
         media: match &args.media_mcast {
@@ -44,8 +63,11 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         },
         console_log: log.clone(),
         usb_disks: args.usb.clone(),
+        boot_usb: args.installer,
+        disks,
     };
     let mut vm = Vm::start(&cfg)?;
+    vm.until = args.until.clone();
     let echo_console = !args.quiet && rep.mode() != Mode::Json;
     rep.info(&format!(
         "booting {} ({:?}, {}), console log {}",
@@ -97,6 +119,15 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
                 }
             }
             Ok(status.verdict.exit_code())
+        }
+        Outcome::Line(line) => {
+            let secs = vm.elapsed().as_secs_f64();
+            if rep.mode() == Mode::Json {
+                rep.event("until", json!({ "seconds": secs, "line": line }));
+            } else {
+                eprintln!("\nafter {secs:.1} s: {line}");
+            }
+            Ok(0)
         }
         Outcome::Exited(code) => {
             let stderr = vm.stderr();

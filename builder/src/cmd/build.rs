@@ -80,6 +80,9 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
             log: None,
             quiet: false,
             usb: vec![],
+            installer: false,
+            disk: vec![],
+            until: None,
             media_mcast: None,
         };
         return super::boot::run(&boot, rep);

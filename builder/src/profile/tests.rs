@@ -23,7 +23,13 @@ fn default_text() -> String {
         )
         .replace(
             "compose = \"../compose/monitoring/docker-compose.yml\"",
-            &format!("compose = {:?}", repo().join("compose/monitoring/docker-compose.yml").display().to_string()),
+            &format!(
+                "compose = {:?}",
+                repo()
+                    .join("compose/monitoring/docker-compose.yml")
+                    .display()
+                    .to_string()
+            ),
         )
         .replace(
             "overlays = [\"../overlays/base\"]",

@@ -33,24 +33,33 @@ pub struct Disk {
     pub image: TempPath,
 }
 
-/// Runs the stage.
+/// Runs the stage: the appliance image.
 pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
-    let stage = rep.stage("disk", "writing the partition table");
-    check_root_fits(plan, tree)?;
-    let image = TempPath::sibling(&plan.outputs.image)?;
+    build(plan, &plan.disk, &plan.outputs.image, tree, rep)
+}
+
+/// Assembles a disk image laid out as `disk` from `tree`, under a temporary
+/// name beside `final_name`.
+pub fn build(plan: &Plan, disk: &DiskPlan, final_name: &Path, tree: &Tree, rep: &Reporter) -> Result<Disk> {
+    let stage = rep.stage(
+        "disk",
+        &format!("writing the partition table of {}", final_name.display()),
+    );
+    check_root_fits(plan, disk, tree)?;
+    let image = TempPath::sibling(final_name)?;
     {
         let f = File::create(image.path()).with_context(|| format!("creating {}", image.path().display()))?;
-        f.set_len(plan.disk.size)
+        f.set_len(disk.size)
             .with_context(|| format!("sizing {}", image.path().display()))?;
     }
     let img = image.path();
-    write_table(&plan.disk, img)?;
+    write_table(disk, img)?;
 
     let work = flypack_contracts::atomic::temp_dir_in(&plan.cache_dir.join("work"), "grub")?;
     let grub_lib = Path::new(GRUB_LIB);
 
     stage.progress("making the ESP (GRUB for UEFI)");
-    let esp = plan.disk.part(PART_ESP);
+    let esp = disk.part(PART_ESP);
     mkfs_vfat(img, esp, 32)?;
     let efi = work.path().join("BOOTX64.EFI");
     grub::mkimage(Platform::Efi, grub_lib, &efi)
@@ -61,7 +70,7 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
 
     crate::interrupt::check()?;
     stage.progress("making the seed partition");
-    let seed = plan.disk.part(PART_SEED);
+    let seed = disk.part(PART_SEED);
     mkfs_vfat(img, seed, 16)?;
     let readme = work.path().join("README.TXT");
     fs::write(&readme, SEED_README.replace('\n', "\r\n")).context("writing the seed README")?;
@@ -71,7 +80,7 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
         "making the root filesystem ({})",
         indicatif::HumanBytes(tree.used_bytes)
     ));
-    mkfs_ext4(plan, img, tree)?;
+    mkfs_ext4(plan, disk, img, tree)?;
 
     crate::interrupt::check()?;
     stage.progress("installing GRUB for legacy BIOS");
@@ -79,25 +88,25 @@ pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
     grub::mkimage(Platform::Bios, grub_lib, &core)
         .run()
         .context("making GRUB's BIOS core image")?;
-    install_bios(img, &plan.disk, &grub_lib.join("i386-pc/boot.img"), &core)?;
+    install_bios(img, disk, &grub_lib.join("i386-pc/boot.img"), &core)?;
 
     stage.done(&format!(
         "{} image, root {}",
-        indicatif::HumanBytes(plan.disk.size),
-        indicatif::HumanBytes(plan.disk.part(PART_ROOT).size)
+        indicatif::HumanBytes(disk.size),
+        indicatif::HumanBytes(disk.part(PART_ROOT).size)
     ));
     Ok(Disk { image })
 }
 
-fn check_root_fits(plan: &Plan, tree: &Tree) -> Result<()> {
-    let root = plan.disk.part(PART_ROOT).size;
+fn check_root_fits(plan: &Plan, disk: &DiskPlan, tree: &Tree) -> Result<()> {
+    let root = disk.part(PART_ROOT).size;
     // ext4 overhead: inode tables (256 B per 16 KiB), journal, group
     // descriptors; plus headroom for first boot's logs and keys.
     let overhead = root / 64 + (128 << 20);
     let need = tree.used_bytes + tree.used_bytes / 20 + overhead;
     let inodes = root / 16384;
     if need > root || tree.inodes > inodes {
-        let suggest = (plan.disk.size - root + need).div_ceil(1 << 30);
+        let suggest = (disk.size - root + need).div_ceil(1 << 30);
         bail!(
             "{}: disk.size: the root filesystem needs about {} ({} of files, {} inodes) but the disk size leaves {} for it: \
              raise disk.size (e.g. to \"{}GiB\")",
@@ -225,8 +234,8 @@ pub fn mtools(img: &Path, part: &PartitionPlan, cmd: &[&str], copies: &[(&Path, 
     Ok(())
 }
 
-fn mkfs_ext4(plan: &Plan, img: &Path, tree: &Tree) -> Result<()> {
-    let part = plan.disk.part(PART_ROOT);
+fn mkfs_ext4(plan: &Plan, disk: &DiskPlan, img: &Path, tree: &Tree) -> Result<()> {
+    let part = disk.part(PART_ROOT);
     let fs = part.fs.as_ref().context("root has no filesystem")?;
     let r = Cmd::new("mkfs.ext4")
         .args(["-F", "-q", "-L"])

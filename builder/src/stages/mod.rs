@@ -3,6 +3,7 @@
 
 pub mod disk;
 pub mod images;
+pub mod installer;
 pub mod outputs;
 pub mod rootfs;
 pub mod tree;

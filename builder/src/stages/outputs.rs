@@ -38,7 +38,13 @@ pub struct Written {
 }
 
 /// Runs the stage.
-pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> Result<Written> {
+pub fn run(
+    plan: &Plan,
+    disk: Disk,
+    installer: Option<Disk>,
+    mut manifest: Manifest,
+    rep: &Reporter,
+) -> Result<Written> {
     let stage = rep.stage("outputs", "computing checksums");
     let image = disk.image;
     let image_size = fs::metadata(image.path())?.len();
@@ -47,10 +53,32 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
     // One pass: the whole image's digest and its block map.
     let (map, sha) = flypack_contracts::bmap::map_file(image.path(), |done, total| stage.bytes(done, total))?;
     crate::interrupt::check()?;
-    manifest.outputs.push(OutputFile { name: file_name(&plan.outputs.image), size_bytes: image_size, sha256: sha });
+    manifest.outputs.push(OutputFile {
+        name: file_name(&plan.outputs.image),
+        size_bytes: image_size,
+        sha256: sha,
+    });
     let bmap_tmp = TempPath::sibling(&plan.outputs.bmap)?;
     fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
     files.push(output(bmap_tmp, &plan.outputs.bmap, &stage)?);
+    if let (Some(disk), Some((img, bmap))) = (installer, &plan.outputs.installer) {
+        stage.progress("mapping the USB installer");
+        let size = fs::metadata(disk.image.path())?.len();
+        let (map, sha) = flypack_contracts::bmap::map_file(disk.image.path(), |done, total| stage.bytes(done, total))?;
+        crate::interrupt::check()?;
+        let bmap_tmp = TempPath::sibling(bmap)?;
+        fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
+        files.push((
+            disk.image,
+            img.clone(),
+            OutputFile {
+                name: file_name(img),
+                size_bytes: size,
+                sha256: sha,
+            },
+        ));
+        files.push(output(bmap_tmp, bmap, &stage)?);
+    }
 
     if let Some(zst) = &plan.outputs.zst {
         stage.progress("compressing (zstd)");
@@ -98,6 +126,12 @@ pub fn run(plan: &Plan, disk: Disk, mut manifest: Manifest, rep: &Reporter) -> R
     remove_any(&plan.outputs.sums)?;
     remove_any(&plan.outputs.manifest)?;
     remove_any(&plan.outputs.bmap)?;
+    if plan.outputs.installer.is_none() {
+        // A stick from an earlier build must not pass for this one's.
+        for suffix in ["-installer.img", "-installer.bmap"] {
+            remove_any(&plan.out_dir.join(format!("{}{suffix}", plan.name)))?;
+        }
+    }
     image.persist(&plan.outputs.image)?;
     let mut extra = Vec::new();
     for (tmp, dst, _) in files {
