@@ -239,9 +239,11 @@ pub struct BootArgs {
     #[arg(long, value_name = "IMAGE")]
     pub usb: Vec<PathBuf>,
 
-    /// IMAGE is a USB installer (NAME-installer.img): attach it as a USB stick
-    /// behind the internal disks in the boot order, as a server set to boot its
-    /// disks first would have it. Without --disk, one blank disk of --disk-gib.
+    /// IMAGE is a USB installer (NAME-installer.img): attach it as a USB stick.
+    /// Under UEFI it boots after the internal disks, as on a server set to
+    /// boot its disks first (the stick while they are blank, the installed
+    /// disk after the reboot); SeaBIOS only tries one hard disk, so under BIOS
+    /// the stick boots first. Without --disk, one blank disk of --disk-gib.
     #[arg(long)]
     pub installer: bool,
 

@@ -366,6 +366,18 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Where an installer stick goes in the boot order. UEFI (OVMF) tries each
+/// boot option in turn, so the stick goes after the disks, like a server set
+/// to boot its disks first: the stick boots while they are blank, the
+/// installed disk afterwards. SeaBIOS only ever tries the first hard disk,
+/// so under BIOS the stick must come first.
+fn usb_boot_index(cfg: &VmConfig) -> usize {
+    match cfg.firmware {
+        Firmware::Uefi => cfg.disks.len() + 1,
+        Firmware::Bios => 1,
+    }
+}
+
 /// QEMU's arguments (data, for golden tests).
 pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Result<Vec<String>> {
     let accel_name = if accel == Accel::Kvm { "kvm" } else { "tcg" };
@@ -399,18 +411,20 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
     a.extend([
         "-device".into(),
         if cfg.boot_usb {
-            // Like a server set to boot its disks first: the stick boots
-            // while the disks are blank, the installed disk afterwards.
             format!(
                 "usb-storage,bus=xhci.0,drive=disk0,removable=on,bootindex={}",
-                cfg.disks.len() + 1
+                usb_boot_index(cfg)
             )
         } else {
             "virtio-blk-pci,drive=disk0,bootindex=1".into()
         },
     ]);
     for (i, d) in cfg.disks.iter().enumerate() {
-        let boot = if cfg.boot_usb { i + 1 } else { i + 2 };
+        let boot = if cfg.boot_usb && usb_boot_index(cfg) > 1 {
+            i + 1
+        } else {
+            i + 2
+        };
         let mut dev = format!("virtio-blk-pci,drive=hd{i},bootindex={boot}");
         if let Some(ser) = &d.serial {
             dev.push_str(&format!(",serial={ser}"));
@@ -529,7 +543,17 @@ mod tests {
             boot_usb: true,
             disks: vec!["/t/a.raw:A1".parse().unwrap(), "/t/b.raw".parse().unwrap()],
         };
-        let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
+        let bios = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
+            .unwrap()
+            .join(" ");
+        assert!(bios.contains("drive=disk0,removable=on,bootindex=1"), "{bios}");
+        assert!(bios.contains("drive=hd0,bootindex=2,serial=A1"), "{bios}");
+        let vars = tempfile::tempdir().unwrap();
+        let cfg = VmConfig {
+            firmware: Firmware::Uefi,
+            ..cfg
+        };
+        let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), vars.path(), Accel::Tcg)
             .unwrap()
             .join(" ");
         assert!(
