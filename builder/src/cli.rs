@@ -61,6 +61,10 @@ pub enum Command {
     /// Refuses a mounted or busy device, the disk holding this system, and a
     /// device far larger than a USB stick (unless --allow-large).
     Flash(FlashArgs),
+    /// Bring a dead unit back from its backup (`firstboot backup`): checks the
+    /// whole archive first, then writes the image and the backup to a disk or
+    /// file; on first boot the unit gets its identity and data back.
+    Restore(RestoreArgs),
     /// Build only the stack's container images (docker-loadable archives) and
     /// a stack config pointing at them, e.g. to bring the stack up on this
     /// machine with `firstboot stack up --config DIR/stack.json`.
@@ -94,6 +98,31 @@ pub struct FlashArgs {
     /// Also write this fleet inventory into the seed partition.
     #[arg(long)]
     pub fleet: Option<PathBuf>,
+}
+
+/// `builder restore`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["device", "output"])))]
+pub struct RestoreArgs {
+    /// The backup archive (NAME-TIME.flypack-backup.tar.zst, from `firstboot backup`).
+    #[arg(long, value_name = "ARCHIVE")]
+    pub backup: PathBuf,
+
+    /// The image to restore onto [default: out/IMAGE.img, IMAGE named in the backup].
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+
+    /// Write to this block device (the unit's disk, or a USB stick).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<PathBuf>,
+
+    /// Write to this image file instead (renamed into place only when complete).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Allow a device larger than 256 GiB (a server's disk rather than a stick).
+    #[arg(long)]
+    pub allow_large: bool,
 }
 
 /// `builder images`.

@@ -28,5 +28,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),
         cli::Command::Images(a) => cmd::images::run(a, &rep),
         cli::Command::Flash(a) => cmd::flash::run(a, &rep),
+        cli::Command::Restore(a) => cmd::restore::run(a, &rep),
     }
 }

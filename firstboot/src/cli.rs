@@ -45,9 +45,50 @@ pub enum Command {
     Network(NetworkArgs),
     /// The container stack: bring it up (idempotent) or show its services.
     Stack(StackArgs),
+    /// Back the unit up (identity and data) into one verified archive, or verify one.
+    Backup(BackupArgs),
     /// USB installer (on the installer stick): choose the internal disk by the
     /// rules, write the appliance image onto it, verify, reboot into it.
     Install(InstallArgs),
+}
+
+/// `firstboot backup`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    /// Folder for the archive.
+    #[arg(long, default_value = crate::backup::DEFAULT_DIR, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Keep this many archives in the folder; older ones are removed once the new one verifies.
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    pub keep: usize,
+
+    /// Also copy the archive into DIR (a mounted USB disk), verified (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub copy_to: Vec<PathBuf>,
+
+    /// Also copy the archive over SSH with scp to USER@HOST:PATH (repeatable).
+    #[arg(long, value_name = "USER@HOST:PATH")]
+    pub ssh: Vec<String>,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+}
+
+/// `firstboot backup ...`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Re-check every digest of an archive; exit 0 only if all match.
+    Verify {
+        /// The archive.
+        archive: PathBuf,
+    },
 }
 
 /// `firstboot install`.

@@ -170,6 +170,15 @@ pub fn resolve(root: &Root, seed: &Result<Option<SeedFiles>>, hw: &Hardware) -> 
         }
     );
     explain.push(format!("hardware: {hw_text}"));
+    if let Some(text) = read_optional(root, crate::backup::RESTORED_UNIT)? {
+        let unit = parse_unit(Path::new(crate::backup::RESTORED_UNIT), &text)?;
+        return done(
+            unit,
+            "backup:unit.toml",
+            "restored from a backup (builder restore): the unit comes back as it was".into(),
+            explain,
+        );
+    }
     match seed {
         Err(e) => explain.push(format!("seed: unreadable ({e:#}); trying the next source")),
         Ok(None) => explain.push("seed: no seed partition".to_string()),

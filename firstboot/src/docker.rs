@@ -152,6 +152,27 @@ pub fn container_name(stack: &Stack, service: &str) -> String {
 pub fn network_name(stack: &Stack, net: &str) -> String {
     format!("{}_{net}", stack.project)
 }
+/// Creates a project volume unless it exists; returns its host path.
+pub async fn ensure_volume(d: &Docker, stack: &Stack, v: &str) -> Result<std::path::PathBuf> {
+    let name = volume_name(stack, v);
+    if let Ok(info) = d.inspect_volume(&name).await {
+        return Ok(info.mountpoint.into());
+    }
+    let info = d
+        .create_volume(VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(HashMap::from([
+                ("com.docker.compose.project".into(), stack.project.clone()),
+                ("com.docker.compose.volume".into(), v.to_string()),
+                ("com.docker.compose.version".into(), COMPOSE_VERSION.into()),
+            ])),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating volume {name}"))?;
+    Ok(info.mountpoint.into())
+}
+
 /// Name of a project volume.
 pub fn volume_name(stack: &Stack, vol: &str) -> String {
     format!("{}_{vol}", stack.project)
@@ -318,20 +339,7 @@ pub async fn up(
         }
     }
     for v in &stack.volumes {
-        let name = volume_name(stack, v);
-        if d.inspect_volume(&name).await.is_err() {
-            d.create_volume(VolumeCreateRequest {
-                name: Some(name.clone()),
-                labels: Some(HashMap::from([
-                    ("com.docker.compose.project".into(), stack.project.clone()),
-                    ("com.docker.compose.volume".into(), v.clone()),
-                    ("com.docker.compose.version".into(), COMPOSE_VERSION.into()),
-                ])),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating volume {name}"))?;
-        }
+        ensure_volume(d, stack, v).await?;
     }
     // Like docker-compose (which binds with -v), a missing bind source is
     // made as a directory rather than failing the container.

@@ -468,7 +468,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     };
     let last = std::sync::Mutex::new((Phase::Write, 0u64));
     let progress = |phase: Phase, done: u64, total: u64| {
-        let pct = if total == 0 { 100 } else { done * 100 / total };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         let mut l = last.lock().expect("progress lock");
         if l.0 != phase || pct >= l.1 + 10 || done == total {
             *l = (phase, pct);

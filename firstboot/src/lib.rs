@@ -1,5 +1,6 @@
 //! Flypack's first-boot provisioning service.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod docker;
@@ -27,7 +28,9 @@ use crate::root::Root;
 use crate::runner::{Ctx, RunEnd};
 
 /// The full stage order, with the configuration step first.
-pub const ORDER: &[&str] = &["config", "identity", "netconf", "disk", "network", "stack", "qa"];
+pub const ORDER: &[&str] = &[
+    "restore", "config", "identity", "netconf", "disk", "network", "stack", "qa",
+];
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: cli::Cli) -> Result<i32> {
@@ -40,6 +43,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Qa(a) => qa_cmd(&root, &a),
         cli::Command::Network(a) => cmd_network::run(&root, &a, seed),
         cli::Command::Stack(a) => stack_cmd(&root, &a),
+        cli::Command::Backup(a) => backup_cmd(&root, &a),
         cli::Command::Install(a) => install::run(&root, &a.settings, a.dry_run, a.no_reboot),
     }
 }
@@ -92,6 +96,96 @@ fn configure(
     Ok(out)
 }
 
+/// Puts a backup left by `builder restore` back (identity now, volume data
+/// staged for the stack stage), recorded in the journal as `restore`.
+fn restore_step(journal: &mut Journal, jp: &Path, root: &Root) -> Result<()> {
+    let pending = root.path(backup::RESTORE_ARCHIVE).exists();
+    if !pending && journal.stage_mut("restore").state != StageState::Started {
+        if journal.stage_mut("restore").state == StageState::Pending {
+            let r = journal.stage_mut("restore");
+            r.state = StageState::Skipped;
+            r.detail = Some("no backup to restore".into());
+            journal.save(jp)?;
+        }
+        return Ok(());
+    }
+    {
+        let r = journal.stage_mut("restore");
+        r.state = StageState::Started;
+        r.attempts += 1;
+        r.started = Some(runner::now());
+    }
+    journal.save(jp)?;
+    let t0 = Instant::now();
+    let res = backup::restore_identity(root);
+    let rec = journal.stage_mut("restore");
+    rec.finished = Some(runner::now());
+    rec.duration_ms = Some(t0.elapsed().as_millis() as u64);
+    let out = match res {
+        Ok(Some(what)) => {
+            rec.state = StageState::Done;
+            rec.detail = Some(what);
+            Ok(())
+        }
+        // Started before, archive gone: the previous attempt finished its work.
+        Ok(None) => {
+            rec.state = StageState::Done;
+            Ok(())
+        }
+        Err(e) => {
+            rec.state = StageState::Failed;
+            rec.detail = Some(format!("{e:#}"));
+            Err(e)
+        }
+    };
+    journal.save(jp)?;
+    out.context("restoring the backup")
+}
+
+/// `firstboot backup`.
+fn backup_cmd(root: &Root, a: &cli::BackupArgs) -> Result<i32> {
+    if let Some(cli::BackupCommand::Verify { archive }) = &a.command {
+        let m = flypack_contracts::backup::verify(archive)?;
+        println!(
+            "{}: OK: backup of {} ({} image) from {}, {} entries, {} bytes of data",
+            archive.display(),
+            m.hostname,
+            m.image,
+            m.created,
+            m.entries.len(),
+            m.data_bytes()
+        );
+        for (v, how) in &m.volumes {
+            println!("  volume {v}: {how}");
+        }
+        return Ok(0);
+    }
+    let o = backup::Options {
+        out: a.out.clone(),
+        keep: a.keep,
+        copy_to: a.copy_to.clone(),
+        ssh: a.ssh.clone(),
+    };
+    let (path, m) = backup::create(root, &o)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "archive": path, "hostname": m.hostname, "entries": m.entries.len(), "bytes": m.data_bytes(), "volumes": m.volumes })
+        );
+    } else {
+        println!(
+            "{}: {} entries, {} bytes of data, verified",
+            path.display(),
+            m.entries.len(),
+            m.data_bytes()
+        );
+        for (v, how) in &m.volumes {
+            println!("  volume {v}: {how}");
+        }
+    }
+    Ok(0)
+}
+
 /// `firstboot run [--early]`.
 pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
     let state_dir = root.path(target::STATE_DIR);
@@ -129,6 +223,7 @@ pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
     });
     journal.save(&jp)?;
 
+    restore_step(&mut journal, &jp, root)?;
     let unit = match configure(root, &mut journal, &jp, seed)? {
         Ok(u) => u,
         Err(msg) => {

@@ -478,6 +478,32 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Copies a file out of the guest.
+    pub fn get(&self, remote: &str, local: &Path) {
+        let o = Command::new("scp")
+            .args([
+                "-q",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
+            .arg(&self.key)
+            .args(["-P", &self.port.to_string()])
+            .arg(format!("flypack@127.0.0.1:{remote}"))
+            .arg(local)
+            .output()
+            .expect("running scp");
+        assert!(o.status.success(), "scp: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         // QEMU dies with builder (parent-death signal).

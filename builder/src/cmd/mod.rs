@@ -7,6 +7,7 @@ pub mod customize;
 pub mod doctor;
 pub mod flash;
 pub mod images;
+pub mod restore;
 pub mod validate;
 
 use std::path::PathBuf;

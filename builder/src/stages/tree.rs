@@ -35,6 +35,14 @@ pub const UNITS: &[(&str, &str)] = &[
         "flypack-status.service",
         include_str!("../../../firstboot/systemd/flypack-status.service"),
     ),
+    (
+        "flypack-backup.service",
+        include_str!("../../../firstboot/systemd/flypack-backup.service"),
+    ),
+    (
+        "flypack-backup.timer",
+        include_str!("../../../firstboot/systemd/flypack-backup.timer"),
+    ),
 ];
 
 /// Units enabled in every image.
@@ -42,6 +50,7 @@ const ENABLE: &[&str] = &[
     "flypack-firstboot-early.service",
     "flypack-firstboot.service",
     "flypack-status.service",
+    "flypack-backup.timer",
     "systemd-networkd.service",
     "systemd-resolved.service",
 ];

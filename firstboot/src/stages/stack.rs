@@ -32,7 +32,16 @@ pub fn bring_up(
 ) -> Result<(Vec<String>, Vec<ServiceState>)> {
     docker::block_on(async {
         let d = docker::connect(Duration::from_secs(180)).await?;
-        let notes = docker::load_images(&d, root, &cfg.images).await?;
+        let mut notes = docker::load_images(&d, root, &cfg.images).await?;
+        // A restored unit: volumes get their data back before any container starts.
+        for v in &stack.volumes {
+            if root.path(crate::backup::RESTORE_VOLUMES).join(v).is_dir() {
+                let at = docker::ensure_volume(&d, stack, v).await?;
+                if crate::backup::fill_volume(root, v, &at)? {
+                    notes.push(format!("volume {v} restored from the backup"));
+                }
+            }
+        }
         let ids: HashMap<String, String> = cfg.images.iter().map(|i| (i.reference.clone(), i.id.clone())).collect();
         let states = docker::up(&d, stack, &ids, TIMEOUT).await?;
         Ok((notes, states))
