@@ -270,8 +270,20 @@ pub struct Booted {
 
 /// Boots `image` with `builder boot --expect-ready 600` plus `args`.
 pub fn boot(image: &Path, args: &[&str], log: &Path) -> Booted {
+    boot_within(image, 600, args, log)
+}
+
+/// Boots `image` with `builder boot --expect-ready SECS` plus `args`.
+pub fn boot_within(image: &Path, secs: u32, args: &[&str], log: &Path) -> Booted {
     let r = run(builder()
-        .args(["--json", "boot", "--quiet", "--expect-ready", "600", "--log"])
+        .args([
+            "--json",
+            "boot",
+            "--quiet",
+            "--expect-ready",
+            &secs.to_string(),
+            "--log",
+        ])
         .arg(log)
         .arg(image)
         .args(args));

@@ -46,8 +46,10 @@ fn a_blank_server_installs_from_the_stick_and_boots_the_disk_ready() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("internal.raw");
     let log = dir.path().join("console.log");
-    let b = boot(
+    // Two boots (the stick's, then the disk's with the stack) under TCG.
+    let b = boot_within(
         &stick,
+        1200,
         &[
             "--firmware",
             "uefi",

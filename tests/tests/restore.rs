@@ -232,7 +232,7 @@ fn a_unit_backed_up_and_restored_onto_a_blank_disk_comes_back_with_identity_and_
     let (_, addrs) = s.ssh("ip -br addr show dev enp0s4");
     assert!(addrs.contains("192.168.50.77/24"), "{addrs}");
     let (code, out) =
-        s.ssh("curl -fsS 'http://127.0.0.1:8428/api/v1/query?query=last_over_time(flypack_restore_probe[1h])'");
+        s.ssh("curl -fsSg 'http://127.0.0.1:8428/api/v1/query?query=last_over_time(flypack_restore_probe[1h])'");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"42\""), "the probe series did not come back: {out}");
 }
