@@ -90,16 +90,21 @@ pub fn hardware(root: &Root) -> Hardware {
     Hardware { serial, macs }
 }
 
+/// The name (`vda`, `sda`) of the disk the running root filesystem is on.
+pub fn root_disk() -> Result<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let dev = crate::stages::disk::root_source(&mountinfo)?;
+    let (disk, _) = crate::stages::disk::disk_and_partition(Path::new("/sys/class/block"), &dev)?;
+    Ok(disk.file_name().context("disk name")?.to_string_lossy().into_owned())
+}
+
 /// Finds the seed partition on the disk the root filesystem is on.
 pub fn seed_location(root: &Root) -> SeedLocation {
     if !root.is_live() {
         return SeedLocation::Missing("not the running system".into());
     }
     let find = || -> Result<SeedLocation> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-        let dev = crate::stages::disk::root_source(&mountinfo)?;
-        let (disk, _) = crate::stages::disk::disk_and_partition(Path::new("/sys/class/block"), &dev)?;
-        let disk_name = disk.file_name().context("disk name")?.to_string_lossy().into_owned();
+        let disk_name = root_disk()?;
         let sys = Path::new("/sys/class/block").join(&disk_name);
         for e in std::fs::read_dir(&sys).with_context(|| format!("listing {}", sys.display()))? {
             let p = e?.path();

@@ -311,14 +311,6 @@ pub fn run(root: &Root, settings: &Path, dry_run: bool, no_reboot: bool) -> Resu
     }
 }
 
-fn stick_disk() -> Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-    let dev = crate::stages::disk::root_source(&mountinfo)?;
-    let (disk, _) = crate::stages::disk::disk_and_partition(Path::new("/sys/class/block"), &dev)?;
-    let name = disk.file_name().context("disk name")?;
-    Ok(PathBuf::from("/dev").join(name))
-}
-
 fn part(disk: &Path, n: u32) -> PathBuf {
     let s = disk.display().to_string();
     if s.ends_with(|c: char| c.is_ascii_digit()) {
@@ -375,7 +367,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     let need = std::fs::metadata(&payload)
         .with_context(|| format!("the payload {}", payload.display()))?
         .len();
-    let stick = stick_disk().context("finding the stick this runs from")?;
+    let stick = PathBuf::from("/dev").join(config::root_disk().context("finding the stick this runs from")?);
 
     // The unit config decides the disk where it names one: the stick's seed
     // (unit.toml or fleet.toml), else the fleet baked into the image.

@@ -467,32 +467,15 @@ impl Session {
 
     /// Copies a local file into the guest.
     pub fn put(&self, local: &Path, remote: &str) {
-        let o = Command::new("scp")
-            .args([
-                "-q",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-i",
-            ])
-            .arg(&self.key)
-            .args(["-P", &self.port.to_string()])
-            .arg(local)
-            .arg(format!("flypack@127.0.0.1:{remote}"))
-            .output()
-            .expect("running scp");
-        assert!(o.status.success(), "scp: {}", String::from_utf8_lossy(&o.stderr));
+        self.scp(local.as_os_str(), format!("flypack@127.0.0.1:{remote}").as_ref());
     }
-}
 
-impl Session {
     /// Copies a file out of the guest.
     pub fn get(&self, remote: &str, local: &Path) {
+        self.scp(format!("flypack@127.0.0.1:{remote}").as_ref(), local.as_os_str());
+    }
+
+    fn scp(&self, from: &std::ffi::OsStr, to: &std::ffi::OsStr) {
         let o = Command::new("scp")
             .args([
                 "-q",
@@ -508,8 +491,8 @@ impl Session {
             ])
             .arg(&self.key)
             .args(["-P", &self.port.to_string()])
-            .arg(format!("flypack@127.0.0.1:{remote}"))
-            .arg(local)
+            .arg(from)
+            .arg(to)
             .output()
             .expect("running scp");
         assert!(o.status.success(), "scp: {}", String::from_utf8_lossy(&o.stderr));
