@@ -526,10 +526,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn installer_boots_after_the_disks() {
-        let cfg = VmConfig {
-            image: "/i/flypack-installer.img".into(),
+    /// The VM the argument tests start from.
+    fn base() -> VmConfig {
+        VmConfig {
+            image: "/i/flypack.img".into(),
             firmware: Firmware::Bios,
             accel: Accel::Tcg,
             memory_mib: 2048,
@@ -540,8 +540,18 @@ mod tests {
             media: MediaNet::Isolated,
             console_log: "/l/console.log".into(),
             usb_disks: vec![],
+            boot_usb: false,
+            disks: vec![],
+        }
+    }
+
+    #[test]
+    fn installer_boots_after_the_disks() {
+        let cfg = VmConfig {
+            image: "/i/flypack-installer.img".into(),
             boot_usb: true,
             disks: vec!["/t/a.raw:A1".parse().unwrap(), "/t/b.raw".parse().unwrap()],
+            ..base()
         };
         let bios = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
             .unwrap()
@@ -571,19 +581,8 @@ mod tests {
     #[test]
     fn args_golden_bios() {
         let cfg = VmConfig {
-            image: "/i/flypack.img".into(),
-            firmware: Firmware::Bios,
-            accel: Accel::Tcg,
-            memory_mib: 2048,
-            cpus: 2,
-            disk_size: None,
-            overlay: None,
             forwards: vec![Forward { host: 2222, guest: 22 }],
-            media: MediaNet::Isolated,
-            console_log: "/l/console.log".into(),
-            usb_disks: vec![],
-            boot_usb: false,
-            disks: vec![],
+            ..base()
         };
         let a = qemu_args(&cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
             .unwrap()
