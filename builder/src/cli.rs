@@ -285,9 +285,19 @@ pub struct BootArgs {
     #[arg(long, value_name = "TEXT", requires = "expect_ready")]
     pub until: Option<String>,
 
-    /// Plug the media NIC into a UDP multicast "switch" shared with other VMs (e.g. 230.0.0.1:1234).
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub media_mcast: Option<String>,
+    /// Link the media NIC to another VM's: this one listens on 127.0.0.1:PORT.
+    #[arg(long, value_name = "PORT", conflicts_with = "media_connect")]
+    pub media_listen: Option<u16>,
+
+    /// Link the media NIC to another VM's that listens on 127.0.0.1:PORT.
+    #[arg(long, value_name = "PORT")]
+    pub media_connect: Option<u16>,
+
+    /// Let the guest reach the network beyond the VM through QEMU's NAT (DNS,
+    /// NTP, gateways). Off by default: the guest reaches nothing but the
+    /// forwards, as a unit at a venue with no internet.
+    #[arg(long)]
+    pub nat: bool,
 }
 
 #[cfg(test)]

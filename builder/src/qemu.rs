@@ -91,13 +91,16 @@ impl std::str::FromStr for ExtraDisk {
     }
 }
 
-/// Where the second (media) NIC is plugged.
+/// Where the second (media) NIC is plugged. Guests are joined to each other
+/// only through sockets on 127.0.0.1, never through the host's NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaNet {
     /// A hub with nothing else on it.
     Isolated,
-    /// A UDP multicast socket shared with other VMs (`230.0.0.1:1234`).
-    Multicast(String),
+    /// A point-to-point link to another VM: this one listens on 127.0.0.1:PORT.
+    Listen(u16),
+    /// A point-to-point link to another VM listening on 127.0.0.1:PORT.
+    Connect(u16),
 }
 
 /// What to boot and how.
@@ -119,6 +122,10 @@ pub struct VmConfig {
     pub overlay: Option<PathBuf>,
     /// Port forwards to the management NIC.
     pub forwards: Vec<Forward>,
+    /// Let the guest reach beyond the VM through QEMU's NAT (DNS, NTP,
+    /// gateways, the internet). Off by default: the guest reaches nothing
+    /// but its forwards, as a unit at an offline venue.
+    pub nat: bool,
     /// The media NIC's network.
     pub media: MediaNet,
     /// Serial console log.
@@ -378,6 +385,12 @@ fn usb_boot_index(cfg: &VmConfig) -> usize {
     }
 }
 
+/// A path as a value inside a QEMU option list, where a comma separates
+/// options: QEMU reads a doubled comma as one.
+fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
 /// QEMU's arguments (data, for golden tests).
 pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Result<Vec<String>> {
     let accel_name = if accel == Accel::Kvm { "kvm" } else { "tcg" };
@@ -395,14 +408,14 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
         "-display".into(),
         "none".into(),
         "-chardev".into(),
-        format!("file,id=console,path={}", cfg.console_log.display()),
+        format!("file,id=console,path={}", opt_path(&cfg.console_log)),
         "-serial".into(),
         "chardev:console".into(),
         // Entropy for the SSH host keys made on first boot.
         "-device".into(),
         "virtio-rng-pci".into(),
         "-drive".into(),
-        format!("if=none,id=disk0,format=qcow2,file={},discard=unmap", overlay.display()),
+        format!("if=none,id=disk0,format=qcow2,file={},discard=unmap", opt_path(overlay)),
     ];
     let usb = cfg.boot_usb || !cfg.usb_disks.is_empty();
     if usb {
@@ -431,12 +444,14 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
         }
         a.extend([
             "-drive".into(),
-            format!("if=none,id=hd{i},format=raw,file={},discard=unmap", d.path.display()),
+            format!("if=none,id=hd{i},format=raw,file={},discard=unmap", opt_path(&d.path)),
             "-device".into(),
             dev,
         ]);
     }
-    let mut user = "user,id=mgmt".to_string();
+    // restrict=on: the guest cannot send a packet beyond QEMU (no DNS, NTP
+    // or gateway through the NAT); DHCP and the forwards still work.
+    let mut user = format!("user,id=mgmt,restrict={}", if cfg.nat { "off" } else { "on" });
     for f in &cfg.forwards {
         user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
     }
@@ -448,7 +463,8 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
     ]);
     let media = match &cfg.media {
         MediaNet::Isolated => "hubport,id=media,hubid=1".to_string(),
-        MediaNet::Multicast(addr) => format!("socket,id=media,mcast={addr}"),
+        MediaNet::Listen(port) => format!("socket,id=media,listen=127.0.0.1:{port}"),
+        MediaNet::Connect(port) => format!("socket,id=media,connect=127.0.0.1:{port}"),
     };
     a.extend([
         "-netdev".into(),
@@ -460,7 +476,7 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
         for (i, d) in cfg.usb_disks.iter().enumerate() {
             a.extend([
                 "-drive".into(),
-                format!("if=none,id=usb{i},format=raw,file={}", d.display()),
+                format!("if=none,id=usb{i},format=raw,file={}", opt_path(d)),
                 "-device".into(),
                 format!("usb-storage,bus=xhci.0,drive=usb{i},removable=on"),
             ]);
@@ -481,7 +497,7 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
             "-drive".into(),
             format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
             "-drive".into(),
-            format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            format!("if=pflash,format=raw,unit=1,file={}", opt_path(&vars)),
         ]);
     }
     Ok(a)
@@ -537,6 +553,7 @@ mod tests {
             disk_size: None,
             overlay: None,
             forwards: vec![],
+            nat: false,
             media: MediaNet::Isolated,
             console_log: "/l/console.log".into(),
             usb_disks: vec![],
@@ -592,8 +609,45 @@ mod tests {
             "-name flypack -machine q35,accel=tcg -smp 2 -m 2048 -nodefaults -no-user-config -display none \
              -chardev file,id=console,path=/l/console.log -serial chardev:console -device virtio-rng-pci \
              -drive if=none,id=disk0,format=qcow2,file=/t/disk.qcow2,discard=unmap -device virtio-blk-pci,drive=disk0,bootindex=1 \
-             -netdev user,id=mgmt,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=mgmt,mac=52:54:00:f1:00:01 \
+             -netdev user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=mgmt,mac=52:54:00:f1:00:01 \
              -netdev hubport,id=media,hubid=1 -device virtio-net-pci,netdev=media,mac=52:54:00:f1:00:02"
         );
+    }
+
+    #[test]
+    fn the_guest_reaches_nothing_beyond_loopback_unless_asked() {
+        let a = |cfg: &VmConfig| {
+            qemu_args(cfg, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg)
+                .unwrap()
+                .join(" ")
+        };
+        assert!(a(&base()).contains("-netdev user,id=mgmt,restrict=on "));
+        let nat = VmConfig { nat: true, ..base() };
+        assert!(a(&nat).contains("-netdev user,id=mgmt,restrict=off "));
+        let l = VmConfig {
+            media: MediaNet::Listen(4100),
+            ..base()
+        };
+        assert!(a(&l).contains("-netdev socket,id=media,listen=127.0.0.1:4100 "));
+        let c = VmConfig {
+            media: MediaNet::Connect(4100),
+            ..base()
+        };
+        assert!(a(&c).contains("-netdev socket,id=media,connect=127.0.0.1:4100 "));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let cfg = VmConfig {
+            console_log: "/l/a,b.log".into(),
+            disks: vec!["/t/x,y.raw".parse().unwrap()],
+            ..base()
+        };
+        let a = qemu_args(&cfg, Path::new("/t/d,isk.qcow2"), Path::new("/t"), Accel::Tcg)
+            .unwrap()
+            .join(" ");
+        assert!(a.contains("path=/l/a,,b.log "), "{a}");
+        assert!(a.contains("file=/t/d,,isk.qcow2,discard"), "{a}");
+        assert!(a.contains("file=/t/x,,y.raw,discard"), "{a}");
     }
 }

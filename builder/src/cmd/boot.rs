@@ -57,10 +57,12 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         disk_size: (!args.installer).then_some(args.disk_gib << 30),
         overlay: args.overlay.clone(),
         forwards: args.forward.clone(),
-        media: match &args.media_mcast {
-            Some(a) => MediaNet::Multicast(a.clone()),
-            None => MediaNet::Isolated,
+        media: match (args.media_listen, args.media_connect) {
+            (Some(p), _) => MediaNet::Listen(p),
+            (None, Some(p)) => MediaNet::Connect(p),
+            (None, None) => MediaNet::Isolated,
         },
+        nat: args.nat,
         console_log: log.clone(),
         usb_disks: args.usb.clone(),
         boot_usb: args.installer,

@@ -83,7 +83,9 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
             installer: false,
             disk: vec![],
             until: None,
-            media_mcast: None,
+            media_listen: None,
+            media_connect: None,
+            nat: false,
         };
         return super::boot::run(&boot, rep);
     }
