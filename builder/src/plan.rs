@@ -144,7 +144,7 @@ pub enum StackImagePlan {
         /// Reference.
         reference: String,
         /// The root filesystem with the packages (diffed against the base).
-        rootfs: RootfsPlan,
+        rootfs: Box<RootfsPlan>,
     },
     /// Our binaries on the shared base.
     Binaries {
@@ -436,7 +436,7 @@ fn stack_plan(profile: &Profile, opts: &Options) -> Result<Option<StackPlan>> {
                 k.part("debian", reference).part("key", &rootfs.key);
                 images.push(StackImagePlan::Debian {
                     reference: reference.clone(),
-                    rootfs,
+                    rootfs: Box::new(rootfs),
                 });
             }
             crate::profile::StackImage::Binaries { reference, binaries } => {

@@ -60,10 +60,10 @@ pub fn device_numbers(name: &str) -> Vec<String> {
     }
     if let Ok(rd) = std::fs::read_dir(&base) {
         for e in rd.flatten() {
-            if e.path().join("partition").exists() {
-                if let Ok(d) = std::fs::read_to_string(e.path().join("dev")) {
-                    out.push(d.trim().to_string());
-                }
+            if e.path().join("partition").exists()
+                && let Ok(d) = std::fs::read_to_string(e.path().join("dev"))
+            {
+                out.push(d.trim().to_string());
             }
         }
     }

@@ -488,10 +488,10 @@ pub fn parse(file: &Path, text: &str, profiles: &[String]) -> Result<Stack, Conf
             if let Some(at) = message.rfind(" at line ") {
                 message.truncate(at);
             }
-            if let Some((prefix, rest)) = message.split_once(": ") {
-                if !prefix.contains(' ') {
-                    message = rest.to_string();
-                }
+            if let Some((prefix, rest)) = message.split_once(": ")
+                && !prefix.contains(' ')
+            {
+                message = rest.to_string();
             }
             ConfigErrors(vec![ConfigError {
                 file: file.display().to_string(),
@@ -521,13 +521,13 @@ pub fn validate(file: &Path, raw: RawCompose, profiles: &[String]) -> Result<Sta
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "default".into());
     for (n, net) in &raw.networks {
-        if let Some(d) = net.as_ref().and_then(|n| n.driver.as_deref()) {
-            if d != "bridge" {
-                err(
-                    format!("networks.{n}.driver"),
-                    format!("{d:?}: only \"bridge\" is supported"),
-                );
-            }
+        if let Some(d) = net.as_ref().and_then(|n| n.driver.as_deref())
+            && d != "bridge"
+        {
+            err(
+                format!("networks.{n}.driver"),
+                format!("{d:?}: only \"bridge\" is supported"),
+            );
         }
     }
     let active: BTreeSet<&str> = raw
@@ -601,10 +601,10 @@ pub fn validate(file: &Path, raw: RawCompose, profiles: &[String]) -> Result<Sta
                 );
             }
         }
-        if let Some(p) = &s.pid {
-            if p != "host" {
-                err(format!("{k}.pid"), format!("{p:?}: only \"host\" is supported"));
-            }
+        if let Some(p) = &s.pid
+            && p != "host"
+        {
+            err(format!("{k}.pid"), format!("{p:?}: only \"host\" is supported"));
         }
         let restart = s.restart.clone().unwrap_or_else(|| "no".into());
         if !matches!(restart.as_str(), "no" | "always" | "unless-stopped" | "on-failure") {

@@ -12,15 +12,14 @@ pub fn igmp_groups(text: &str, ifname: &str) -> Vec<Ipv4Addr> {
             current = line.split_whitespace().nth(1) == Some(ifname);
             continue;
         }
-        if current {
-            if let Some(v) = line
+        if current
+            && let Some(v) = line
                 .split_whitespace()
                 .next()
                 .and_then(|h| u32::from_str_radix(h, 16).ok())
-            {
-                // The kernel prints the address in host (little-endian) order.
-                out.push(Ipv4Addr::from(v.swap_bytes()));
-            }
+        {
+            // The kernel prints the address in host (little-endian) order.
+            out.push(Ipv4Addr::from(v.swap_bytes()));
         }
     }
     out
