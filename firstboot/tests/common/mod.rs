@@ -53,6 +53,8 @@ const BINDS: &[(&str, &str)] = &[
     ("var-lib-flypack", "/var/lib/flypack"),
     ("resolved-d", "/etc/systemd/resolved.conf.d"),
     ("run-flypack", "/run/flypack"),
+    // firstboot writes chrony's drop-in: never into the host's /etc/chrony.
+    ("etc-chrony", "/etc/chrony/conf.d"),
 ];
 
 impl Rig {
@@ -251,9 +253,17 @@ impl Drop for Rig {
         if let Some(pid) = self.dbus_pid {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
-        let _ = Command::new("pkill")
-            .args(["-f", "--", "network rollback --if-pending"])
-            .status();
+        // Processes still in the DUT's namespace (an armed rollback that
+        // firstboot detached) are this rig's own: end them by pid, never by
+        // a host-wide pattern that could hit another test's.
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "pids", &format!("{}-dut", self.name)])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
         let _ = Command::new("umount").arg(self.ns_dir.join("mnt")).status();
         let _ = Command::new("umount").arg(&self.ns_dir).status();
         for ns in ["dut", "gw"] {
