@@ -80,6 +80,7 @@ pub fn manifest(plan: &Plan, rootfs: &Rootfs) -> Result<Manifest> {
         },
         disk: plan.disk.info(),
         container_images: Vec::new(),
+        docker_store: None,
         outputs: Vec::new(),
     })
 }
@@ -111,11 +112,21 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     let images = stages::images::run(plan, &plan.cache_dir, rep)?;
     lap("images", &mut secs);
     crate::interrupt::check()?;
+    let store = match &images {
+        Some(i) => {
+            let s = stages::store::run(i, &plan.cache_dir, rep)?;
+            lap("store", &mut secs);
+            crate::interrupt::check()?;
+            Some(s)
+        }
+        None => None,
+    };
     let mut manifest = manifest(plan, &rootfs)?;
-    if let Some(i) = &images {
-        manifest.container_images = i.images.clone();
+    if let (Some(i), Some(s)) = (&images, &store) {
+        manifest.container_images = i.in_store();
+        manifest.docker_store = Some(s.dockerd.clone());
     }
-    let mut tree = stages::tree::run(plan, &rootfs, images.as_ref(), &manifest, rep)?;
+    let mut tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
     lap("tree", &mut secs);
     crate::interrupt::check()?;
     let disk = stages::disk::run(plan, &tree, rep)?;

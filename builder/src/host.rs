@@ -40,6 +40,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         need: Need::Build,
     },
     Requirement {
+        what: "dockerd",
+        package: "docker.io",
+        why: "puts the stack's container images into the image's Docker store (a private daemon, no network)",
+        need: Need::Build,
+    },
+    Requirement {
         what: "tar",
         package: "tar",
         why: "unpacks the cached root filesystem",

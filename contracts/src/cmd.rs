@@ -18,6 +18,7 @@ const TAIL_LINES: usize = 25;
 /// then clean up its temporary files) instead of leaving them running.
 static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
+#[derive(Debug)]
 struct Registered(u32);
 
 impl Registered {
@@ -344,6 +345,138 @@ impl Cmd {
             return Err(self.failed(status, text.join("\n").as_bytes()));
         }
         Ok(())
+    }
+}
+
+/// Where a spawned process's output goes.
+#[derive(Debug)]
+pub enum Sink {
+    /// Discarded.
+    Null,
+    /// Appended to this file (a daemon's log).
+    File(std::fs::File),
+    /// A pipe the caller reads ([`Process::child`]).
+    Piped,
+}
+
+impl Sink {
+    fn stdio(&self) -> std::io::Result<Stdio> {
+        Ok(match self {
+            Sink::Null => Stdio::null(),
+            Sink::File(f) => Stdio::from(f.try_clone()?),
+            Sink::Piped => Stdio::piped(),
+        })
+    }
+}
+
+/// A long-running child (a daemon, a VM) started by [`Cmd::spawn`]. It dies
+/// with its parent (a parent-death signal), and dropping the guard stops it:
+/// SIGTERM, a grace period, then SIGKILL. Dropping never panics.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<std::process::Child>,
+    command: String,
+    grace: std::time::Duration,
+    _registered: Registered,
+}
+
+impl Process {
+    /// The child (for its pid and piped streams).
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("a process is owned until dropped")
+    }
+
+    /// The command line, for messages.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child().try_wait()
+    }
+
+    /// Stops it now (SIGTERM, then SIGKILL after the grace period); returns
+    /// its exit status.
+    pub fn stop(&mut self) -> std::io::Result<ExitStatus> {
+        let grace = self.grace;
+        let child = self.child();
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            // It may exit between try_wait and here; a failed kill is then fine.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if std::time::Instant::now() >= deadline {
+                child.kill()?;
+                return child.wait();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills it at once (SIGKILL), as a power cut would.
+    pub fn kill(&mut self) -> std::io::Result<ExitStatus> {
+        let child = self.child();
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        child.kill()?;
+        child.wait()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && let Err(e) = self.stop()
+        {
+            tracing::warn!("stopping `{}`: {e}", self.command);
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure makes one async-signal-safe
+    // system call (prctl) and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+impl Cmd {
+    /// Starts the command as a long-running child owned by a [`Process`]
+    /// (stdin closed), with its stdout and stderr going to `out` and `err`.
+    /// `grace` is how long a stop waits after SIGTERM before SIGKILL.
+    pub fn spawn(&self, out: Sink, err: Sink, grace: std::time::Duration) -> Result<Process, CmdError> {
+        tracing::debug!("starting: {}", self.display());
+        let io = |e: std::io::Error| CmdError::Io {
+            command: self.display(),
+            source: e,
+        };
+        let mut c = self.command();
+        c.stdin(Stdio::null());
+        c.stdout(out.stdio().map_err(io)?).stderr(err.stdio().map_err(io)?);
+        die_with_parent(&mut c);
+        let child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let registered = Registered::new(child.id());
+        Ok(Process {
+            child: Some(child),
+            command: self.display(),
+            grace,
+            _registered: registered,
+        })
     }
 }
 

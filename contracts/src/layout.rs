@@ -66,6 +66,8 @@ pub mod target {
     pub const DONE_MARKER: &str = "var/lib/flypack/firstboot.done";
     /// The status file the login banner and the web app read.
     pub const STATUS_FILE: &str = "var/lib/flypack/status.json";
+    /// What the running stage is doing or waiting for (replaced as it goes).
+    pub const PROGRESS_FILE: &str = "var/lib/flypack/progress.json";
     /// The login banner fragment agetty shows (issue.d).
     pub const ISSUE_FILE: &str = "run/flypack/status.issue";
     /// The firstboot binary.

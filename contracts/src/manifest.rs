@@ -34,6 +34,10 @@ pub struct Manifest {
     /// Container images inside the image.
     #[serde(default)]
     pub container_images: Vec<ContainerImage>,
+    /// The Docker daemon that wrote the image's container store
+    /// (`dockerd --version`), when the images were put there at build time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_store: Option<String>,
     /// Output files and their checksums (empty in the copy inside the image,
     /// which cannot know the checksum of the image holding it).
     #[serde(default)]
@@ -140,10 +144,14 @@ pub struct ContainerImage {
     pub reference: String,
     /// Image id (config digest, `sha256:...`).
     pub id: String,
-    /// Archive path inside the image.
-    pub archive: String,
+    /// The archive holding it, when the image is loaded from one (a path
+    /// on the unit, or in `builder images`' output). None: the image is
+    /// already in Docker's store (put there at build time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
     /// SHA-256 of the archive.
-    pub archive_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
 }
 
 /// One output file.

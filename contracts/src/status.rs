@@ -128,13 +128,91 @@ pub struct QaSummary {
     pub report: String,
 }
 
+/// A stack service's container as Docker reports it: its health when it has
+/// a health check and is running, else its container state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Running, and its health check passes.
+    Healthy,
+    /// Running (no health check).
+    Running,
+    /// Running, health not known yet (within its start period).
+    Starting,
+    /// Running, and its health check fails.
+    Unhealthy,
+    /// Docker is restarting it (it exited; its restart policy applies).
+    Restarting,
+    /// Created, never started.
+    Created,
+    /// Paused.
+    Paused,
+    /// Stopping.
+    Stopping,
+    /// Exited.
+    Exited,
+    /// Dead (Docker could not stop or remove it).
+    Dead,
+    /// Being removed.
+    Removing,
+    /// No such container.
+    Missing,
+    /// Docker reported nothing usable.
+    Unknown,
+}
+
+impl ServiceState {
+    /// Whether a service in this state is up: healthy, or running when it
+    /// has no health check.
+    pub fn is_up(self, has_healthcheck: bool) -> bool {
+        match self {
+            ServiceState::Healthy => true,
+            ServiceState::Running => !has_healthcheck,
+            _ => false,
+        }
+    }
+
+    /// Whether the container's process is running (whatever its health).
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            ServiceState::Healthy | ServiceState::Running | ServiceState::Starting | ServiceState::Unhealthy
+        )
+    }
+
+    /// The state as printed (`healthy`, `exited`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Healthy => "healthy",
+            ServiceState::Running => "running",
+            ServiceState::Starting => "starting",
+            ServiceState::Unhealthy => "unhealthy",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Created => "created",
+            ServiceState::Paused => "paused",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Exited => "exited",
+            ServiceState::Dead => "dead",
+            ServiceState::Removing => "removing",
+            ServiceState::Missing => "missing",
+            ServiceState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// State of one stack service (the monitoring stack).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     /// Compose service name.
     pub name: String,
-    /// `healthy`, `running`, `starting`, `unhealthy`, `exited`, ...
-    pub state: String,
+    /// Its state.
+    pub state: ServiceState,
     /// Whether the verdict depends on it.
     pub critical: bool,
 }

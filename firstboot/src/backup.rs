@@ -225,7 +225,7 @@ fn volume_mountpoints(
     stack: &flypack_contracts::compose::Stack,
 ) -> Result<std::collections::BTreeMap<String, PathBuf>> {
     crate::docker::block_on(async {
-        let d = crate::docker::connect(Duration::from_secs(30)).await?;
+        let d = crate::docker::connect_running().await?;
         let mut out = std::collections::BTreeMap::new();
         for v in &stack.volumes {
             let full = crate::docker::volume_name(stack, v);

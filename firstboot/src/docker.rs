@@ -1,130 +1,148 @@
-//! The one place firstboot talks to Docker (through bollard, API version
-//! negotiated: Debian 12's Engine 20.10 speaks 1.41): load image archives
-//! (checking their ids), and bring a compose stack up the way docker-compose
-//! would, labelled so `docker-compose ps` and `logs` recognise it.
-//! Idempotent: a container whose config-hash label matches is left alone; a
-//! changed one is recreated, its named volumes kept.
+//! The one place firstboot talks to Docker (through the engine's bollard
+//! client, API version negotiated: Debian 12's Engine 20.10 speaks 1.41):
+//! check the images the disk image carries in Docker's store (or load
+//! archives, for a stack outside an image), and bring a compose stack up the
+//! way docker-compose would, labelled so `docker-compose ps` and `logs`
+//! recognise it. Idempotent: a container whose config-hash label matches is
+//! left alone; a changed one is recreated, its named volumes kept.
+//!
+//! No wait here is bounded by a clock that scales with the hardware: loading
+//! is bounded by bytes moving, and waiting for a service by Docker's own
+//! health probes (see [`Waiter`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountBindOptions,
-    MountBindOptionsPropagationEnum, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use flypack_contracts::compose::{Condition, Service, Source, Stack};
 use flypack_contracts::manifest::ContainerImage;
-use futures::StreamExt;
+pub use flypack_contracts::status::ServiceState as State;
+use flypack_engine::docker as engine;
 use serde::{Deserialize, Serialize};
 
 /// The docker-compose version the labels claim (Debian 12's docker-compose).
 pub const COMPOSE_VERSION: &str = "1.29.2";
 
-/// A running container's state, for the status and QA.
+/// How long the daemon may take to answer when firstboot starts (it starts
+/// with the unit; a slow machine needs longer than a fast one, so this is
+/// generous: it only bounds a daemon that never comes up).
+pub const DAEMON_WAIT: Duration = Duration::from_secs(600);
+
+/// After Docker has declared a service unhealthy (its start period and its
+/// retries are spent), how many more failed probes before firstboot gives up
+/// on it. Counted in probes, not seconds, so a slow machine gets as many.
+pub const EXTRA_PROBES: i64 = 12;
+
+/// Restarts after which a crashing service is given up on.
+pub const MAX_RESTARTS: i64 = 5;
+
+/// A stack service's container, for the status and QA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
     /// Service name.
     pub name: String,
-    /// `healthy`, `running`, `starting`, `unhealthy`, `exited`, `missing`.
-    pub state: String,
+    /// Its state.
+    pub state: State,
     /// Whether the verdict depends on it.
     pub critical: bool,
     /// Container id (short).
     pub container: String,
     /// What was done: `created`, `recreated`, `started`, `unchanged`.
     pub action: String,
+    /// Why firstboot stopped waiting for it, when it is not up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up: Option<String>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")
+/// Connects to the local daemon (waiting up to [`DAEMON_WAIT`] for it).
+pub async fn connect() -> Result<Docker> {
+    engine::connect(None, DAEMON_WAIT).await
 }
 
-/// Connects to the local daemon, waiting up to `wait` for it to answer.
-pub async fn connect(wait: Duration) -> Result<Docker> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let attempt = async {
-            let d = Docker::connect_with_local_defaults()?.negotiate_version().await?;
-            d.ping().await?;
-            Ok::<_, bollard::errors::Error>(d)
-        };
-        match attempt.await {
-            Ok(d) => return Ok(d),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("Docker not answering yet: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                return Err(anyhow!(e))
-                    .context("the Docker daemon does not answer (systemctl status docker; journalctl -u docker)");
-            }
-        }
-    }
+/// Connects to a daemon that should already be running (status, QA,
+/// backups: after the stack stage), waiting at most 30 s.
+pub async fn connect_running() -> Result<Docker> {
+    engine::connect(None, Duration::from_secs(30)).await
 }
 
-/// Loads the archives whose images are not present with their expected ids,
-/// then checks every id. A wrong archive checksum or id is an error.
-pub async fn load_images(d: &Docker, root: &crate::root::Root, images: &[ContainerImage]) -> Result<Vec<String>> {
+/// Checks the images in Docker's store; loads the archives of those missing
+/// (images built into the disk image have no archive: they must be there).
+/// A load is bounded by progress, not by a clock; `progress` hears about it.
+/// Returns notes on what was loaded.
+pub async fn load_images(
+    d: &Docker,
+    root: &crate::root::Root,
+    images: &[ContainerImage],
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let mut by_archive: std::collections::BTreeMap<&str, Vec<&ContainerImage>> = Default::default();
     for i in images {
-        by_archive.entry(i.archive.as_str()).or_default().push(i);
+        match i.archive.as_deref() {
+            Some(a) => by_archive.entry(a).or_default().push(i),
+            None => check_id(d, i).await.map(|_| ())?,
+        }
     }
     for (archive, imgs) in by_archive {
         let mut present = true;
         for i in &imgs {
-            match d.inspect_image(&i.reference).await {
-                Ok(info) if info.id.as_deref() == Some(i.id.as_str()) => {}
-                _ => present = false,
-            }
+            present &= engine::image_id(d, &i.reference).await?.as_deref() == Some(i.id.as_str());
         }
         if present {
             continue;
         }
         let path = root.path(archive);
+        progress(&format!("checking {archive}"));
         let sum = flypack_contracts::digest::sha256_file(&path)
             .with_context(|| format!("image archive {archive} is missing or unreadable"))?;
-        let want = &imgs[0].archive_sha256;
-        if &sum != want {
+        if let Some(want) = &imgs[0].archive_sha256
+            && &sum != want
+        {
             bail!("image archive {archive} is corrupt: SHA-256 {sum}, the manifest says {want}; reflash the unit");
         }
-        let file = tokio::fs::File::open(&path)
-            .await
-            .with_context(|| format!("opening {archive}"))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-        let opts = ImportImageOptionsBuilder::default().quiet(true).build();
-        let mut out = d.import_image_stream(opts, stream, None);
-        while let Some(r) = out.next().await {
-            r.with_context(|| format!("loading {archive} into Docker"))?;
-        }
+        engine::load_archive(d, &path, engine::STALL, &mut |p| {
+            progress(&format!(
+                "loading {archive}: {} of {} MiB sent, Docker: {}",
+                p.sent >> 20,
+                p.total >> 20,
+                p.message
+            ))
+        })
+        .await?;
         notes.push(format!("loaded {archive}"));
     }
     for i in images {
-        let info = d
-            .inspect_image(&i.reference)
-            .await
-            .with_context(|| format!("image {} missing after loading", i.reference))?;
-        let id = info.id.unwrap_or_default();
-        if id != i.id {
-            bail!(
-                "image {} has id {id}, the manifest says {}: the archive does not hold the image that was built; reflash the unit",
-                i.reference,
-                i.id
-            );
-        }
+        check_id(d, i).await?;
     }
     Ok(notes)
+}
+
+async fn check_id(d: &Docker, i: &ContainerImage) -> Result<()> {
+    match engine::image_id(d, &i.reference).await? {
+        Some(id) if id == i.id => Ok(()),
+        Some(id) => bail!(
+            "image {} has id {id}, the manifest says {}: Docker's store does not hold the image that was built; reflash the unit",
+            i.reference,
+            i.id
+        ),
+        None if i.archive.is_none() => bail!(
+            "image {} is not in Docker's store (/var/lib/docker), where the build put it: the store was altered or \
+             wiped; reflash the unit",
+            i.reference
+        ),
+        None => bail!("image {} missing after loading its archive", i.reference),
+    }
 }
 
 fn compose_labels(stack: &Stack, service: &str, hash: &str) -> HashMap<String, String> {
@@ -287,37 +305,192 @@ pub fn container_body(stack: &Stack, s: &Service, hash: &str) -> ContainerCreate
     }
 }
 
-async fn state_of(d: &Docker, name: &str) -> Result<String> {
+/// What Docker says about a service's container right now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// Its state.
+    pub state: Option<State>,
+    /// Failed health probes in a row.
+    pub failing_streak: i64,
+    /// When the last health probe ended (Docker's timestamp).
+    pub last_probe: Option<String>,
+    /// What the last health probe printed.
+    pub last_output: String,
+    /// Times Docker restarted it.
+    pub restarts: i64,
+    /// Its last exit code, when it exited.
+    pub exit_code: Option<i64>,
+    /// Its short id.
+    pub id: String,
+}
+
+impl Observed {
+    fn state(&self) -> State {
+        self.state.unwrap_or(State::Unknown)
+    }
+    /// What changes when Docker makes progress with it: a new probe, a new
+    /// state, a restart.
+    fn progress_key(&self) -> (Option<State>, Option<String>, i64) {
+        (self.state, self.last_probe.clone(), self.restarts)
+    }
+}
+
+/// Inspects a container.
+pub async fn observe(d: &Docker, name: &str) -> Result<Observed> {
     let c = match d.inspect_container(name, None::<InspectContainerOptions>).await {
         Ok(c) => c,
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok("missing".into()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            return Ok(Observed {
+                state: Some(State::Missing),
+                ..Default::default()
+            });
+        }
         Err(e) => return Err(e).with_context(|| format!("inspecting {name}")),
     };
     let st = c.state.unwrap_or_default();
-    if let Some(h) = st.health.and_then(|h| h.status) {
-        match h {
-            HealthStatusEnum::HEALTHY => return Ok("healthy".into()),
-            HealthStatusEnum::UNHEALTHY => return Ok("unhealthy".into()),
-            HealthStatusEnum::STARTING => return Ok("starting".into()),
-            _ => {}
-        }
-    }
-    Ok(match st.status.map(|s| s.to_string()) {
-        Some(s) => s,
-        None => "unknown".into(),
+    let health = st.health.unwrap_or_default();
+    let last = health.log.as_ref().and_then(|l| l.last());
+    let container = match st.status {
+        Some(ContainerStateStatusEnum::CREATED) => State::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => State::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => State::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => State::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => State::Removing,
+        Some(ContainerStateStatusEnum::EXITED) => State::Exited,
+        Some(ContainerStateStatusEnum::DEAD) => State::Dead,
+        Some(ContainerStateStatusEnum::STOPPING) => State::Stopping,
+        Some(ContainerStateStatusEnum::EMPTY) | None => State::Unknown,
+    };
+    // Health only means something while the container runs.
+    let state = match (container, health.status) {
+        (State::Running, Some(HealthStatusEnum::HEALTHY)) => State::Healthy,
+        (State::Running, Some(HealthStatusEnum::UNHEALTHY)) => State::Unhealthy,
+        (State::Running, Some(HealthStatusEnum::STARTING)) => State::Starting,
+        (other, _) => other,
+    };
+    Ok(Observed {
+        state: Some(state),
+        failing_streak: health.failing_streak.unwrap_or(0),
+        last_probe: last.and_then(|r| r.end.as_ref()).map(|t| format!("{t:?}")),
+        last_output: last
+            .and_then(|r| r.output.clone())
+            .map(|o| o.trim().chars().take(200).collect())
+            .unwrap_or_default(),
+        restarts: c.restart_count.unwrap_or(0),
+        exit_code: (!state.is_running()).then_some(st.exit_code).flatten(),
+        id: c.id.unwrap_or_default().chars().take(12).collect(),
     })
 }
 
+/// What a wait wants of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Up: healthy, or running when it has no health check.
+    Up,
+    /// A dependency condition.
+    Condition(Condition),
+}
+
+/// Decides, from what Docker reports, whether a service is where it should
+/// be, still on its way, or lost; and whether anything at all is moving.
+/// Nothing here counts wall-clock time against a service except
+/// [`engine::STALL`], a whole period in which Docker reports no change at all
+/// (no probe, no state change, no restart) for any service waited for.
+#[derive(Debug)]
+pub struct Waiter {
+    seen: HashMap<String, (Option<State>, Option<String>, i64)>,
+    last_change: Instant,
+    started: Instant,
+    stall: Duration,
+}
+
+/// A verdict on one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Where it should be.
+    Reached,
+    /// On its way.
+    Waiting,
+    /// Lost: why.
+    GaveUp(String),
+}
+
+impl Waiter {
+    /// A waiter that declares a stall after `stall` without any change.
+    pub fn new(stall: Duration) -> Self {
+        Waiter {
+            seen: HashMap::new(),
+            last_change: Instant::now(),
+            started: Instant::now(),
+            stall,
+        }
+    }
+
+    /// Seconds since the wait began.
+    pub fn seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Judges one service from what Docker reported.
+    pub fn judge(&mut self, s: &Service, want: Want, o: &Observed) -> Verdict {
+        let key = o.progress_key();
+        if self.seen.get(&s.name) != Some(&key) {
+            self.seen.insert(s.name.clone(), key);
+            self.last_change = Instant::now();
+        }
+        let st = o.state();
+        let reached = match want {
+            Want::Up | Want::Condition(Condition::ServiceHealthy) if s.health.is_some() => st == State::Healthy,
+            Want::Up | Want::Condition(Condition::ServiceHealthy) => st.is_up(false),
+            Want::Condition(Condition::ServiceStarted) => st.is_running(),
+        };
+        if reached {
+            return Verdict::Reached;
+        }
+        let retries = s.health.as_ref().map(|h| h.retries).unwrap_or(0);
+        match st {
+            State::Missing | State::Dead | State::Removing => Verdict::GaveUp(format!("its container is {st}")),
+            State::Exited | State::Restarting if o.restarts >= MAX_RESTARTS => Verdict::GaveUp(format!(
+                "it keeps crashing: restarted {} times, last exit code {} (docker logs for the reason)",
+                o.restarts,
+                o.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())
+            )),
+            State::Exited if s.restart == "no" || s.restart.is_empty() => Verdict::GaveUp(format!(
+                "it exited (code {}) and its restart policy is \"no\"",
+                o.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())
+            )),
+            State::Unhealthy if o.failing_streak >= retries + EXTRA_PROBES => Verdict::GaveUp(format!(
+                "unhealthy: {} health probes failed in a row; the last said {:?}",
+                o.failing_streak, o.last_output
+            )),
+            _ => Verdict::Waiting,
+        }
+    }
+
+    /// An error once nothing has changed for the stall period.
+    pub fn check_stall(&self, waiting_for: &str) -> Result<()> {
+        let idle = self.last_change.elapsed();
+        if idle >= self.stall {
+            bail!(
+                "Docker reported no change for {} s while waiting for {waiting_for} (no health probe, no state change): \
+                 the daemon or the containers are stuck (journalctl -u docker; docker ps)",
+                idle.as_secs()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Brings `stack` up: networks, volumes, containers in dependency order,
-/// waiting for each dependency's condition; then waits until every service
-/// is healthy (or running, without a health check), up to `timeout`.
+/// each after its dependencies meet their condition; then waits until every
+/// service is up or given up on (see [`Waiter`]). `progress` hears what is
+/// being waited for.
 pub async fn up(
     d: &Docker,
     stack: &Stack,
     image_ids: &HashMap<String, String>,
-    timeout: Duration,
+    progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Vec<ServiceState>> {
-    let deadline = Instant::now() + timeout;
     for n in &stack.networks {
         let name = network_name(stack, n);
         if d.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>)
@@ -345,134 +518,208 @@ pub async fn up(
     // made as a directory rather than failing the container.
     for s in &stack.services {
         for m in &s.mounts {
-            if let Source::Bind { path } = &m.source {
-                if !path.exists() {
-                    std::fs::create_dir_all(path)
-                        .with_context(|| format!("creating bind source {} for {}", path.display(), s.name))?;
-                }
+            if let Source::Bind { path } = &m.source
+                && !path.exists()
+            {
+                std::fs::create_dir_all(path)
+                    .with_context(|| format!("creating bind source {} for {}", path.display(), s.name))?;
             }
         }
     }
+    // Start every service whose dependencies meet their conditions, in the
+    // compose order; the others wait for theirs (started services are not
+    // held up by a slow dependency of another one).
     let mut out: Vec<ServiceState> = Vec::new();
-    for s in &stack.services {
-        for (dep, cond) in &s.depends_on {
-            let want = |st: &str| match cond {
-                Condition::ServiceHealthy => st == "healthy",
-                Condition::ServiceStarted => matches!(st, "running" | "healthy" | "starting"),
-            };
-            loop {
-                let st = state_of(d, &container_name(stack, dep)).await?;
-                if want(&st) {
-                    break;
+    let mut pending: Vec<&Service> = stack.services.iter().collect();
+    let mut waiter = Waiter::new(engine::STALL);
+    while !pending.is_empty() {
+        let mut blocked = Vec::new();
+        let mut still = Vec::new();
+        let before = out.len();
+        for s in pending {
+            let mut ready = true;
+            for (dep, cond) in &s.depends_on {
+                let dep_svc = stack
+                    .service(dep)
+                    .with_context(|| format!("{} depends on unknown service {dep}", s.name))?;
+                if !out.iter().any(|o| &o.name == dep) {
+                    ready = false;
+                    continue;
                 }
-                if Instant::now() >= deadline {
-                    bail!("{} waits for {dep} to be {:?}, but it is {st}", s.name, cond);
+                let o = observe(d, &container_name(stack, dep)).await?;
+                match waiter.judge(dep_svc, Want::Condition(*cond), &o) {
+                    Verdict::Reached => {}
+                    Verdict::GaveUp(why) => {
+                        bail!("{} cannot start: it needs {dep} ({cond:?}), and {dep} {why}", s.name)
+                    }
+                    Verdict::Waiting => {
+                        ready = false;
+                        blocked.push(format!(
+                            "{dep} to be {} ({}{})",
+                            want_text(*cond),
+                            o.state(),
+                            probes(&o)
+                        ));
+                    }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if ready {
+                out.push(ensure_container(d, stack, s, image_ids).await?);
+            } else {
+                still.push(s);
             }
         }
-        let image_id = image_ids.get(&s.image).cloned().unwrap_or_default();
-        let hash = stack.config_hash(s, &image_id);
-        let name = container_name(stack, &s.name);
-        let existing = d.inspect_container(&name, None::<InspectContainerOptions>).await.ok();
-        let current_hash = existing
-            .as_ref()
-            .and_then(|c| c.config.as_ref())
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get("com.docker.compose.config-hash").cloned());
-        let mut action = "unchanged";
-        if existing.is_some() && current_hash.as_deref() != Some(hash.as_str()) {
-            d.stop_container(&name, Some(StopContainerOptionsBuilder::default().t(20).build()))
-                .await
-                .ok();
-            d.remove_container(
-                &name,
-                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-            )
-            .await
-            .with_context(|| format!("removing {name} to recreate it"))?;
-            action = "recreated";
+        if !still.is_empty() && out.len() == before && blocked.is_empty() {
+            bail!(
+                "services {:?} depend on services that never start (a dependency cycle?)",
+                still.iter().map(|s| &s.name).collect::<Vec<_>>()
+            );
         }
-        if existing.is_none() || action == "recreated" {
-            d.create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                container_body(stack, s, &hash),
-            )
-            .await
-            .with_context(|| format!("creating {name}"))?;
-            if action != "recreated" {
-                action = "created";
-            }
+        pending = still;
+        if !pending.is_empty() && !blocked.is_empty() {
+            let what = format!(
+                "{} before starting {}",
+                blocked.join(", "),
+                pending.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            waiter.check_stall(&what)?;
+            progress(&format!("waiting {} s for {what}", waiter.seconds()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let running = d
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.running)
-            .unwrap_or(false);
-        if !running {
-            d.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
-                .await
-                .with_context(|| format!("starting {name}"))?;
-            if action == "unchanged" {
-                action = "started";
-            }
-        }
-        let id = d
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|c| c.id)
-            .unwrap_or_default();
-        out.push(ServiceState {
-            name: s.name.clone(),
-            state: String::new(),
-            critical: s.critical,
-            container: id.chars().take(12).collect(),
-            action: action.into(),
-        });
     }
     // Wait for every service to settle.
+    let mut waiter = Waiter::new(engine::STALL);
     loop {
-        let mut all = true;
-        for o in out.iter_mut() {
-            let s = stack.service(&o.name).expect("a stack service");
-            o.state = state_of(d, &container_name(stack, &o.name)).await?;
-            let ok = if s.health.is_some() {
-                o.state == "healthy"
-            } else {
-                o.state == "running"
-            };
-            all &= ok;
+        let mut waiting = Vec::new();
+        for o in out.iter_mut().filter(|o| o.gave_up.is_none()) {
+            let s = stack.service(&o.name).context("a stack service")?;
+            let seen = observe(d, &container_name(stack, &o.name)).await?;
+            o.state = seen.state();
+            match waiter.judge(s, Want::Up, &seen) {
+                Verdict::Reached => {}
+                Verdict::Waiting => waiting.push(format!("{} ({}{})", o.name, o.state, probes(&seen))),
+                Verdict::GaveUp(why) => {
+                    tracing::warn!("giving up on {}: {why}", o.name);
+                    o.gave_up = Some(why);
+                }
+            }
         }
-        if all || Instant::now() >= deadline {
+        if waiting.is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let what = waiting.join(", ");
+        waiter.check_stall(&what)?;
+        progress(&format!("waiting {} s for {what}", waiter.seconds()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(out)
+}
+
+fn want_text(c: Condition) -> &'static str {
+    match c {
+        Condition::ServiceHealthy => "healthy",
+        Condition::ServiceStarted => "started",
+    }
+}
+
+fn probes(o: &Observed) -> String {
+    if o.failing_streak > 0 {
+        format!(", {} probes failed", o.failing_streak)
+    } else {
+        String::new()
+    }
+}
+
+/// Creates (or recreates, when its config changed) and starts one service's
+/// container.
+async fn ensure_container(
+    d: &Docker,
+    stack: &Stack,
+    s: &Service,
+    image_ids: &HashMap<String, String>,
+) -> Result<ServiceState> {
+    let image_id = image_ids.get(&s.image).cloned().unwrap_or_default();
+    let hash = stack.config_hash(s, &image_id);
+    let name = container_name(stack, &s.name);
+    let existing = match d.inspect_container(&name, None::<InspectContainerOptions>).await {
+        Ok(c) => Some(c),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => None,
+        Err(e) => return Err(e).with_context(|| format!("inspecting {name}")),
+    };
+    let current_hash = existing
+        .as_ref()
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get("com.docker.compose.config-hash").cloned());
+    let mut action = "unchanged";
+    if existing.is_some() && current_hash.as_deref() != Some(hash.as_str()) {
+        // A container that is already stopped cannot be stopped: the
+        // removal below is what must succeed.
+        if let Err(e) = d
+            .stop_container(&name, Some(StopContainerOptionsBuilder::default().t(20).build()))
+            .await
+        {
+            tracing::debug!("stopping {name} before recreating it: {e}");
+        }
+        d.remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .with_context(|| format!("removing {name} to recreate it"))?;
+        action = "recreated";
+    }
+    if existing.is_none() || action == "recreated" {
+        d.create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            container_body(stack, s, &hash),
+        )
+        .await
+        .with_context(|| format!("creating {name}"))?;
+        if action != "recreated" {
+            action = "created";
+        }
+    }
+    let o = observe(d, &name).await?;
+    if !o.state().is_running() && o.state() != State::Restarting {
+        d.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        if action == "unchanged" {
+            action = "started";
+        }
+    }
+    let o = observe(d, &name).await?;
+    Ok(ServiceState {
+        name: s.name.clone(),
+        state: o.state(),
+        critical: s.critical,
+        container: o.id,
+        action: action.into(),
+        gave_up: None,
+    })
 }
 
 /// The live state of every service of `stack`.
 pub async fn states(d: &Docker, stack: &Stack) -> Result<Vec<ServiceState>> {
     let mut out = Vec::new();
     for s in &stack.services {
-        let name = container_name(stack, &s.name);
+        let o = observe(d, &container_name(stack, &s.name)).await?;
         out.push(ServiceState {
             name: s.name.clone(),
-            state: state_of(d, &name).await?,
+            state: o.state(),
             critical: s.critical,
-            container: String::new(),
+            container: o.id,
             action: String::new(),
+            gave_up: None,
         });
     }
     Ok(out)
 }
 
-/// Runs `f` on a fresh runtime (firstboot is synchronous).
+/// Runs `f` on a runtime (firstboot is synchronous).
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    runtime()?.block_on(f)
+    engine::runtime()?.block_on(f)
 }
 
 /// Lists the project's containers (for tests and diagnostics).
@@ -514,4 +761,91 @@ pub fn load_stack_from(
     // Paths inside the stack are the unit's paths, whatever the root.
     let stack = flypack_contracts::compose::parse(Path::new(&cfg.compose), &text, &cfg.profiles)?;
     Ok(Some((cfg, stack)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack() -> Stack {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/monitoring/docker-compose.yml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        flypack_contracts::compose::parse(&file, &text, &[]).unwrap()
+    }
+
+    fn seen(state: State, streak: i64, restarts: i64, probe: &str) -> Observed {
+        Observed {
+            state: Some(state),
+            failing_streak: streak,
+            last_probe: (!probe.is_empty()).then(|| probe.to_string()),
+            last_output: "connection refused".into(),
+            restarts,
+            exit_code: (!state.is_running()).then_some(1),
+            id: "abc".into(),
+        }
+    }
+
+    #[test]
+    fn waits_are_judged_by_docker_not_by_the_clock() {
+        let st = stack();
+        let vm = st.service("victoriametrics").unwrap(); // health check, 12 retries
+        let healthy = Want::Condition(Condition::ServiceHealthy);
+        let started = Want::Condition(Condition::ServiceStarted);
+        let cases: &[(Want, Observed, &str)] = &[
+            (Want::Up, seen(State::Healthy, 0, 0, "t1"), "reached"),
+            (Want::Up, seen(State::Running, 0, 0, ""), "waiting"),
+            (Want::Up, seen(State::Starting, 3, 0, "t1"), "waiting"),
+            (started, seen(State::Starting, 0, 0, ""), "reached"),
+            (healthy, seen(State::Starting, 0, 0, ""), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 12, 0, "t1"), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 23, 0, "t1"), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 24, 0, "t1"), "unhealthy: 24 health probes"),
+            (Want::Up, seen(State::Restarting, 0, 4, ""), "waiting"),
+            (Want::Up, seen(State::Restarting, 0, 5, ""), "keeps crashing: restarted 5 times"),
+            (Want::Up, seen(State::Exited, 0, 1, ""), "waiting"),
+            (Want::Up, seen(State::Missing, 0, 0, ""), "its container is missing"),
+            (Want::Up, seen(State::Dead, 0, 0, ""), "its container is dead"),
+            (Want::Up, seen(State::Created, 0, 0, ""), "waiting"),
+        ];
+        for (want, o, expect) in cases {
+            let mut w = Waiter::new(Duration::from_secs(600));
+            let got = match w.judge(vm, *want, o) {
+                Verdict::Reached => "reached".to_string(),
+                Verdict::Waiting => "waiting".to_string(),
+                Verdict::GaveUp(why) => why,
+            };
+            assert!(got.contains(expect), "{want:?} {o:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_service_without_a_health_check_is_up_when_running() {
+        let st = stack();
+        let mut svc = st.service("vmagent").unwrap().clone();
+        svc.health = None;
+        svc.restart = "no".into();
+        let mut w = Waiter::new(Duration::from_secs(600));
+        assert_eq!(w.judge(&svc, Want::Up, &seen(State::Running, 0, 0, "")), Verdict::Reached);
+        let exited = w.judge(&svc, Want::Up, &seen(State::Exited, 0, 0, ""));
+        assert!(matches!(&exited, Verdict::GaveUp(why) if why.contains("restart policy is \"no\"")), "{exited:?}");
+    }
+
+    #[test]
+    fn only_a_period_without_any_change_is_a_stall() {
+        let st = stack();
+        let vm = st.service("victoriametrics").unwrap();
+        let mut w = Waiter::new(Duration::from_millis(300));
+        w.judge(vm, Want::Up, &seen(State::Starting, 1, 0, "t1"));
+        std::thread::sleep(Duration::from_millis(200));
+        // A new probe result is progress: the stall clock starts again.
+        w.judge(vm, Want::Up, &seen(State::Starting, 2, 0, "t2"));
+        std::thread::sleep(Duration::from_millis(200));
+        w.check_stall("victoriametrics").unwrap();
+        // The same probe seen again is not.
+        w.judge(vm, Want::Up, &seen(State::Starting, 2, 0, "t2"));
+        std::thread::sleep(Duration::from_millis(150));
+        let e = w.check_stall("victoriametrics").unwrap_err().to_string();
+        assert!(e.contains("Docker reported no change for"), "{e}");
+        assert!(e.contains("waiting for victoriametrics"), "{e}");
+    }
 }

@@ -331,7 +331,13 @@ fn stack_cmd(root: &Root, a: &cli::StackArgs) -> Result<i32> {
     };
     let states = match a.command {
         cli::StackCommand::Up => {
-            let (notes, states) = stages::stack::bring_up(root, &cfg, &stack)?;
+            let mut last = String::new();
+            let (notes, states) = stages::stack::bring_up(root, &cfg, &stack, &mut |m| {
+                if m != last {
+                    eprintln!("{m}");
+                    last = m.to_string();
+                }
+            })?;
             for n in notes {
                 eprintln!("{n}");
             }
@@ -341,7 +347,7 @@ fn stack_cmd(root: &Root, a: &cli::StackArgs) -> Result<i32> {
             states
         }
         cli::StackCommand::Status => docker::block_on(async {
-            let d = docker::connect(Duration::from_secs(10)).await?;
+            let d = docker::connect_running().await?;
             docker::states(&d, &stack).await
         })?,
     };
@@ -358,8 +364,10 @@ fn stack_cmd(root: &Root, a: &cli::StackArgs) -> Result<i32> {
             );
         }
     }
-    let ok = states
-        .iter()
-        .all(|s| !s.critical || s.state == "healthy" || s.state == "running");
+    let ok = states.iter().all(|s| {
+        !s.critical
+            || s.state
+                .is_up(stack.service(&s.name).is_some_and(|v| v.health.is_some()))
+    });
     Ok(if ok { 0 } else { 1 })
 }

@@ -510,7 +510,7 @@ fn check(id: &str, ctx: &Ctx, s: &Snapshot) -> Check {
                 return skip("not the running system");
             }
             let states = crate::docker::block_on(async {
-                let d = crate::docker::connect(std::time::Duration::from_secs(10)).await?;
+                let d = crate::docker::connect_running().await?;
                 crate::docker::states(&d, &stack).await
             });
             match states {
@@ -518,11 +518,7 @@ fn check(id: &str, ctx: &Ctx, s: &Snapshot) -> Check {
                 Ok(states) => {
                     let good = |s: &crate::docker::ServiceState| {
                         let has_health = stack.service(&s.name).is_some_and(|x| x.health.is_some());
-                        if has_health {
-                            s.state == "healthy"
-                        } else {
-                            s.state == "running"
-                        }
+                        s.state.is_up(has_health)
                     };
                     let bad: Vec<String> = states
                         .iter()

@@ -54,6 +54,70 @@ pub trait Stage {
     fn run(&self, ctx: &Ctx) -> Result<Outcome>;
 }
 
+/// What the running stage is doing, as written to the progress file and
+/// read by the status (`firstboot status`, the web page, the login banner).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// The stage.
+    pub stage: String,
+    /// What it is doing or waiting for, and for how long.
+    pub message: String,
+    /// When this was written (RFC 3339).
+    pub time: String,
+}
+
+/// Reports a running stage's progress without flooding: the progress file
+/// at most every 2 s, the log (console) at most every 15 s.
+#[derive(Debug)]
+pub struct Reporter {
+    root: Root,
+    stage: String,
+    last_file: Option<Instant>,
+    last_log: Option<Instant>,
+}
+
+impl Reporter {
+    /// A reporter for `stage`.
+    pub fn new(root: &Root, stage: &str) -> Self {
+        Reporter {
+            root: root.clone(),
+            stage: stage.to_string(),
+            last_file: None,
+            last_log: None,
+        }
+    }
+
+    /// Notes what the stage is doing now.
+    pub fn report(&mut self, message: &str) {
+        let due = |t: Option<Instant>, every: u64| t.is_none_or(|t| t.elapsed().as_secs() >= every);
+        if due(self.last_log, 15) {
+            self.last_log = Some(Instant::now());
+            tracing::info!("stage {}: {message}", self.stage);
+        }
+        if due(self.last_file, 2) {
+            self.last_file = Some(Instant::now());
+            let p = Progress {
+                stage: self.stage.clone(),
+                message: message.to_string(),
+                time: now(),
+            };
+            let path = self.root.path(flypack_contracts::layout::target::PROGRESS_FILE);
+            // Progress is advisory: a full disk must not fail the stage here.
+            if let Err(e) = serde_json::to_vec(&p)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| flypack_contracts::atomic::write_atomic(&path, &b, 0o644))
+            {
+                tracing::debug!("writing {}: {e:#}", path.display());
+            }
+        }
+    }
+}
+
+/// The progress file's content, if any.
+pub fn progress(root: &Root) -> Option<Progress> {
+    serde_json::from_slice(&std::fs::read(root.path(flypack_contracts::layout::target::PROGRESS_FILE)).ok()?).ok()
+}
+
 /// What stages get.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -73,6 +137,11 @@ impl Ctx {
             fault: Fault::from_env(),
             unit,
         }
+    }
+
+    /// A progress reporter for `stage`.
+    pub fn reporter(&self, stage: &str) -> Reporter {
+        Reporter::new(&self.root, stage)
     }
 
     /// Aborts here if a test asked for it.

@@ -41,6 +41,7 @@ pub fn compute_with(
     let mut out = Vec::new();
     let mut reasons = Vec::new();
     let mut failed_for_good = false;
+    let progress = crate::runner::progress(root);
     for name in stages {
         match journal.stage(name) {
             Some(r) => {
@@ -54,12 +55,17 @@ pub fn compute_with(
                         r.detail.as_deref().unwrap_or("no detail")
                     ));
                 }
+                // A running stage says what it is doing or waiting for.
+                let detail = match (&progress, r.state) {
+                    (Some(p), StageState::Started) if p.stage == *name => Some(p.message.clone()),
+                    _ => r.detail.clone(),
+                };
                 out.push(StageStatus {
                     name: name.to_string(),
                     state: r.state,
                     attempts: r.attempts,
                     duration_ms: r.duration_ms,
-                    detail: r.detail.clone(),
+                    detail,
                 });
             }
             None => out.push(StageStatus {

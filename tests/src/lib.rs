@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use flypack_contracts::manifest::{Manifest, PartitionInfo};
-use flypack_contracts::status::Status;
+use flypack_contracts::status::{StageState, Status, Verdict};
 use serde_json::Value;
 
 /// The repository root.
@@ -563,4 +563,56 @@ pub fn default_profile_text(overlays: Option<&[&Path]>) -> String {
         )
         // Copies need no USB stick of their own: the shared image carries one.
         .replace("[installer]\nenabled = true", "[installer]\nenabled = false")
+}
+
+/// Asserts that a boot of the default image (default unit config, an 8 GiB
+/// disk) reached its verdict: GO with the one warning every boot in QEMU has
+/// (time.sync: no time source), the root grown, every stack service up.
+pub fn assert_default_go(b: &Booted, what: &str) {
+    let status = b.status.as_ref().unwrap_or_else(|| {
+        panic!(
+            "{what}: no FLYPACK-STATUS line (exit {}):\n{}\n--- console tail ---\n{}",
+            b.code,
+            b.stderr,
+            tail(&b.console, 60)
+        )
+    });
+    // The default unit config has no time source: in QEMU (no NTP) the one
+    // warning is time.sync, so the verdict is GO with warnings.
+    let qa = status.qa.as_ref().expect("QA ran");
+    assert_eq!(qa.critical, Vec::<String>::new(), "{what}: {status:?}");
+    assert_eq!(qa.warnings, vec!["time.sync".to_string()], "{what}: {status:?}");
+    assert_eq!(status.verdict, Verdict::GoWithWarnings, "{what}: {status:?}");
+    assert_eq!(b.code, 2, "{what}: builder boot exit code for GO with warnings");
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    let disk = status
+        .stages
+        .iter()
+        .find(|s| s.name == "disk")
+        .expect("disk stage reported");
+    assert_eq!(disk.state, StageState::Done, "{what}: {disk:?}");
+    // builder boot gives the guest an 8 GiB disk: the 4 GiB image's root grew.
+    assert!(
+        disk.detail.as_deref().unwrap_or("").contains("root grown to 7.9 GiB"),
+        "{what}: {disk:?}"
+    );
+    // The status line stands at the start of a console line.
+    assert!(
+        b.console.lines().any(|l| l.starts_with("FLYPACK-STATUS {")),
+        "{what}: status line not at line start"
+    );
+    let services: Vec<(String, String)> = status
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.state.to_string()))
+        .collect();
+    assert_eq!(services.len(), 4, "{what}: {status:?}");
+    assert!(services.iter().all(|(_, st)| st == "healthy"), "{what}: {services:?}");
+    eprintln!("{what}: FLYPACK-STATUS after {:.1} s", b.seconds.unwrap_or(0.0));
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(n)..].join("\n")
 }

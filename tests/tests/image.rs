@@ -8,56 +8,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use flypack_contracts::status::{StageState, Verdict};
 use flypack_e2e::*;
-
-fn assert_go(b: &Booted, what: &str) {
-    let status = b.status.as_ref().unwrap_or_else(|| {
-        panic!(
-            "{what}: no FLYPACK-STATUS line (exit {}):\n{}\n--- console tail ---\n{}",
-            b.code,
-            b.stderr,
-            tail(&b.console, 60)
-        )
-    });
-    // The default unit config has no time source: in QEMU (no NTP) the one
-    // warning is time.sync, so the verdict is GO with warnings.
-    let qa = status.qa.as_ref().expect("QA ran");
-    assert_eq!(qa.critical, Vec::<String>::new(), "{what}: {status:?}");
-    assert_eq!(qa.warnings, vec!["time.sync".to_string()], "{what}: {status:?}");
-    assert_eq!(status.verdict, Verdict::GoWithWarnings, "{what}: {status:?}");
-    assert_eq!(b.code, 2, "{what}: builder boot exit code for GO with warnings");
-    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
-    let disk = status
-        .stages
-        .iter()
-        .find(|s| s.name == "disk")
-        .expect("disk stage reported");
-    assert_eq!(disk.state, StageState::Done, "{what}: {disk:?}");
-    // builder boot gives the guest an 8 GiB disk: the 4 GiB image's root grew.
-    assert!(
-        disk.detail.as_deref().unwrap_or("").contains("root grown to 7.9 GiB"),
-        "{what}: {disk:?}"
-    );
-    // The status line stands at the start of a console line.
-    assert!(
-        b.console.lines().any(|l| l.starts_with("FLYPACK-STATUS {")),
-        "{what}: status line not at line start"
-    );
-    eprintln!("{what}: FLYPACK-STATUS after {:.1} s", b.seconds.unwrap_or(0.0));
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let l: Vec<&str> = s.lines().collect();
-    l[l.len().saturating_sub(n)..].join("\n")
-}
 
 #[test]
 fn default_image_boots_under_bios() {
     let img = shared_image();
     let dir = tempfile::tempdir().unwrap();
     let b = boot(&img.path, &["--firmware", "bios"], &dir.path().join("console.log"));
-    assert_go(&b, "BIOS");
+    assert_default_go(&b, "BIOS");
     // Booting never changes the image (QEMU ran on a copy-on-write overlay).
     let sums = img
         .manifest
@@ -82,7 +40,7 @@ fn default_image_boots_under_uefi() {
     let img = shared_image();
     let dir = tempfile::tempdir().unwrap();
     let b = boot(&img.path, &["--firmware", "uefi"], &dir.path().join("console.log"));
-    assert_go(&b, "UEFI");
+    assert_default_go(&b, "UEFI");
     // OVMF started the removable-media boot loader, which is GRUB.
     assert!(
         b.console.contains("BdsDxe: starting Boot0001 \"UEFI Misc Device\""),
@@ -231,10 +189,37 @@ fn outputs_are_consistent_and_filesystems_clean() {
             "flypack/video-exporter:latest"
         ]
     );
+    // They are in Docker's store, put there by the build: no archive
+    // travels, and each image's config is in the store under its id.
+    assert!(
+        img.manifest
+            .docker_store
+            .as_deref()
+            .is_some_and(|v| v.contains("Docker version"))
+    );
     for i in &img.manifest.container_images {
         assert!(i.id.starts_with("sha256:") && i.id.len() == 71, "{i:?}");
-        assert_eq!(i.archive, "/var/lib/flypack/images/stack-images.tar");
+        assert_eq!((&i.archive, &i.archive_sha256), (&None, &None), "{i:?}");
+        let config = img.read_root_file(&format!(
+            "/var/lib/docker/image/overlay2/imagedb/content/sha256/{}",
+            &i.id["sha256:".len()..]
+        ));
+        assert_eq!(
+            format!("sha256:{}", flypack_contracts::digest::sha256_hex(config.as_bytes())),
+            i.id,
+            "{} in the image's Docker store",
+            i.reference
+        );
     }
+    let repos = img.read_root_file("/var/lib/docker/image/overlay2/repositories.json");
+    for r in &refs {
+        assert!(repos.contains(r), "{r} not tagged in the store: {repos}");
+    }
+    assert!(
+        !img.read_root_file("/var/lib/flypack/images/stack-images.tar")
+            .contains("manifest.json"),
+        "the archive still travels in the image"
+    );
     let stack: flypack_contracts::compose::StackConfig =
         serde_json::from_str(&img.read_root_file("/usr/share/flypack/stack.json")).unwrap();
     assert_eq!(stack.images, img.manifest.container_images);
@@ -319,7 +304,7 @@ fn changed_overlay_reuses_the_cached_rootfs_and_boots() {
     eprintln!("warm rebuild stages: {}", result["stage_seconds"]);
 
     let b = boot(&img.path, &[], &dir.path().join("console.log"));
-    assert_go(&b, "rebuilt image");
+    assert_default_go(&b, "rebuilt image");
 }
 
 #[test]

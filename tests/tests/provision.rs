@@ -67,7 +67,7 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     // The monitoring stack came up offline, from the images in the disk image.
     assert_eq!(s.status.services.len(), 4, "{:?}", s.status.services);
     for svc in &s.status.services {
-        assert_eq!(svc.state, "healthy", "{svc:?}");
+        assert_eq!(svc.state.as_str(), "healthy", "{svc:?}");
     }
     let (code, out) = s.ssh("sudo docker ps --format '{{.Names}} {{.Status}}'");
     assert_eq!(code, 0, "{out}");

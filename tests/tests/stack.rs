@@ -44,11 +44,14 @@ fn down(project: &str) {
     docker(&["network", "rm", &format!("{project}_default")]);
 }
 
+/// The service states `firstboot stack --json up` printed on stdout (the
+/// text before the JSON is stderr's progress).
 fn states(out: &str) -> Vec<Value> {
-    let start = out.find('[').unwrap_or_else(|| panic!("no JSON: {out}"));
-    let end = out.rfind(']').unwrap();
-    serde_json::from_str::<Vec<Value>>(&out[start..=end]).unwrap()
+    let json = out.split(STDERR_MARK).next().unwrap_or_default();
+    serde_json::from_str::<Vec<Value>>(json.trim()).unwrap_or_else(|e| panic!("no JSON ({e}): {out}"))
 }
+
+const STDERR_MARK: &str = "\n--- stderr ---\n";
 
 fn up(config: &Path) -> (i32, String) {
     let o = firstboot()
@@ -61,7 +64,7 @@ fn up(config: &Path) -> (i32, String) {
     (
         o.status.code().unwrap_or(-1),
         format!(
-            "{}{}",
+            "{}{STDERR_MARK}{}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         ),
@@ -137,10 +140,24 @@ fn the_stack_comes_up_healthy_and_converges() {
     }
     let mut bad = cfg.clone();
     let archive = PathBuf::from(cfg["images"][0]["archive"].as_str().unwrap());
+    // An image the build put into Docker's store (no archive) that is not
+    // there: the store was wiped; the fix is a reflash.
+    let mut in_store = cfg.clone();
+    for i in in_store["images"].as_array_mut().unwrap() {
+        i.as_object_mut().unwrap().remove("archive");
+        i.as_object_mut().unwrap().remove("archive_sha256");
+    }
+    let bad_config = dir.path().join("bad.json");
+    std::fs::write(&bad_config, serde_json::to_vec(&in_store).unwrap()).unwrap();
+    let (code, out) = up(&bad_config);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("is not in Docker's store (/var/lib/docker), where the build put it") && out.contains("reflash"),
+        "{out}"
+    );
     for i in bad["images"].as_array_mut().unwrap() {
         i["archive"] = Value::String(dir.path().join("missing.tar").display().to_string());
     }
-    let bad_config = dir.path().join("bad.json");
     std::fs::write(&bad_config, serde_json::to_vec(&bad).unwrap()).unwrap();
     let (code, out) = up(&bad_config);
     assert_ne!(code, 0);
@@ -199,6 +216,7 @@ fn the_stack_comes_up_healthy_and_converges() {
     let (code, out) = up(&config);
     assert_eq!(code, 0, "{out}");
     let again = states(&out);
+    assert_eq!(again.len(), first.len(), "{out}");
     for (a, b) in first.iter().zip(&again) {
         assert_eq!(b["action"], "unchanged", "{b}");
         assert_eq!(a["container"], b["container"], "{a} vs {b}");
@@ -226,6 +244,7 @@ fn the_stack_comes_up_healthy_and_converges() {
     let (code, out) = up(&config);
     assert_eq!(code, 0, "{out}");
     let changed = states(&out);
+    assert_eq!(changed.len(), 4, "{out}");
     for s in &changed {
         let want = if s["name"] == "victoriametrics" {
             "recreated"

@@ -45,10 +45,7 @@ pub fn run(args: &ImagesArgs, rep: &Reporter) -> Result<i32> {
             .images
             .iter()
             .map(|i| ContainerImage {
-                archive: out
-                    .join(i.archive.rsplit('/').next().unwrap_or(&i.archive))
-                    .display()
-                    .to_string(),
+                archive: i.archive.as_ref().map(|a| out.join(a).display().to_string()),
                 ..i.clone()
             })
             .collect(),
@@ -59,7 +56,7 @@ pub fn run(args: &ImagesArgs, rep: &Reporter) -> Result<i32> {
         rep.event("result", json!({ "config": cfg_path, "images": cfg.images }));
     } else {
         for i in &cfg.images {
-            eprintln!("{} {} in {}", i.reference, i.id, i.archive);
+            eprintln!("{} {} in {}", i.reference, i.id, i.archive.as_deref().unwrap_or("?"));
         }
         eprintln!("stack config: {}", cfg_path.display());
     }

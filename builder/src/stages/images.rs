@@ -28,18 +28,31 @@ use sha2::{Digest, Sha256};
 use crate::plan::{Plan, RootfsPlan, StackImagePlan, StackPlan};
 use crate::progress::Reporter;
 
-/// Where the archives go inside the image.
-pub const IMAGES_DIR: &str = "var/lib/flypack/images";
 /// The archive of the images built from Debian packages.
 pub const STACK_ARCHIVE: &str = "stack-images.tar";
 
 /// What the stage produced.
 #[derive(Debug, Clone)]
 pub struct Images {
-    /// (archive file in the cache or source, name inside IMAGES_DIR).
+    /// (archive file in the cache or source, its name in `builder images`' output).
     pub archives: Vec<(PathBuf, String)>,
-    /// Manifest entries.
+    /// The images, each with the name of its archive.
     pub images: Vec<ContainerImage>,
+}
+
+impl Images {
+    /// The manifest's entries for an image whose Docker store holds them
+    /// (no archive travels).
+    pub fn in_store(&self) -> Vec<ContainerImage> {
+        self.images
+            .iter()
+            .map(|i| ContainerImage {
+                archive: None,
+                archive_sha256: None,
+                ..i.clone()
+            })
+            .collect()
+    }
 }
 
 /// Paths that never go into a layer (the runtime provides them).
@@ -401,7 +414,6 @@ fn build_debian_images(
         for (id, cfg) in &configs {
             add(&format!("{id}.json"), cfg)?;
         }
-        drop(add);
         let mut seen = BTreeSet::new();
         for l in &layers {
             if !seen.insert(l.digest.clone()) {
@@ -552,8 +564,8 @@ pub fn run(plan: &Plan, cache: &Path, rep: &Reporter) -> Result<Option<Images>> 
         images.push(ContainerImage {
             reference,
             id,
-            archive: format!("/{IMAGES_DIR}/{archive}"),
-            archive_sha256: sums.get(&archive).cloned().unwrap_or_default(),
+            archive_sha256: sums.get(&archive).cloned(),
+            archive: Some(archive),
         });
     }
     Ok(Some(Images { archives, images }))

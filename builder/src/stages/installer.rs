@@ -40,7 +40,7 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
     )?;
     tree::systemctl_root(&root, "enable", &["flypack-installer.service"])?;
     // The stick runs no stack: its images are inside the payload.
-    remove_any(&root.join(crate::stages::images::IMAGES_DIR))?;
+    remove_any(&root.join(crate::stages::store::STORE_DIR))?;
     remove_any(&root.join("usr/share/flypack/stack.json"))?;
 
     stage.progress("adding the appliance image as the payload");

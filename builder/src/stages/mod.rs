@@ -1,4 +1,5 @@
-//! The build stages, in order. Each takes the plan (and what the previous
+//! The build stages, in order: rootfs, images, store, tree, disk,
+//! installer, outputs. Each takes the plan (and what the previous
 //! stage produced) and returns what it produced.
 
 pub mod disk;
@@ -6,4 +7,5 @@ pub mod images;
 pub mod installer;
 pub mod outputs;
 pub mod rootfs;
+pub mod store;
 pub mod tree;

@@ -81,7 +81,7 @@ impl Tree {
 pub fn run(
     plan: &Plan,
     rootfs: &Rootfs,
-    images: Option<&crate::stages::images::Images>,
+    store: Option<&crate::stages::store::Store>,
     manifest: &Manifest,
     rep: &Reporter,
 ) -> Result<Tree> {
@@ -118,9 +118,9 @@ pub fn run(
     stage.progress("writing system files");
     write_system_files(plan, manifest, &root)?;
     install_ssh_keys(plan, &root)?;
-    if let (Some(stack), Some(images)) = (&plan.stack, images) {
+    if let (Some(stack), Some(store)) = (&plan.stack, store) {
         stage.progress("adding the container stack");
-        install_stack(stack, images, &root)?;
+        install_stack(stack, store, manifest, &root)?;
     }
     make_clonable(&root)?;
     systemctl(&root)?;
@@ -160,8 +160,14 @@ fn install_programs(plan: &Plan, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies the compose folder, the image archives and the stack config in.
-fn install_stack(stack: &crate::plan::StackPlan, images: &crate::stages::images::Images, root: &Path) -> Result<()> {
+/// Copies the compose folder in, links the Docker store (the images) in, and
+/// writes the stack config.
+fn install_stack(
+    stack: &crate::plan::StackPlan,
+    store: &crate::stages::store::Store,
+    manifest: &Manifest,
+    root: &Path,
+) -> Result<()> {
     use flypack_contracts::compose::{STACK_CONFIG, StackConfig};
     let dst = root.join("etc/flypack/stack").join(&stack.project);
     fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
@@ -176,20 +182,12 @@ fn install_stack(stack: &crate::plan::StackPlan, images: &crate::stages::images:
         .arg(&dst)
         .run()
         .context("chown of the compose folder")?;
-    let dir = root.join(crate::stages::images::IMAGES_DIR);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (src, name) in &images.archives {
-        let to = dir.join(name);
-        // A hard link when the cache is on the same filesystem: no copy.
-        if fs::hard_link(src, &to).is_err() {
-            fs::copy(src, &to).with_context(|| format!("copying {}", src.display()))?;
-        }
-    }
+    crate::stages::store::install(store, root)?;
     let cfg = StackConfig {
         project: stack.project.clone(),
         compose: format!("/etc/flypack/stack/{}/{}", stack.project, stack.compose_file),
         profiles: stack.profiles.clone(),
-        images: images.images.clone(),
+        images: manifest.container_images.clone(),
     };
     replace_file(
         &root.join(STACK_CONFIG.trim_start_matches('/')),

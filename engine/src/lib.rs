@@ -1,0 +1,4 @@
+//! Flypack's engines: the work builder, firstboot and the tests share that
+//! is not a contract (the contracts live in `flypack-contracts`).
+
+pub mod docker;
