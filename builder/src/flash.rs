@@ -7,8 +7,9 @@ use flypack_contracts::flash::{Hooks, Phase};
 
 use crate::progress::Reporter;
 
-/// Flashes with progress.
-pub fn flash(o: &Options, rep: &Reporter) -> Result<Report> {
+/// Flashes with progress; `finish` runs while the target is still held
+/// (see [`flypack_contracts::flash::Hooks::finish`]).
+pub fn flash(o: &Options, rep: &Reporter, finish: Option<flypack_contracts::flash::Finish<'_>>) -> Result<Report> {
     let write = std::sync::Mutex::new(Some(rep.stage(
         "flash",
         &format!("writing {} to {}", o.image.display(), o.target.display()),
@@ -35,6 +36,7 @@ pub fn flash(o: &Options, rep: &Reporter) -> Result<Report> {
         &Hooks {
             progress: &progress,
             cancelled: &cancelled,
+            finish,
         },
     )?;
     if let Some(s) = write.lock().unwrap_or_else(|e| e.into_inner()).take() {

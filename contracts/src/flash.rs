@@ -1,8 +1,15 @@
 //! Writing an image to a USB stick, a disk or a file: only the blocks the
-//! block map says hold data, the first MiB last (a partial write never
-//! boots), then sync, drop the cache, read every written range back and
-//! check its SHA-256. Refuses a mounted or busy device, the disk that holds
-//! the running system, and a device far larger than a USB stick unless told.
+//! block map says hold data, each range checked against the map's SHA-256
+//! as it is read from the image (a corrupt image is reported as one), the
+//! first MiB last (a partial write never boots), then sync, drop the cache,
+//! read every written range back and check its SHA-256. When anything fails
+//! after writing began, the target's first and last MiB (the partition
+//! table and the backup GPT header) are cleared, so it cannot boot a
+//! half-written system. A block device is held exclusively (O_EXCL) from
+//! the first write until the caller's finishing writes (seed, restore) are
+//! done. Refuses a target that does not exist, a mounted or busy device,
+//! the disk that holds the running system, and a device far larger than a
+//! USB stick unless told.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,10 +39,9 @@ pub struct Options {
     pub target: PathBuf,
     /// Allow a device larger than [`LARGE`].
     pub allow_large: bool,
-    /// Write this unit.toml into the seed partition too.
-    pub unit: Option<PathBuf>,
-    /// Write this fleet.toml into the seed partition too.
-    pub fleet: Option<PathBuf>,
+    /// Files to write into the seed partition too, by name on the seed
+    /// (`unit.toml`, `fleet.toml`, `backup-key.toml`), validated by the caller.
+    pub seed: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// What a flash did.
@@ -88,17 +94,25 @@ pub fn find_bmap(image: &Path, given: Option<&Path>) -> Result<Option<Bmap>> {
 
 /// Checks a target and opens it for writing.
 fn open_target(target: &Path, need: u64, allow_large: bool) -> Result<(File, bool)> {
-    let meta = std::fs::metadata(target);
-    let is_dev = meta.as_ref().is_ok_and(|m| m.file_type().is_block_device());
+    let meta = match std::fs::metadata(target) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            bail!(
+                "{} does not exist: check the device name (lsblk lists the disks and sticks); \
+                 to write into an image file, create it first (truncate -s SIZE FILE)",
+                target.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", target.display())),
+    };
+    let is_dev = meta.file_type().is_block_device();
     if !is_dev {
-        if meta.as_ref().is_ok_and(|m| !m.is_file()) {
+        if !meta.is_file() {
             bail!("{} is neither a block device nor a regular file", target.display());
         }
         let f = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
             .open(target)
             .with_context(|| format!("opening {}", target.display()))?;
         f.set_len(need)
@@ -248,16 +262,62 @@ pub enum Phase {
     Verify,
 }
 
-/// Callbacks of a flash: progress, and whether to stop.
+/// The caller's finishing writes on the flashed target.
+pub type Finish<'a> = &'a (dyn Fn(&Path) -> Result<()> + Sync);
+
+/// Callbacks of a flash: progress, whether to stop, and the caller's
+/// finishing writes.
 pub struct Hooks<'a> {
     /// Progress.
     pub progress: &'a (dyn Fn(Phase, u64, u64) + Sync),
     /// Returns true to abandon the write (interrupted).
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
+    /// Run after the image and the seed files are written and verified,
+    /// while the target is still held exclusively; its failure clears the
+    /// target like a failed write.
+    pub finish: Option<Finish<'a>>,
 }
 
-/// Flashes.
+/// Zeroes the first and last MiB of `target` (the partition table, the
+/// boot code and the backup GPT header) and syncs.
+pub fn clear_ends(target: &Path) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(target)
+        .with_context(|| format!("opening {} to clear it", target.display()))?;
+    let size = f.seek(SeekFrom::End(0))?;
+    let zero = vec![0u8; HEAD as usize];
+    for at in [0, size.saturating_sub(HEAD)] {
+        let n = (size - at).min(HEAD) as usize;
+        f.seek(SeekFrom::Start(at))?;
+        f.write_all(&zero[..n])?;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Flashes. On a failure after the target was opened, its ends are cleared
+/// (see [`clear_ends`]) and the error says so.
 pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
+    let mut opened = false;
+    let r = flash_inner(o, hooks, &mut opened);
+    match r {
+        Ok(r) => Ok(r),
+        Err(e) if opened => match clear_ends(&o.target) {
+            Ok(()) => Err(e.context(format!(
+                "{}'s first and last MiB were cleared: it does not boot a half-written system; flash it again",
+                o.target.display()
+            ))),
+            Err(c) => Err(e.context(format!(
+                "and clearing {} failed too ({c:#}): do not boot from it",
+                o.target.display()
+            ))),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn flash_inner(o: &Options, hooks: &Hooks, opened: &mut bool) -> Result<Report> {
     let zst = is_zstd(&o.image)?;
     let map = match find_bmap(&o.image, o.bmap.as_deref())? {
         Some(m) => m,
@@ -282,6 +342,7 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
         }
     }
     let (mut target, is_dev) = open_target(&o.target, map.image_size, o.allow_large)?;
+    *opened = true;
     let mut src = if zst {
         Source::Zstd {
             dec: zstd::stream::read::Decoder::new(File::open(&o.image)?)?,
@@ -296,26 +357,48 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
     let mut done = 0u64;
     // A reader thread decompresses/reads ahead while this one writes.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, Vec<u8>)>>(4);
-    let spans: Vec<(u64, u64)> = map
+    let spans: Vec<(u64, u64, String, u64, u64)> = map
         .ranges
         .iter()
         .map(|r| {
             let s = r.offset(map.block_size);
-            (s, (s + r.len(map.block_size)).min(map.image_size))
+            (
+                s,
+                (s + r.len(map.block_size)).min(map.image_size),
+                r.sha256.clone(),
+                r.first,
+                r.last,
+            )
         })
         .collect();
+    let image_shown = o.image.display().to_string();
     let reader = std::thread::spawn(move || {
-        for (start, end) in spans {
+        for (start, end, sha, first, last) in spans {
             let mut at = start;
+            let mut h = Sha256::new();
             while at < end {
                 let n = (end - at).min(8 << 20) as usize;
                 let mut buf = vec![0u8; n];
-                let r = src.read_at(at, &mut buf).map(|_| (at, buf));
+                let mut r = src.read_at(at, &mut buf).map(|_| (at, buf));
+                if let Ok((_, b)) = &r {
+                    h.update(b);
+                }
+                at += n as u64;
+                // The range's last chunk is not handed on until the range
+                // matched the map: a corrupt image never completes a range.
+                if at >= end && r.is_ok() && !sha.is_empty() {
+                    let got = hex::encode(std::mem::take(&mut h).finalize());
+                    if got != sha {
+                        r = Err(anyhow::anyhow!(
+                            "{image_shown} is corrupt: blocks {first}-{last} do not match its block map \
+                             (SHA-256 {got}, the map says {sha}); rebuild or copy the image again"
+                        ));
+                    }
+                }
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     return;
                 }
-                at += n as u64;
             }
         }
     });
@@ -378,7 +461,7 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
     // Read back what is on the medium, not what is in the page cache.
     let t1 = Instant::now();
     rustix::fs::fadvise(&target, 0, None, rustix::fs::Advice::DontNeed).context("dropping cached pages")?;
-    drop(target);
+    // `target` stays open (O_EXCL on a device) until the finishing writes are done.
     // Two readers, each with its own descriptor (O_DIRECT on a device, so
     // nothing comes from a cache), split the ranges by bytes.
     let workers = 2usize;
@@ -457,20 +540,15 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
     }
     let verify_seconds = t1.elapsed().as_secs_f64();
 
-    if o.unit.is_some() || o.fleet.is_some() {
+    if !o.seed.is_empty() {
         let (off, len) = crate::seed::seed_partition(&o.target)?;
-        let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
-        for (p, name) in [(&o.unit, crate::seed::UNIT_FILE), (&o.fleet, crate::seed::FLEET_FILE)] {
-            if let Some(p) = p {
-                files.push((
-                    name,
-                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-                ));
-            }
-        }
-        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+        let refs: Vec<(&str, &[u8])> = o.seed.iter().map(|(n, d)| (*n, d.as_slice())).collect();
         crate::seed::write(&o.target, off, len, &refs, &[])?;
     }
+    if let Some(f) = hooks.finish {
+        f(&o.target)?;
+    }
+    drop(target);
     Ok(Report {
         written: done,
         ranges: map.ranges.len(),

@@ -256,6 +256,42 @@ pub struct Interface {
     /// NIC tuning.
     #[serde(default, skip_serializing_if = "Tuning::is_empty")]
     pub tuning: Tuning,
+    /// Firewall zone [default: management when it has DHCP or a gateway, else media].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<Zone>,
+}
+
+/// Which firewall rules an interface gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    /// The management LAN: SSH and the web app.
+    Management,
+    /// A media LAN: only IGMP, the configured multicast groups, SRT and PTP.
+    Media,
+}
+
+impl Interface {
+    /// Its firewall zone: as set, else management when it has DHCP or a gateway.
+    pub fn zone(&self) -> Zone {
+        self.zone
+            .unwrap_or(if self.dhcp || self.gateway.is_some() || self.gateway6.is_some() {
+                Zone::Management
+            } else {
+                Zone::Media
+            })
+    }
+}
+
+impl Vlan {
+    /// Its firewall zone: as set, else management when it has DHCP or a gateway.
+    pub fn zone(&self) -> Zone {
+        self.zone.unwrap_or(if self.dhcp || self.gateway.is_some() {
+            Zone::Management
+        } else {
+            Zone::Media
+        })
+    }
 }
 
 /// A VLAN on an interface.
@@ -283,6 +319,9 @@ pub struct Vlan {
     /// QA expects it up.
     #[serde(default = "yes")]
     pub required: bool,
+    /// Firewall zone [default: management when it has DHCP or a gateway, else media].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<Zone>,
 }
 
 fn yes() -> bool {
@@ -383,6 +422,13 @@ pub struct SrtStream {
     pub name: Label,
     /// The JSON statistics file.
     pub stats_file: String,
+    /// The UDP port this unit listens on for the stream (SRT listener mode;
+    /// the firewall opens it). None: this unit calls out (caller mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    /// Interface label or VLAN name it arrives on [default: every media interface].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// Which internal disk the USB installer writes (first rule that is set wins).
@@ -407,6 +453,11 @@ pub struct Install {
     /// The disk to install on.
     #[serde(default)]
     pub disk: DiskRule,
+    /// This unit's disk may be overwritten although it holds data (a
+    /// partition table or a filesystem), as the profile's [installer]
+    /// allow_wipe allows for every unit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_wipe: bool,
 }
 
 /// A QA waiver.
@@ -623,10 +674,7 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
         check_addressing(&mut err, &k, v.dhcp, &v.addresses, v.gateway.map(IpAddr::V4), v.mtu);
     }
     for (i, s) in raw.dns.search.iter().enumerate() {
-        let ok = !s.is_empty()
-            && s.split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-        if !ok {
+        if !is_dns_name(s) {
             err(format!("dns.search[{i}]"), format!("{s:?} is not a domain name"));
         }
     }
@@ -639,6 +687,25 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
                 "{:?} is not the label of an interface in [[interfaces]]",
                 p.interface.as_str()
             ),
+        );
+    }
+    for (i, n) in raw.time.ntp.iter().enumerate() {
+        // Written into chrony's config: a hostname or an address, nothing else.
+        if n.parse::<IpAddr>().is_err() && !is_dns_name(n) {
+            err(
+                format!("time.ntp[{i}]"),
+                format!(
+                    "{n:?} is not an NTP server: expected a hostname (e.g. \"ntp.venue.example\") or an IP address"
+                ),
+            );
+        }
+    }
+    if let Some(r) = &raw.role
+        && !(r.len() <= 32 && r.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) && !r.is_empty())
+    {
+        err(
+            "role".into(),
+            format!("{r:?} is not a role: expected 1-32 letters, digits, '-' or '_' (e.g. \"encoder\")"),
         );
     }
     if raw.time.required && raw.time.ntp.is_empty() && raw.time.ptp.is_none() {
@@ -674,7 +741,25 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
         if !srt_names.insert(s.name.as_str()) {
             err(format!("srt[{i}].name"), format!("{:?} is used twice", s.name.as_str()));
         }
-        if !s.stats_file.starts_with('/') {
+        if let Some(ifc) = &s.interface
+            && !(raw.interfaces.iter().any(|itf| itf.label.as_str() == ifc)
+                || raw.vlans.iter().any(|v| v.name.as_str() == ifc))
+        {
+            err(
+                format!("srt[{i}].interface"),
+                format!("{ifc:?} is neither an interface label nor a VLAN name"),
+            );
+        }
+        if s.listen_port == Some(0) {
+            err(
+                format!("srt[{i}].listen_port"),
+                "0 is not a port: expected 1-65535".into(),
+            );
+        }
+        if !s.stats_file.starts_with('/')
+            || s.stats_file.chars().any(|c| c.is_control())
+            || s.stats_file.split('/').any(|c| c == "..")
+        {
             err(
                 format!("srt[{i}].stats_file"),
                 format!(
@@ -715,7 +800,7 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
         let kind = key.split_whitespace().next().unwrap_or("");
         if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
             || key.split_whitespace().count() < 2
-            || key.contains('\n')
+            || key.chars().any(|c| c.is_control())
         {
             err(
                 format!("access.ssh_authorized_keys[{i}]"),
@@ -728,6 +813,20 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
     } else {
         Err(ConfigErrors(errs))
     }
+}
+
+/// A DNS name: dot-separated labels of letters, digits and '-' (at most 253
+/// characters), as every generated file may carry it safely.
+pub fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn check_addressing(

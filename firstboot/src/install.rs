@@ -104,7 +104,7 @@ impl DiskInfo {
     }
 }
 
-/// Parses `lsblk -J -b -o NAME,PATH,TYPE,SIZE,RM,RO,TRAN,SERIAL,WWN,MODEL,FSTYPE,PTUUID`.
+/// Parses `lsblk -J -b -o NAME,PATH,TYPE,SIZE,RM,RO,TRAN,SERIAL,WWN,MODEL,FSTYPE,PTUUID,PTTYPE`.
 pub fn parse_lsblk(json: &str) -> Result<Vec<DiskInfo>> {
     let v: serde_json::Value = serde_json::from_str(json).context("parsing lsblk's JSON")?;
     let s = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or_default().trim().to_string();
@@ -115,6 +115,12 @@ pub fn parse_lsblk(json: &str) -> Result<Vec<DiskInfo>> {
         _ => false,
     };
     fn fs(d: &serde_json::Value, out: &mut Vec<String>) {
+        // A partition table alone is data too (partitions nothing recognises).
+        if d["type"] == "disk"
+            && let Some(t) = d["pttype"].as_str().filter(|f| !f.is_empty())
+        {
+            out.push(format!("{}: {t} partition table", d["name"].as_str().unwrap_or("?")));
+        }
         if let Some(f) = d["fstype"].as_str().filter(|f| !f.is_empty()) {
             out.push(format!("{}: {f}", d["name"].as_str().unwrap_or("?")));
         }
@@ -254,12 +260,47 @@ pub fn choose(
     }
     if !disk.filesystems.is_empty() && !s.allow_wipe {
         return Err(format!(
-            "{} holds data ({}) and the profile does not allow wiping ([installer] allow_wipe): wipe it first (wipefs -a) if it really is the target",
+            "{} holds data ({}) and wiping is not allowed (the profile's [installer] allow_wipe, or the unit config's [install] allow_wipe): wipe it first (wipefs -a) if it really is the target",
             disk.describe(),
             disk.filesystems.join(", ")
         ));
     }
     Ok((disk, reason))
+}
+
+/// Signatures on a disk (`wipefs --no-act --json`): "TYPE at OFFSET".
+fn signatures(disk: &Path) -> Result<Vec<String>> {
+    let out = Cmd::new("wipefs")
+        .args(["--no-act", "--json"])
+        .arg(disk)
+        .run()
+        .with_context(|| format!("probing {} for signatures (wipefs)", disk.display()))?
+        .stdout_str();
+    parse_wipefs(&out)
+}
+
+/// Parses `wipefs --json` (empty output: no signature).
+pub fn parse_wipefs(json: &str) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Sig {
+        #[serde(default)]
+        offset: String,
+        #[serde(rename = "type", default)]
+        kind: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Out {
+        #[serde(default)]
+        signatures: Vec<Sig>,
+    }
+    if json.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let o: Out = serde_json::from_str(json).context("parsing wipefs's JSON")?;
+    Ok(o.signatures
+        .into_iter()
+        .map(|s| format!("{} at {}", s.kind, s.offset))
+        .collect())
 }
 
 fn say(event: &str, fields: serde_json::Value) {
@@ -345,14 +386,18 @@ fn countdown(secs: u32, what: &str) -> bool {
     false
 }
 
-fn read_seed_files(loc: &SeedLocation) -> Vec<(String, Vec<u8>)> {
+fn read_seed_files(loc: &SeedLocation) -> Vec<(&'static str, Vec<u8>)> {
+    use flypack_contracts::seed::{BACKUP_KEY_FILE, FLEET_FILE, UNIT_FILE};
     let mut out = Vec::new();
     if let Ok(Some(files)) = config::read_seed(loc) {
-        if let Some(u) = files.unit {
-            out.push(("unit.toml".to_string(), u.into_bytes()));
-        }
-        if let Some(f) = files.fleet {
-            out.push(("fleet.toml".to_string(), f.into_bytes()));
+        for (name, text) in [
+            (UNIT_FILE, files.unit),
+            (FLEET_FILE, files.fleet),
+            (BACKUP_KEY_FILE, files.backup_key),
+        ] {
+            if let Some(t) = text {
+                out.push((name, t.into_bytes()));
+            }
         }
     }
     out
@@ -373,21 +418,41 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     // (unit.toml or fleet.toml), else the fleet baked into the image.
     let resolved = config::resolve_here(root, None).context("reading the unit config on the stick")?;
     let rule = resolved.unit.install.disk.clone();
+    // The unit config may allow wiping its own disk too.
+    let mut s = s;
+    s.allow_wipe |= resolved.unit.install.allow_wipe;
     let seed_loc = config::seed_location(root);
 
-    Cmd::new("udevadm").args(["settle", "--timeout=30"]).run().ok();
+    // Disks are judged only once udev knows them all.
+    Cmd::new("udevadm")
+        .args(["settle", "--timeout=60"])
+        .run()
+        .context("udev did not settle: not every disk may be known yet, so none is chosen; nothing was written")?;
     let out = Cmd::new("lsblk")
         .args([
             "-J",
             "-b",
             "-o",
-            "NAME,PATH,TYPE,SIZE,RM,RO,TRAN,SERIAL,WWN,MODEL,FSTYPE,PTUUID",
+            "NAME,PATH,TYPE,SIZE,RM,RO,TRAN,SERIAL,WWN,MODEL,FSTYPE,PTUUID,PTTYPE",
         ])
         .run()
         .map(|o| o.stdout_str())
         .context("listing disks (lsblk)")?;
     let disks = parse_lsblk(&out)?;
     let (disk, reason) = choose(&disks, &stick, &rule, &s, need).map_err(anyhow::Error::msg)?;
+    // Every signature libblkid knows (RAID, LVM, partition tables, ...), not
+    // only what lsblk names.
+    if !s.allow_wipe {
+        let sigs = signatures(&disk.path)?;
+        if !sigs.is_empty() {
+            anyhow::bail!(
+                "{} holds data ({}) and wiping is not allowed (the profile's [installer] allow_wipe, or the unit \
+                 config's [install] allow_wipe): wipe it first (wipefs -a) if it really is the target; nothing was written",
+                disk.describe(),
+                sigs.join(", ")
+            );
+        }
+    }
 
     let already = match &seed_loc {
         SeedLocation::At(p, off, len) => flypack_contracts::seed::read_file(p, *off, *len, STICK_LOG)
@@ -439,24 +504,12 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     let run_dir = root.path("/run/flypack-install");
     std::fs::create_dir_all(&run_dir)?;
     let seed_files = read_seed_files(&seed_loc);
-    let mut unit = None;
-    let mut fleet = None;
-    for (name, bytes) in &seed_files {
-        let p = run_dir.join(name);
-        std::fs::write(&p, bytes)?;
-        if name == "unit.toml" {
-            unit = Some(p)
-        } else {
-            fleet = Some(p)
-        }
-    }
     let opts = flash::Options {
         image: payload.clone(),
         bmap: Some(root.path(&s.bmap)),
         target: disk.path.clone(),
         allow_large: true,
-        unit,
-        fleet,
+        seed: seed_files,
     };
     let last = std::sync::Mutex::new((Phase::Write, 0u64));
     let progress = |phase: Phase, done: u64, total: u64| {
@@ -476,6 +529,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
         &Hooks {
             progress: &progress,
             cancelled: &|| false,
+            finish: None,
         },
     )
     .with_context(|| format!("writing {}", disk.path.display()))?;
@@ -726,6 +780,19 @@ mod tests {
             choose(&used, stick, &none, &wipe, need).unwrap().0.path,
             Path::new("/dev/vda")
         );
+    }
+
+    #[test]
+    fn a_partition_table_alone_is_data() {
+        let json = r#"{"blockdevices":[
+          {"name":"vdb","path":"/dev/vdb","type":"disk","size":21474836480,"rm":false,"ro":false,"tran":"virtio","serial":"X","wwn":null,"model":null,"fstype":null,"ptuuid":"1234","pttype":"gpt"}]}"#;
+        let d = parse_lsblk(json).unwrap();
+        assert_eq!(d[0].filesystems, vec!["vdb: gpt partition table".to_string()]);
+        assert_eq!(
+            parse_wipefs(r#"{"signatures": [{"device":"vdb","offset":"0x200","type":"gpt","uuid":"x","label":null},{"device":"vdb","offset":"0x1fe","type":"PMBR","uuid":null,"label":null}]}"#).unwrap(),
+            vec!["gpt at 0x200".to_string(), "PMBR at 0x1fe".to_string()]
+        );
+        assert!(parse_wipefs("").unwrap().is_empty());
     }
 
     #[test]

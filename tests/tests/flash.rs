@@ -87,8 +87,17 @@ fn flashing_a_file_and_a_loop_device_writes_what_the_map_says() {
     assert_eq!(map.image_size, img.manifest.disk.size_bytes);
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
 
-    // A file target.
+    // A file target (it must exist: flash never creates a target).
     let file = dir.path().join("target.img");
+    let r = flash(&[img.path.as_os_str(), file.as_os_str()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("does not exist") && r.stderr.contains("lsblk"),
+        "{}",
+        r.stderr
+    );
+    assert!(!file.exists(), "flash created its target");
+    std::fs::File::create(&file).unwrap();
     let r = flash(&[img.path.as_os_str(), file.as_os_str()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     matches_map(&file, &map);
@@ -122,16 +131,34 @@ fn flashing_a_file_and_a_loop_device_writes_what_the_map_says() {
     assert!(ok, "{out}");
     std::fs::copy(img.path.with_extension("bmap"), dir.path().join("copy.bmap")).unwrap();
     let file2 = dir.path().join("target2.img");
+    std::fs::File::create(&file2).unwrap();
     let r = flash(&[zst.as_os_str(), file2.as_os_str()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     matches_map(&file2, &map);
 }
 
+/// The first and the last MiB of a file are zero.
+fn ends_are_zero(p: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).unwrap();
+    let size = f.seek(SeekFrom::End(0)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for at in [0, size - (1 << 20)] {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut buf).unwrap();
+        if buf.iter().any(|b| *b != 0) {
+            return false;
+        }
+    }
+    true
+}
+
 #[test]
-fn the_read_back_verify_catches_a_corruption() {
+fn the_read_back_verify_catches_a_corruption_and_the_target_is_cleared() {
     let img = shared_image();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let file = dir.path().join("target.img");
+    std::fs::File::create(&file).unwrap();
     let r = run(builder()
         .env("FLYPACK_FAULT", "flash:corrupt")
         .args(["flash"])
@@ -143,6 +170,56 @@ fn the_read_back_verify_catches_a_corruption() {
         "{}",
         r.stderr
     );
+    assert!(r.stderr.contains("first and last MiB were cleared"), "{}", r.stderr);
+    assert!(
+        ends_are_zero(&file),
+        "a target that failed verification still has a partition table"
+    );
+}
+
+#[test]
+fn a_corrupt_image_is_reported_as_one_and_the_target_is_cleared() {
+    let img = shared_image();
+    let map = bmap_of(&img);
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    // A copy of the image with one byte flipped in a mapped range past the
+    // first MiB (the map beside it is the good image's).
+    let bad = dir.path().join("bad.img");
+    let (ok, out) = sh(Command::new("cp").arg("--sparse=always").arg(&img.path).arg(&bad));
+    assert!(ok, "{out}");
+    std::fs::copy(img.path.with_extension("bmap"), dir.path().join("bad.bmap")).unwrap();
+    let r = &map.ranges[map.ranges.len() / 2];
+    let at = r.offset(map.block_size) + 123;
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&bad).unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[!b[0]]).unwrap();
+    }
+    // A target holding an older image first: after the failure it must not boot.
+    let file = dir.path().join("target.img");
+    std::fs::File::create(&file).unwrap();
+    assert_eq!(flash(&[img.path.as_os_str(), file.as_os_str()]).code, 0);
+    let r = flash(&[bad.as_os_str(), file.as_os_str()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("bad.img is corrupt: blocks") && r.stderr.contains("do not match its block map"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("medium"), "blamed the medium: {}", r.stderr);
+    assert!(
+        ends_are_zero(&file),
+        "the half-written target still has a partition table"
+    );
+    // A device name that does not exist is refused, never created in /dev.
+    let r = flash(&[img.path.as_os_str(), "/dev/sdzz-flypack".as_ref()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    assert!(!Path::new("/dev/sdzz-flypack").exists());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `builder flash`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::cli::FlashArgs;
@@ -9,19 +9,30 @@ use crate::progress::{Mode, Reporter};
 
 /// Flashes and reports.
 pub fn run(a: &FlashArgs, rep: &Reporter) -> Result<i32> {
+    // Every seed file is checked before the target is touched.
+    let mut seed = Vec::new();
     if let Some(u) = &a.unit {
-        let text = std::fs::read_to_string(u).map_err(|e| anyhow::anyhow!("reading {}: {e}", u.display()))?;
+        let text = std::fs::read_to_string(u).with_context(|| format!("reading {}", u.display()))?;
         flypack_contracts::unit::parse_unit(u, &text)?;
+        seed.push((flypack_contracts::seed::UNIT_FILE, text.into_bytes()));
+    }
+    if let Some(f) = &a.fleet {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        flypack_contracts::unit::parse_fleet(f, &text)?;
+        seed.push((flypack_contracts::seed::FLEET_FILE, text.into_bytes()));
+    }
+    if let Some(k) = &a.backup_key {
+        let unit = flypack_engine::backup::UnitKey::load(k)?;
+        seed.push((flypack_contracts::seed::BACKUP_KEY_FILE, unit.to_toml().into_bytes()));
     }
     let o = Options {
         image: a.image.clone(),
         bmap: a.bmap.clone(),
         target: a.target.clone(),
         allow_large: a.allow_large,
-        unit: a.unit.clone(),
-        fleet: a.fleet.clone(),
+        seed,
     };
-    let r = flash::flash(&o, rep)?;
+    let r = flash::flash(&o, rep, None)?;
     if rep.mode() == Mode::Json {
         rep.event("result", json!(r));
     } else {

@@ -188,6 +188,42 @@ fn invalid_units_name_the_key() {
         ),
         (
             "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[time]\nntp = [\"pool.ntp.org\\nallow all\"]",
+            "time.ntp[0]",
+            "not an NTP server",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[time]\nntp = [\"ntp iburst maxpoll 1\"]",
+            "time.ntp[0]",
+            "not an NTP server",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[dns]\nsearch = [\"venue.example\\nDNSSEC=no\"]",
+            "dns.search[0]",
+            "not a domain name",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[access]\nssh_authorized_keys = [\"ssh-ed25519 AAAA x\\rssh-rsa BBBB evil\"]",
+            "access.ssh_authorized_keys[0]",
+            "not an SSH public key",
+        ),
+        (
+            "hostname = \"u1\"",
+            "hostname = \"u1\"\nrole = \"enc\\nx\"",
+            "role",
+            "not a role",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[[srt]]\nname = \"cam\"\nstats_file = \"/run/../etc/shadow\"",
+            "srt[0].stats_file",
+            "absolute path",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
             "gateway = \"10.0.0.1\"\n[time]\nrequired = true",
             "time.required",
             "no NTP server or PTP",
