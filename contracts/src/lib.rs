@@ -6,7 +6,6 @@
 //! (atomic writes, running external commands, digests).
 
 pub mod atomic;
-pub mod backup;
 pub mod blockdev;
 pub mod bmap;
 pub mod cmd;

@@ -13,6 +13,9 @@ use fscommon::{BufStream, StreamSlice};
 pub const UNIT_FILE: &str = "unit.toml";
 /// The fleet inventory on the seed.
 pub const FLEET_FILE: &str = "fleet.toml";
+/// The unit part of the fleet's backup key on the seed (`builder customize
+/// --backup-key`); it wins over the one in the image.
+pub const BACKUP_KEY_FILE: &str = "backup-key.toml";
 
 /// Finds the seed partition (offset, length) of a Flypack image or disk,
 /// from its partition table (`sfdisk --json`).
@@ -51,6 +54,8 @@ pub struct SeedFiles {
     pub unit: Option<String>,
     /// `fleet.toml`.
     pub fleet: Option<String>,
+    /// `backup-key.toml`.
+    pub backup_key: Option<String>,
     /// Every file name at the top level.
     pub names: Vec<String>,
     /// Volume label.
@@ -132,6 +137,9 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
     }
     if let Some(e) = find(&root, FLEET_FILE)? {
         out.fleet = Some(read_text(e)?);
+    }
+    if let Some(e) = find(&root, BACKUP_KEY_FILE)? {
+        out.backup_key = Some(read_text(e)?);
     }
     Ok(out)
 }

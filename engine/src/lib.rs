@@ -1,4 +1,6 @@
 //! Flypack's engines: the work builder, firstboot and the tests share that
 //! is not a contract (the contracts live in `flypack-contracts`).
 
+pub mod backup;
+pub mod beneath;
 pub mod docker;

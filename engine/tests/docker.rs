@@ -70,7 +70,9 @@ fn a_private_daemon_loads_an_archive_and_leaves_the_host_network_alone() {
     let rt = docker::runtime().unwrap();
     let mut calls = 0;
     rt.block_on(async {
-        let d = docker::connect(Some(daemon.socket()), Duration::from_secs(30)).await.unwrap();
+        let d = docker::connect(Some(daemon.socket()), Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(docker::image_id(&d, "flypack/engine-test:1").await.unwrap(), None);
         docker::load_archive(&d, &a, docker::STALL, &mut |p| {
             calls += 1;
@@ -78,11 +80,19 @@ fn a_private_daemon_loads_an_archive_and_leaves_the_host_network_alone() {
         })
         .await
         .unwrap();
-        assert_eq!(docker::image_id(&d, "flypack/engine-test:1").await.unwrap(), Some(id.clone()));
+        assert_eq!(
+            docker::image_id(&d, "flypack/engine-test:1").await.unwrap(),
+            Some(id.clone())
+        );
     });
     assert!(calls >= 1, "no progress reported");
     daemon.stop().unwrap();
-    assert!(dir.path().join("data/image/overlay2/imagedb/content/sha256").join(&id[7..]).is_file());
+    assert!(
+        dir.path()
+            .join("data/image/overlay2/imagedb/content/sha256")
+            .join(&id[7..])
+            .is_file()
+    );
     assert_eq!(links(), before, "the private daemon changed the host's network links");
 }
 
@@ -123,6 +133,9 @@ fn a_load_that_stops_moving_fails_after_the_stall_period_and_not_before() {
     assert!((3..=5).contains(&idle), "{msg}");
     assert!(msg.contains("of 33554432 bytes sent"), "{msg}");
     // Bounded by progress: it waited the stall period, not a request timeout.
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
     drop(held);
 }

@@ -22,6 +22,9 @@ pub const IMAGE_FLEET: &str = "/usr/share/flypack/fleet.toml";
 pub const RESOLVED: &str = "/etc/flypack/unit.toml";
 /// Where it came from.
 pub const SOURCE: &str = "/etc/flypack/unit.source.json";
+/// A copy of the unit config in force for the video exporter's container,
+/// in a folder of its own (it mounts nothing else of /etc/flypack).
+pub const EXPORTER_COPY: &str = "/etc/flypack/exporter/unit.toml";
 
 /// Where the seed is read from.
 #[derive(Debug, Clone)]
@@ -256,9 +259,10 @@ pub fn read_seed(loc: &SeedLocation) -> Result<Option<SeedFiles>> {
     }
 }
 
-/// Resolves from the live system (or `--seed FILE` for tests).
-pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolved> {
-    let loc = match seed_override {
+/// Where the seed is: the boot disk's seed partition, or `--seed FILE` (a
+/// FAT image, for tests).
+pub fn locate_seed(root: &Root, seed_override: Option<&Path>) -> Result<SeedLocation> {
+    Ok(match seed_override {
         Some(p) => {
             let len = std::fs::metadata(p)
                 .with_context(|| format!("seed {}", p.display()))?
@@ -266,7 +270,12 @@ pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolve
             SeedLocation::At(p.to_path_buf(), 0, len)
         }
         None => seed_location(root),
-    };
+    })
+}
+
+/// Resolves from the live system (or `--seed FILE` for tests).
+pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolved> {
+    let loc = locate_seed(root, seed_override)?;
     let seed = read_seed(&loc);
     let mut r = resolve(root, &seed, &hardware(root))?;
     if let SeedLocation::Missing(why) = &loc {
@@ -285,12 +294,17 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
         r.unit.to_toml()
     );
     let path = root.path(RESOLVED);
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(toml.as_str()) {
+    let same = |p: &str| std::fs::read_to_string(root.path(p)).ok().as_deref() == Some(toml.as_str());
+    if same(RESOLVED) && same(EXPORTER_COPY) {
         return Ok(false);
     }
     std::fs::create_dir_all(path.parent().expect("has a parent"))
         .with_context(|| format!("creating {}", path.display()))?;
     write_atomic(&path, toml.as_bytes(), 0o644)?;
+    let copy = root.path(EXPORTER_COPY);
+    std::fs::create_dir_all(copy.parent().expect("has a parent"))
+        .with_context(|| format!("creating {}", copy.display()))?;
+    write_atomic(&copy, toml.as_bytes(), 0o644)?;
     let src = serde_json::json!({ "source": r.source, "reason": r.reason, "explain": r.explain, "digest": r.unit.digest(), "hardware": r.hardware });
     write_atomic(&root.path(SOURCE), serde_json::to_vec_pretty(&src)?.as_slice(), 0o644)?;
     Ok(true)
@@ -335,6 +349,7 @@ mod tests {
             fleet: fleet.map(Into::into),
             names: vec![],
             label: "FLYPACKSEED".into(),
+            ..Default::default()
         }))
     }
 

@@ -16,8 +16,8 @@ pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
 
 /// Validates the files, then writes them into the seed.
 pub fn run(args: &CustomizeArgs, rep: &Reporter) -> Result<i32> {
-    if args.unit.is_none() && args.fleet.is_none() && !args.clear {
-        bail!("nothing to do: give --unit FILE, --fleet FILE, or --clear");
+    if args.unit.is_none() && args.fleet.is_none() && args.backup_key.is_none() && !args.clear {
+        bail!("nothing to do: give --unit FILE, --fleet FILE, --backup-key KEY, or --clear");
     }
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
     let mut summary = Vec::new();
@@ -33,10 +33,15 @@ pub fn run(args: &CustomizeArgs, rep: &Reporter) -> Result<i32> {
         summary.push(format!("fleet.toml ({} units)", fleet.units.len()));
         files.push((seed::FLEET_FILE, text.into_bytes()));
     }
+    if let Some(k) = &args.backup_key {
+        let unit = flypack_engine::backup::UnitKey::load(k)?;
+        summary.push(format!("backup-key.toml ({} recipient(s))", unit.recipients.len()));
+        files.push((seed::BACKUP_KEY_FILE, unit.to_toml().into_bytes()));
+    }
     let (offset, len) = seed_partition(&args.image)?;
     let mut remove = Vec::new();
     if args.clear {
-        remove.extend([seed::UNIT_FILE, seed::FLEET_FILE]);
+        remove.extend([seed::UNIT_FILE, seed::FLEET_FILE, seed::BACKUP_KEY_FILE]);
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
     seed::write(&args.image, offset, len, &refs, &remove)?;

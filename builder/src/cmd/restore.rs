@@ -1,8 +1,11 @@
-//! `builder restore`: a dead unit back from its backup. Verifies the whole
-//! archive and checks it belongs to the image before anything is written,
-//! then writes the image (as `builder flash` does) and puts the archive into
-//! the root filesystem (debugfs, no mount), where firstboot's `restore`
-//! stage finds it on first boot, before the network comes up.
+//! `builder restore`: a dead unit back from its backup. Decrypts and verifies
+//! the whole archive with the fleet key (every digest, and the fleet's tag
+//! over the manifest) and checks that it belongs to the image and fits,
+//! before anything is written; then writes the image (as `builder flash`
+//! does), the unit part of the key onto the seed, and the decrypted archive
+//! into the root filesystem (debugfs, no mount), where firstboot's `restore`
+//! stage authenticates it again and puts it back on first boot, before the
+//! network comes up.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +15,7 @@ use flypack_contracts::cmd::Cmd;
 use flypack_contracts::digest::sha256_file;
 use flypack_contracts::layout::PART_ROOT;
 use flypack_contracts::manifest::Manifest;
+use flypack_engine::backup::{self, Keys};
 use serde_json::json;
 
 use crate::cli::RestoreArgs;
@@ -56,6 +60,12 @@ fn fs_free(image: &Path, offset: u64) -> Result<u64> {
 
 /// Writes `archive` into the ext4 at `offset` of `target` and reads it back.
 fn put_archive(target: &Path, offset: u64, archive: &Path, work: &Path) -> Result<()> {
+    // The path goes into a debugfs script, where whitespace or a quote would
+    // split or end it: only our own temp path, checked.
+    let shown = archive.display().to_string();
+    if !shown.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+        bail!("internal: {shown:?} is not a safe path for debugfs");
+    }
     let fs = format!("{}?offset={offset}", target.display());
     let mut script = String::new();
     let mut dir = String::new();
@@ -101,9 +111,19 @@ fn put_archive(target: &Path, offset: u64, archive: &Path, work: &Path) -> Resul
 /// Runs `builder restore`.
 pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
     // 1. The archive, all of it, before anything is written.
-    let st = rep.stage("verify", &format!("checking every digest of {}", a.backup.display()));
-    let backup = flypack_contracts::backup::verify(&a.backup)
-        .with_context(|| format!("{} cannot be restored; nothing was written", a.backup.display()))?;
+    let st = rep.stage(
+        "verify",
+        &format!("decrypting {} and checking every digest", a.backup.display()),
+    );
+    let keys = crate::cmd::backup_key::load_keys(&a.keys)?;
+    let nothing = || format!("{} cannot be restored; nothing was written", a.backup.display());
+    let (backup, _) = backup::verify(&a.backup, &Keys::fleet(&keys)).with_context(nothing)?;
+    // The key that made it: its unit part goes on the seed, so the unit can
+    // authenticate the archive itself on first boot.
+    let key = keys
+        .iter()
+        .find(|k| backup::verify(&a.backup, &Keys::fleet(std::slice::from_ref(*k))).is_ok())
+        .context("no single key verifies the archive")?;
     st.done(&format!(
         "backup of {} ({} image) from {}: {} entries, {} of data",
         backup.hostname,
@@ -131,22 +151,36 @@ pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
         .disk
         .partition(PART_ROOT)
         .context("the image's manifest has no root partition")?;
+    // The unit reads the decrypted copy (it holds no key that decrypts),
+    // still tagged by the fleet key. Made here, checked as the unit will.
+    let work = tempfile::Builder::new().prefix("flypack-restore-").tempdir()?;
+    let plain = work.path().join("backup.tar.zst");
+    {
+        let mut f = std::fs::File::create(&plain).with_context(|| format!("creating {}", plain.display()))?;
+        backup::decrypt_to(&a.backup, &Keys::fleet(std::slice::from_ref(key)), &mut f)?;
+        f.sync_all()?;
+    }
+    backup::verify(&plain, &Keys::unit(&key.unit_part())).context("the decrypted copy")?;
+    // On first boot the unit keeps the archive and unpacks its data beside it.
     let free = fs_free(&image, root.start_bytes)?;
-    let size = std::fs::metadata(&a.backup)?.len();
-    if size + (64 << 20) > free {
+    let size = std::fs::metadata(&plain)?.len();
+    let need = size + backup.data_bytes() + (64 << 20);
+    if need > free {
         bail!(
-            "the backup ({}) does not fit in the image's root filesystem ({} free): build the image with a larger [disk] root; nothing was written",
+            "the backup ({} archive, {} unpacked) does not fit in the image's root filesystem ({} free): \
+             build the image with a larger [disk] root; nothing was written",
             indicatif::HumanBytes(size),
+            indicatif::HumanBytes(backup.data_bytes()),
             indicatif::HumanBytes(free)
         );
     }
-    let work = tempfile::Builder::new().prefix("flypack-restore-").tempdir()?;
 
     // 2. The image, then the archive into it.
     let (target, tmp) = match (&a.device, &a.output) {
         (Some(d), None) => (d.clone(), None),
         (None, Some(f)) => {
             let t = TempPath::sibling(f)?;
+            std::fs::File::create_new(t.path()).with_context(|| format!("creating {}", t.path().display()))?;
             (t.path().to_path_buf(), Some((t, f.clone())))
         }
         _ => bail!("give exactly one of --device DEVICE and --output FILE"),
@@ -156,14 +190,21 @@ pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
         bmap: None,
         target: target.clone(),
         allow_large: a.allow_large,
-        unit: None,
-        fleet: None,
+        seed: vec![(
+            flypack_contracts::seed::BACKUP_KEY_FILE,
+            key.unit_part().to_toml().into_bytes(),
+        )],
     };
-    flash::flash(&o, rep)?;
-    let st = rep.stage("backup", "putting the backup into the root filesystem");
-    put_archive(&target, root.start_bytes, &a.backup, work.path())
-        .with_context(|| format!("{} holds the image but not the backup", target.display()))?;
-    st.done("written and read back");
+    // The backup goes in while the target is still held; if that fails,
+    // the target is cleared like a failed write.
+    let put = |t: &Path| -> Result<()> {
+        let st = rep.stage("backup", "putting the backup into the root filesystem");
+        put_archive(t, root.start_bytes, &plain, work.path())
+            .with_context(|| format!("{} holds the image but not the backup", t.display()))?;
+        st.done("written and read back");
+        Ok(())
+    };
+    flash::flash(&o, rep, Some(&put))?;
     let dest = match tmp {
         Some((t, f)) => {
             t.persist(&f)?;
