@@ -81,6 +81,7 @@ pub fn manifest(plan: &Plan, rootfs: &Rootfs) -> Result<Manifest> {
         disk: plan.disk.info(),
         container_images: Vec::new(),
         docker_store: None,
+        security: None,
         outputs: Vec::new(),
     })
 }
@@ -108,6 +109,8 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     let rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
     lap("rootfs", &mut secs);
     check_glibc(plan, &rootfs)?;
+    let security = stages::gate::run(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
+    lap("gate", &mut secs);
     crate::interrupt::check()?;
     let images = stages::images::run(plan, &plan.cache_dir, rep)?;
     lap("images", &mut secs);
@@ -122,6 +125,7 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
         None => None,
     };
     let mut manifest = manifest(plan, &rootfs)?;
+    manifest.security = security;
     if let (Some(i), Some(s)) = (&images, &store) {
         manifest.container_images = i.in_store();
         manifest.docker_store = Some(s.dockerd.clone());

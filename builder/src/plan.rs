@@ -66,6 +66,12 @@ pub struct Plan {
     pub unit_defaults: String,
     /// The fleet inventory baked into the image.
     pub fleet: Option<String>,
+    /// The unit part of the fleet's backup key (a secret: not printed, not
+    /// in the plan inside the image; its digest is in the plan's).
+    #[serde(skip)]
+    pub backup_key: Option<String>,
+    /// The security gate.
+    pub gate: crate::stages::gate::GatePlan,
     /// Our binaries.
     pub firstboot: ProgramPlan,
     /// Boot loader.
@@ -246,6 +252,32 @@ pub struct OutputsPlan {
 }
 
 /// Makes the plan for a validated profile.
+/// What the security gate reads: the security index, and the updates index
+/// where the profile takes updates.
+fn gate_plan(profile: &Profile) -> crate::stages::gate::GatePlan {
+    let d = &profile.debian;
+    let sec = &profile.security;
+    let mut indices = Vec::new();
+    if let Some(m) = sec.mirror.as_ref().or(d.security_mirror.as_ref()) {
+        indices.push((m.as_str().to_string(), format!("{}-security", d.suite)));
+    }
+    if sec.check_updates.unwrap_or(d.updates) {
+        indices.push((d.mirror.as_str().to_string(), format!("{}-updates", d.suite)));
+    }
+    crate::stages::gate::GatePlan {
+        enabled: sec.gate && !indices.is_empty(),
+        indices,
+        components: d.components.clone(),
+        architecture: d.architecture.clone(),
+        keyring: sec.keyring.clone(),
+        waivers: sec
+            .waivers
+            .iter()
+            .map(|w| (w.package.to_string(), (w.reason.clone(), w.expires.to_string())))
+            .collect(),
+    }
+}
+
 pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
     let d = &profile.debian;
     let users: Vec<RootfsUser> = profile
@@ -264,6 +296,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
     });
     let rootfs = rootfs_plan(d, "minbase", packages, preseed, users, opts);
     let key = rootfs.key.clone();
+    let gate = gate_plan(profile);
 
     let overlays = profile
         .overlays
@@ -325,6 +358,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         .part("name", &name)
         .part("unit-defaults", &profile.unit_defaults)
         .part("fleet", profile.fleet.as_deref().unwrap_or(""))
+        .part("backup-key", profile.backup_key.as_deref().unwrap_or(""))
         .part(
             "installer",
             serde_json::to_vec(&profile.installer).context("serialising installer")?,
@@ -358,6 +392,8 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         users: profile.users.clone(),
         unit_defaults: profile.unit_defaults.clone(),
         fleet: profile.fleet.clone(),
+        backup_key: profile.backup_key.clone(),
+        gate,
         firstboot,
         boot,
         disk,

@@ -262,6 +262,71 @@ pub struct RawProfile {
     /// The USB installer image.
     #[serde(default)]
     pub installer: Installer,
+    /// Backups.
+    #[serde(default)]
+    pub backup: Option<RawBackup>,
+    /// The security gate.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// `[security]`: the build fails when a package in the image has a newer
+/// version in the suite's security (or updates) index, unless waived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// Check (default on).
+    #[serde(default = "yes")]
+    pub gate: bool,
+    /// Where the security index is read [default: debian.security_mirror].
+    #[serde(default)]
+    pub mirror: Option<MirrorUrl>,
+    /// Also check SUITE-updates on debian.mirror [default: debian.updates].
+    #[serde(default)]
+    pub check_updates: Option<bool>,
+    /// The OpenPGP keyring the indices must be signed by.
+    #[serde(default = "debian_keyring")]
+    pub keyring: String,
+    /// Packages allowed to lag, each with a reason and an expiry date.
+    #[serde(default)]
+    pub waivers: Vec<SecurityWaiver>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            gate: true,
+            mirror: None,
+            check_updates: None,
+            keyring: debian_keyring(),
+            waivers: vec![],
+        }
+    }
+}
+
+fn debian_keyring() -> String {
+    "/usr/share/keyrings/debian-archive-keyring.gpg".into()
+}
+
+/// A package the gate lets through until a date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityWaiver {
+    /// Binary package name.
+    pub package: PackageName,
+    /// Why it may lag (shown in the manifest).
+    pub reason: String,
+    /// Last day the waiver counts (YYYY-MM-DD).
+    pub expires: flypack_contracts::unit::Date,
+}
+
+/// `[backup]`: the fleet's backup key, unit part (`builder backup-key new`
+/// writes `NAME.key` and `NAME.unit.toml`; the image gets the unit part).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    /// The unit part of the fleet's backup key (relative to the profile).
+    pub key: String,
 }
 
 /// `[installer]`: `NAME-installer.img`, a USB stick that images a server's
@@ -556,6 +621,8 @@ pub struct Profile {
     pub unit_defaults: String,
     /// The baked-in fleet inventory (TOML text, validated).
     pub fleet: Option<String>,
+    /// The unit part of the fleet's backup key (TOML text, validated).
+    pub backup_key: Option<String>,
     /// Users.
     pub users: Vec<User>,
     /// Disk sizes, root computed.
@@ -568,6 +635,8 @@ pub struct Profile {
     pub stack: Option<Stack>,
     /// The USB installer.
     pub installer: Installer,
+    /// The security gate.
+    pub security: Security,
 }
 
 /// Validated `[debian]`.
@@ -822,6 +891,37 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         ),
     };
     let fleet = raw.fleet.as_ref().and_then(|rel| read_checked("fleet", rel, true));
+    let backup_key = raw.backup.as_ref().and_then(|b| {
+        let p = base.join(&b.key);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) => {
+                err(
+                    "backup.key",
+                    format!("cannot read {}: {e}; the path is relative to the profile", p.display()),
+                );
+                return None;
+            }
+        };
+        if flypack_engine::backup::FleetKey::load(&p).is_ok() {
+            err(
+                "backup.key",
+                format!(
+                    "{} is the fleet key itself (it decrypts every backup) and must never go into an image: \
+                     give its unit part (NAME.unit.toml, `builder backup-key unit`)",
+                    p.display()
+                ),
+            );
+            return None;
+        }
+        match flypack_engine::backup::UnitKey::parse(&text) {
+            Ok(k) => Some(k.to_toml()),
+            Err(e) => {
+                err("backup.key", format!("{}: {e:#}", p.display()));
+                None
+            }
+        }
+    });
 
     let mut names: Vec<&str> = Vec::new();
     for (i, u) in raw.users.iter().enumerate() {
@@ -1027,6 +1127,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         overlays,
         unit_defaults,
         fleet,
+        backup_key,
         users: raw.users,
         disk: DiskSizes {
             total: k.size.0,
@@ -1039,6 +1140,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         outputs: raw.outputs,
         stack,
         installer: raw.installer,
+        security: raw.security,
     })
 }
 

@@ -38,6 +38,9 @@ pub struct Manifest {
     /// (`dockerd --version`), when the images were put there at build time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_store: Option<String>,
+    /// The security gate's result (absent when the profile turned it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityReport>,
     /// Output files and their checksums (empty in the copy inside the image,
     /// which cannot know the checksum of the image holding it).
     #[serde(default)]
@@ -152,6 +155,46 @@ pub struct ContainerImage {
     /// SHA-256 of the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_sha256: Option<String>,
+}
+
+/// What the security gate found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityReport {
+    /// When (RFC 3339, UTC).
+    pub checked: String,
+    /// The indices read (signature and digests checked).
+    pub indices: Vec<SecurityIndex>,
+    /// Packages with a newer version in an index (all waived, or the build failed).
+    #[serde(default)]
+    pub newer: Vec<Lagging>,
+}
+
+/// One index the gate read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityIndex {
+    /// Its InRelease.
+    pub url: String,
+    /// Its `Date:`.
+    pub date: String,
+}
+
+/// A package behind its index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lagging {
+    /// Package.
+    pub package: String,
+    /// Version in the image.
+    pub installed: String,
+    /// Newer version available.
+    pub available: String,
+    /// The index (`bookworm-security`).
+    pub index: String,
+    /// The waiver that lets it through (reason, until).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waived: Option<String>,
 }
 
 /// One output file.
