@@ -72,6 +72,62 @@ pub enum Command {
     /// Write a unit's config (unit.toml, fleet.toml) into an image's seed
     /// partition, without root or mounting. The files are validated first.
     Customize(CustomizeArgs),
+    /// Make and manage the fleet's backup key: backups are encrypted to it
+    /// (only its holder can read them) and authenticated by it (an archive
+    /// made or altered without it is refused by every restore).
+    #[command(subcommand)]
+    BackupKey(BackupKeyCommand),
+    /// Check a profile's packages against the suite's security (and updates)
+    /// index, as `builder build` does before it builds: lists every package
+    /// with a newer version there, and the waivers that let one through.
+    /// Exits 1 when the build would be refused.
+    SecurityCheck(SecurityCheckArgs),
+}
+
+/// `builder security-check`.
+#[derive(Debug, Args)]
+pub struct SecurityCheckArgs {
+    /// The image profile.
+    #[arg(default_value = crate::profile::DEFAULT_PROFILE)]
+    pub profile: PathBuf,
+
+    /// Cache folder [default: as for build].
+    #[arg(long, env = "FLYPACK_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `builder backup-key`.
+#[derive(Debug, Subcommand)]
+pub enum BackupKeyCommand {
+    /// Make a new fleet backup key: KEY (secret: it decrypts every backup;
+    /// keep it on the engineer's laptop and a copy offline) and
+    /// KEY.unit.toml, its unit part (recipient and authentication key) for
+    /// the profile's [backup] key or a unit's seed (--backup-key).
+    New {
+        /// Where to write the key (mode 0600); the unit part goes beside it.
+        #[arg(long, default_value = "fleet-backup.key")]
+        out: PathBuf,
+    },
+    /// Write the unit part of one or more keys (rotation: units encrypt to
+    /// every recipient and accept every key's tag; the first key tags new
+    /// backups).
+    Unit {
+        /// Fleet keys (or unit parts), the newest first.
+        #[arg(required = true)]
+        keys: Vec<PathBuf>,
+        /// Where to write the unit part (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decrypt and check a backup archive (every digest and the fleet's tag),
+    /// writing nothing.
+    Verify {
+        /// The archive (HOST-TIME.flypack-backup.age).
+        archive: PathBuf,
+        /// The fleet key (repeatable: old keys after a rotation).
+        #[arg(long = "key", env = "FLYPACK_BACKUP_KEY", required = true, value_delimiter = ':')]
+        keys: Vec<PathBuf>,
+    },
 }
 
 /// `builder flash`.
@@ -98,15 +154,24 @@ pub struct FlashArgs {
     /// Also write this fleet inventory into the seed partition.
     #[arg(long)]
     pub fleet: Option<PathBuf>,
+
+    /// Also write the unit part of this fleet backup key into the seed partition.
+    #[arg(long, value_name = "KEY")]
+    pub backup_key: Option<PathBuf>,
 }
 
 /// `builder restore`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["device", "output"])))]
 pub struct RestoreArgs {
-    /// The backup archive (NAME-TIME.flypack-backup.tar.zst, from `firstboot backup`).
+    /// The backup archive (HOST-TIME.flypack-backup.age, from `firstboot backup`).
     #[arg(long, value_name = "ARCHIVE")]
     pub backup: PathBuf,
+
+    /// The fleet backup key that decrypts it (repeatable, or colon-separated
+    /// in FLYPACK_BACKUP_KEY: old keys after a rotation).
+    #[arg(long = "key", env = "FLYPACK_BACKUP_KEY", required = true, value_delimiter = ':')]
+    pub keys: Vec<PathBuf>,
 
     /// The image to restore onto [default: out/IMAGE.img, IMAGE named in the backup].
     #[arg(long)]
@@ -163,7 +228,12 @@ pub struct CustomizeArgs {
     #[arg(long)]
     pub fleet: Option<PathBuf>,
 
-    /// Remove unit.toml and fleet.toml from the seed (before writing new ones).
+    /// The fleet's backup key (its unit part is written as backup-key.toml;
+    /// a fleet key's secret half never goes on the seed).
+    #[arg(long, value_name = "KEY")]
+    pub backup_key: Option<PathBuf>,
+
+    /// Remove unit.toml, fleet.toml and backup-key.toml from the seed (before writing new ones).
     #[arg(long)]
     pub clear: bool,
 }
@@ -286,8 +356,19 @@ pub struct BootArgs {
     pub until: Option<String>,
 
     /// Link the media NIC to another VM's: this one listens on 127.0.0.1:PORT.
-    #[arg(long, value_name = "PORT", conflicts_with = "media_connect")]
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["media_connect", "media_tap"])]
     pub media_listen: Option<u16>,
+
+    /// Plug the media NIC into a tap device of this name (QEMU makes it in
+    /// the current network namespace; run builder boot inside one of yours).
+    #[arg(long, value_name = "IFNAME", conflicts_with = "media_connect")]
+    pub media_tap: Option<String>,
+
+    /// Plug the management NIC into a tap device of this name instead of
+    /// QEMU's user networking (no forwards: reach the guest from the
+    /// namespace the tap is in).
+    #[arg(long, value_name = "IFNAME", conflicts_with_all = ["forward", "nat"])]
+    pub mgmt_tap: Option<String>,
 
     /// Link the media NIC to another VM's that listens on 127.0.0.1:PORT.
     #[arg(long, value_name = "PORT")]

@@ -26,6 +26,8 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Boot(a) => cmd::boot::run(a, &rep),
         cli::Command::Doctor => cmd::doctor::run(&rep),
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),
+        cli::Command::BackupKey(c) => cmd::backup_key::run(c, &rep),
+        cli::Command::SecurityCheck(a) => cmd::security_check::run(a, &rep),
         cli::Command::Images(a) => cmd::images::run(a, &rep),
         cli::Command::Flash(a) => cmd::flash::run(a, &rep),
         cli::Command::Restore(a) => cmd::restore::run(a, &rep),

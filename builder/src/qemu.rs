@@ -101,6 +101,9 @@ pub enum MediaNet {
     Listen(u16),
     /// A point-to-point link to another VM listening on 127.0.0.1:PORT.
     Connect(u16),
+    /// A tap device of this name (made by QEMU in the caller's network
+    /// namespace: run builder boot inside a namespace of the test's own).
+    Tap(String),
 }
 
 /// What to boot and how.
@@ -126,6 +129,9 @@ pub struct VmConfig {
     /// gateways, the internet). Off by default: the guest reaches nothing
     /// but its forwards, as a unit at an offline venue.
     pub nat: bool,
+    /// Plug the management NIC into this tap device instead of QEMU's user
+    /// networking (no NAT, no forwards).
+    pub mgmt_tap: Option<String>,
     /// The media NIC's network.
     pub media: MediaNet,
     /// Serial console log.
@@ -385,6 +391,14 @@ fn usb_boot_index(cfg: &VmConfig) -> usize {
     }
 }
 
+/// A tap netdev (the name checked: it goes into an option list).
+fn tap(name: &str, id: &str) -> Result<String> {
+    if name.is_empty() || name.len() > 15 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+        bail!("{name:?} is not a tap device name (1-15 letters, digits, '-', '_')");
+    }
+    Ok(format!("tap,id={id},ifname={name},script=no,downscript=no"))
+}
+
 /// A path as a value inside a QEMU option list, where a comma separates
 /// options: QEMU reads a doubled comma as one.
 fn opt_path(p: &Path) -> String {
@@ -451,10 +465,16 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
     }
     // restrict=on: the guest cannot send a packet beyond QEMU (no DNS, NTP
     // or gateway through the NAT); DHCP and the forwards still work.
-    let mut user = format!("user,id=mgmt,restrict={}", if cfg.nat { "off" } else { "on" });
-    for f in &cfg.forwards {
-        user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
-    }
+    let user = match &cfg.mgmt_tap {
+        Some(t) => tap(t, "mgmt")?,
+        None => {
+            let mut user = format!("user,id=mgmt,restrict={}", if cfg.nat { "off" } else { "on" });
+            for f in &cfg.forwards {
+                user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
+            }
+            user
+        }
+    };
     a.extend([
         "-netdev".into(),
         user,
@@ -465,6 +485,7 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
         MediaNet::Isolated => "hubport,id=media,hubid=1".to_string(),
         MediaNet::Listen(port) => format!("socket,id=media,listen=127.0.0.1:{port}"),
         MediaNet::Connect(port) => format!("socket,id=media,connect=127.0.0.1:{port}"),
+        MediaNet::Tap(t) => tap(t, "media")?,
     };
     a.extend([
         "-netdev".into(),
@@ -554,6 +575,7 @@ mod tests {
             overlay: None,
             forwards: vec![],
             nat: false,
+            mgmt_tap: None,
             media: MediaNet::Isolated,
             console_log: "/l/console.log".into(),
             usb_disks: vec![],

@@ -178,6 +178,15 @@ pub struct RawService {
     /// Added capabilities.
     #[serde(default)]
     pub cap_add: Vec<String>,
+    /// Dropped capabilities (`ALL` drops every one).
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Security options (`no-new-privileges:true`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
+    /// A read-only root filesystem.
+    #[serde(default)]
+    pub read_only: bool,
     /// User.
     #[serde(default)]
     pub user: Option<String>,
@@ -321,8 +330,14 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     /// Extra /etc/hosts entries.
     pub extra_hosts: Vec<String>,
-    /// Capabilities.
+    /// Capabilities added.
     pub cap_add: Vec<String>,
+    /// Capabilities dropped.
+    pub cap_drop: Vec<String>,
+    /// Security options.
+    pub security_opt: Vec<String>,
+    /// Read-only root filesystem.
+    pub read_only: bool,
     /// User.
     pub user: Option<String>,
     /// Working directory.
@@ -729,6 +744,9 @@ pub fn validate(file: &Path, raw: RawCompose, profiles: &[String]) -> Result<Sta
                 labels,
                 extra_hosts: s.extra_hosts.clone(),
                 cap_add: s.cap_add.clone(),
+                cap_drop: s.cap_drop.clone(),
+                security_opt: s.security_opt.clone(),
+                read_only: s.read_only,
                 user: s.user.clone(),
                 working_dir: s.working_dir.clone(),
                 critical,

@@ -96,6 +96,11 @@ pub const CATALOGUE: &[CheckDef] = &[
         title: "rmem_max/wmem_max hold SRT's buffer at the configured bitrate and latency",
     },
     CheckDef {
+        id: "net.firewall",
+        severity: Severity::Critical,
+        title: "the unit's firewall is loaded, dropping what is not allowed (input and forward)",
+    },
+    CheckDef {
         id: "time.sync",
         severity: Severity::Major,
         title: "clock synchronised by chrony (NTP) or PTP",

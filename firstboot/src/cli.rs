@@ -45,11 +45,26 @@ pub enum Command {
     Network(NetworkArgs),
     /// The container stack: bring it up (idempotent) or show its services.
     Stack(StackArgs),
-    /// Back the unit up (identity and data) into one verified archive, or verify one.
+    /// Back the unit up (identity and data) into one encrypted, authenticated archive, or verify a decrypted one.
     Backup(BackupArgs),
+    /// The unit's firewall (nftables, rendered from the unit config): show
+    /// it, load it again, or check what the kernel has loaded.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// USB installer (on the installer stick): choose the internal disk by the
     /// rules, write the appliance image onto it, verify, reboot into it.
     Install(InstallArgs),
+}
+
+/// `firstboot firewall`.
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Print the ruleset the unit config in force gives (nothing is loaded).
+    Show,
+    /// Render the ruleset, check it, write /etc/nftables.conf and load it.
+    Apply,
+    /// What the kernel has loaded (exit 1 unless input and forward drop).
+    Status,
 }
 
 /// `firstboot backup`.

@@ -289,6 +289,9 @@ pub fn container_body(stack: &Stack, s: &Service, hash: &str) -> ContainerCreate
             pid_mode: s.pid.clone(),
             extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
             cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
+            cap_drop: (!s.cap_drop.is_empty()).then(|| s.cap_drop.clone()),
+            security_opt: (!s.security_opt.is_empty()).then(|| s.security_opt.clone()),
+            readonly_rootfs: s.read_only.then_some(true),
             restart_policy: Some(RestartPolicy {
                 name: Some(match s.restart.as_str() {
                     "always" => RestartPolicyNameEnum::ALWAYS,
@@ -799,9 +802,17 @@ mod tests {
             (healthy, seen(State::Starting, 0, 0, ""), "waiting"),
             (Want::Up, seen(State::Unhealthy, 12, 0, "t1"), "waiting"),
             (Want::Up, seen(State::Unhealthy, 23, 0, "t1"), "waiting"),
-            (Want::Up, seen(State::Unhealthy, 24, 0, "t1"), "unhealthy: 24 health probes"),
+            (
+                Want::Up,
+                seen(State::Unhealthy, 24, 0, "t1"),
+                "unhealthy: 24 health probes",
+            ),
             (Want::Up, seen(State::Restarting, 0, 4, ""), "waiting"),
-            (Want::Up, seen(State::Restarting, 0, 5, ""), "keeps crashing: restarted 5 times"),
+            (
+                Want::Up,
+                seen(State::Restarting, 0, 5, ""),
+                "keeps crashing: restarted 5 times",
+            ),
             (Want::Up, seen(State::Exited, 0, 1, ""), "waiting"),
             (Want::Up, seen(State::Missing, 0, 0, ""), "its container is missing"),
             (Want::Up, seen(State::Dead, 0, 0, ""), "its container is dead"),
@@ -825,9 +836,15 @@ mod tests {
         svc.health = None;
         svc.restart = "no".into();
         let mut w = Waiter::new(Duration::from_secs(600));
-        assert_eq!(w.judge(&svc, Want::Up, &seen(State::Running, 0, 0, "")), Verdict::Reached);
+        assert_eq!(
+            w.judge(&svc, Want::Up, &seen(State::Running, 0, 0, "")),
+            Verdict::Reached
+        );
         let exited = w.judge(&svc, Want::Up, &seen(State::Exited, 0, 0, ""));
-        assert!(matches!(&exited, Verdict::GaveUp(why) if why.contains("restart policy is \"no\"")), "{exited:?}");
+        assert!(
+            matches!(&exited, Verdict::GaveUp(why) if why.contains("restart policy is \"no\"")),
+            "{exited:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod firewall;
+#[cfg(test)]
+mod golden;
 pub mod install;
 pub mod journal;
 pub mod netfiles;
@@ -29,7 +32,7 @@ use crate::runner::{Ctx, RunEnd};
 
 /// The full stage order, with the configuration step first.
 pub const ORDER: &[&str] = &[
-    "restore", "config", "identity", "netconf", "disk", "network", "stack", "qa",
+    "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "qa",
 ];
 
 /// Runs a parsed command line; returns the exit code.
@@ -43,7 +46,8 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Qa(a) => qa_cmd(&root, &a),
         cli::Command::Network(a) => cmd_network::run(&root, &a, seed),
         cli::Command::Stack(a) => stack_cmd(&root, &a),
-        cli::Command::Backup(a) => backup_cmd(&root, &a),
+        cli::Command::Backup(a) => backup_cmd(&root, &a, seed),
+        cli::Command::Firewall(c) => firewall_cmd(&root, &c),
         cli::Command::Install(a) => install::run(&root, &a.settings, a.dry_run, a.no_reboot),
     }
 }
@@ -98,7 +102,7 @@ fn configure(
 
 /// Puts a backup left by `builder restore` back (identity now, volume data
 /// staged for the stack stage), recorded in the journal as `restore`.
-fn restore_step(journal: &mut Journal, jp: &Path, root: &Root) -> Result<()> {
+fn restore_step(journal: &mut Journal, jp: &Path, root: &Root, seed: Option<&Path>) -> Result<()> {
     let pending = root.path(backup::RESTORE_ARCHIVE).exists();
     if !pending && journal.stage_mut("restore").state != StageState::Started {
         if journal.stage_mut("restore").state == StageState::Pending {
@@ -117,7 +121,7 @@ fn restore_step(journal: &mut Journal, jp: &Path, root: &Root) -> Result<()> {
     }
     journal.save(jp)?;
     let t0 = Instant::now();
-    let res = backup::restore_identity(root);
+    let res = backup::restore_identity(root, seed);
     let rec = journal.stage_mut("restore");
     rec.finished = Some(runner::now());
     rec.duration_ms = Some(t0.elapsed().as_millis() as u64);
@@ -143,9 +147,13 @@ fn restore_step(journal: &mut Journal, jp: &Path, root: &Root) -> Result<()> {
 }
 
 /// `firstboot backup`.
-fn backup_cmd(root: &Root, a: &cli::BackupArgs) -> Result<i32> {
+fn backup_cmd(root: &Root, a: &cli::BackupArgs, seed: Option<&Path>) -> Result<i32> {
     if let Some(cli::BackupCommand::Verify { archive }) = &a.command {
-        let m = flypack_contracts::backup::verify(archive)?;
+        // A unit holds no key that decrypts: it verifies the decrypted copy
+        // `builder restore` leaves, and says where a sealed one is verified.
+        let (key, _) =
+            backup::unit_key(root, seed)?.context("this unit has no backup key to authenticate an archive with")?;
+        let (m, _) = flypack_engine::backup::verify(archive, &flypack_engine::backup::Keys::unit(&key))?;
         println!(
             "{}: OK: backup of {} ({} image) from {}, {} entries, {} bytes of data",
             archive.display(),
@@ -166,7 +174,7 @@ fn backup_cmd(root: &Root, a: &cli::BackupArgs) -> Result<i32> {
         copy_to: a.copy_to.clone(),
         ssh: a.ssh.clone(),
     };
-    let (path, m) = backup::create(root, &o)?;
+    let (path, m) = backup::create(root, &o, seed)?;
     if a.json {
         println!(
             "{}",
@@ -174,7 +182,7 @@ fn backup_cmd(root: &Root, a: &cli::BackupArgs) -> Result<i32> {
         );
     } else {
         println!(
-            "{}: {} entries, {} bytes of data, verified",
+            "{}: {} entries, {} bytes of data, encrypted to the fleet's backup key, read back",
             path.display(),
             m.entries.len(),
             m.data_bytes()
@@ -209,6 +217,12 @@ pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
     let jp = root.path(target::JOURNAL);
     let mut journal = Journal::load(&jp)?;
     if done_marker.exists() {
+        if early {
+            // Every boot: interfaces matched by MAC may have other names now.
+            if let Err(e) = refresh_firewall(root) {
+                tracing::error!("refreshing the firewall: {e:#}");
+            }
+        }
         if !early {
             let s = status::compute(root, &journal, ORDER, true);
             status::announce(root, &s)?;
@@ -223,7 +237,7 @@ pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
     });
     journal.save(&jp)?;
 
-    restore_step(&mut journal, &jp, root)?;
+    restore_step(&mut journal, &jp, root, seed)?;
     let unit = match configure(root, &mut journal, &jp, seed)? {
         Ok(u) => u,
         Err(msg) => {
@@ -257,6 +271,50 @@ pub fn provision(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
             status::announce(root, &s)?;
             // Non-zero: systemd retries (bounded by StartLimitBurst).
             anyhow::bail!("stage {stage} failed: {error}")
+        }
+    }
+}
+
+/// The unit config in force.
+fn unit_in_force(root: &Root) -> Result<flypack_contracts::unit::Unit> {
+    let text = std::fs::read_to_string(root.path(config::RESOLVED)).with_context(|| {
+        format!(
+            "no unit config in force ({}): provisioning has not run yet",
+            config::RESOLVED
+        )
+    })?;
+    Ok(flypack_contracts::unit::parse_unit(Path::new(config::RESOLVED), &text)?)
+}
+
+/// Renders and loads the firewall for the unit config in force.
+fn refresh_firewall(root: &Root) -> Result<()> {
+    let what = firewall::apply(root, &unit_in_force(root)?)?;
+    tracing::info!("firewall: {what}");
+    Ok(())
+}
+
+/// `firstboot firewall`.
+fn firewall_cmd(root: &Root, c: &cli::FirewallCommand) -> Result<i32> {
+    match c {
+        cli::FirewallCommand::Show => {
+            let unit = unit_in_force(root)?;
+            print!("{}", firewall::render(&unit, &firewall::resolve(&unit)?)?);
+            Ok(0)
+        }
+        cli::FirewallCommand::Apply => {
+            println!("{}", firewall::apply(root, &unit_in_force(root)?)?);
+            Ok(0)
+        }
+        cli::FirewallCommand::Status => {
+            let l = firewall::loaded_policies()?;
+            println!(
+                "table inet {}: input {}, forward {}, {} rules",
+                firewall::TABLE,
+                if l.input_drop { "drop" } else { "ACCEPT" },
+                if l.forward_drop { "drop" } else { "ACCEPT" },
+                l.rules
+            );
+            Ok(if l.input_drop && l.forward_drop { 0 } else { 1 })
         }
     }
 }

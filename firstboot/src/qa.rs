@@ -423,6 +423,31 @@ fn check(id: &str, ctx: &Ctx, s: &Snapshot) -> Check {
             c.severity = Some(sev);
             c
         }
+        "net.firewall" => {
+            if !root.is_live() {
+                return skip("not the running system");
+            }
+            match crate::firewall::loaded_policies() {
+                Ok(l) if l.input_drop && l.forward_drop => pass(format!(
+                    "table inet {}: input and forward drop by default, {} rules",
+                    crate::firewall::TABLE,
+                    l.rules
+                )),
+                Ok(l) => fail(
+                    format!(
+                        "table inet {} loaded but input drops by default: {}, forward: {}",
+                        crate::firewall::TABLE,
+                        l.input_drop,
+                        l.forward_drop
+                    ),
+                    "sudo firstboot firewall apply",
+                ),
+                Err(e) => fail(
+                    format!("{e:#}"),
+                    "sudo firstboot firewall apply; systemctl status nftables",
+                ),
+            }
+        }
         "sys.debian" => match std::fs::read_to_string(root.path("/etc/debian_version")) {
             Ok(v) if v.trim().starts_with("12.") || v.trim() == "12" => pass(format!("Debian {}", v.trim())),
             Ok(v) => fail(format!("Debian {}", v.trim()), "reflash the unit with a Flypack image"),

@@ -365,3 +365,53 @@ fn qa_checks_pass_and_fail_on_crafted_state() {
     );
     assert!(rig.host_path("/var/lib/flypack/qa/report.json").exists());
 }
+
+/// The firewall, in the DUT's own network namespace (nftables is per
+/// namespace): management gets SSH and the web app, media gets nothing of
+/// them, the exporters are reachable from no LAN; with the table deleted the
+/// same probes get through, so the test can fail.
+#[test]
+fn the_firewall_lets_in_only_what_each_lan_should_get() {
+    let mut rig = Rig::new();
+    let text = unit("10.9.0.5/24", "10.9.0.1", "");
+    let u = rig.unit_file("u.toml", &text);
+    let (code, out) = rig.firstboot(&["network", "apply", "--unit", u.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    // Listeners on every interface of the DUT: SSH, HTTPS, node exporter.
+    rig.dut_spawn(&[
+        "python3",
+        "-c",
+        "import socket,threading,time\nfor p in (22,443,9100):\n s=socket.socket()\n s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n s.bind(('0.0.0.0',p))\n s.listen(8)\n threading.Thread(target=lambda s=s:[s.accept() for _ in iter(int,1)],daemon=True).start()\ntime.sleep(600)",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let probes = [
+        ("10.9.0.5", 22),
+        ("10.9.0.5", 443),
+        ("10.9.0.5", 9100),
+        ("10.8.0.5", 22),
+        ("10.8.0.5", 9100),
+    ];
+    let open =
+        |rig: &Rig| -> Vec<(&str, u16)> { probes.iter().copied().filter(|(a, p)| rig.gw_connects(a, *p)).collect() };
+    assert_eq!(
+        open(&rig).len(),
+        probes.len(),
+        "the listeners are not all reachable before the firewall"
+    );
+    let (code, out) = rig.firstboot(&["firewall", "apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(open(&rig), vec![("10.9.0.5", 22), ("10.9.0.5", 443)]);
+    let (code, out) = rig.firstboot(&["firewall", "status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("input drop, forward drop"), "{out}");
+    let written = std::fs::read_to_string(rig.host_path("/etc/flypack/firewall/flypack.nft")).unwrap();
+    assert!(
+        written.contains("iifname \"mgmt0\" tcp dport { 22, 80, 443 } accept"),
+        "{written}"
+    );
+    // Without the table everything answers again: the probes can fail.
+    rig.dut_sh("nft delete table inet flypack");
+    assert_eq!(open(&rig).len(), probes.len());
+    let (code, out) = rig.firstboot(&["firewall", "status"]);
+    assert_ne!(code, 0, "{out}");
+}

@@ -54,7 +54,11 @@ fn a_starved_unit_still_reaches_go() {
     assert_eq!(stack.attempts, 1, "{stack:?}");
     // (config is resolved again by every run, the early one and the main one.)
     assert!(
-        status.stages.iter().filter(|s| s.name != "config").all(|s| s.attempts <= 1),
+        status
+            .stages
+            .iter()
+            .filter(|s| s.name != "config")
+            .all(|s| s.attempts <= 1),
         "{:?}",
         status.stages
     );

@@ -57,12 +57,14 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         disk_size: (!args.installer).then_some(args.disk_gib << 30),
         overlay: args.overlay.clone(),
         forwards: args.forward.clone(),
-        media: match (args.media_listen, args.media_connect) {
-            (Some(p), _) => MediaNet::Listen(p),
-            (None, Some(p)) => MediaNet::Connect(p),
-            (None, None) => MediaNet::Isolated,
+        media: match (args.media_listen, args.media_connect, &args.media_tap) {
+            (Some(p), _, _) => MediaNet::Listen(p),
+            (None, Some(p), _) => MediaNet::Connect(p),
+            (None, None, Some(t)) => MediaNet::Tap(t.clone()),
+            (None, None, None) => MediaNet::Isolated,
         },
         nat: args.nat,
+        mgmt_tap: args.mgmt_tap.clone(),
         console_log: log.clone(),
         usb_disks: args.usb.clone(),
         boot_usb: args.installer,

@@ -85,6 +85,8 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
             until: None,
             media_listen: None,
             media_connect: None,
+            media_tap: None,
+            mgmt_tap: None,
             nat: false,
         };
         return super::boot::run(&boot, rep);

@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `run(args, reporter) -> Result<i32>`
 //! (the process exit code).
 
+pub mod backup_key;
 pub mod boot;
 pub mod build;
 pub mod customize;
@@ -8,6 +9,7 @@ pub mod doctor;
 pub mod flash;
 pub mod images;
 pub mod restore;
+pub mod security_check;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -53,6 +53,9 @@ const ENABLE: &[&str] = &[
     "flypack-backup.timer",
     "systemd-networkd.service",
     "systemd-resolved.service",
+    // Loads the unit's firewall (/etc/nftables.conf, written by firstboot)
+    // before any network is up.
+    "nftables.service",
 ];
 
 /// Units masked in every image: systemd-firstboot would prompt on the
@@ -277,6 +280,13 @@ fn write_system_files(plan: &Plan, manifest: &Manifest, root: &Path) -> Result<(
         plan.unit_defaults.as_bytes(),
         0o644,
     )?;
+    if let Some(k) = &plan.backup_key {
+        let p = root.join("etc/flypack/backup/unit-key.toml");
+        let dir = p.parent().expect("has a parent");
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        replace_file(&p, k.as_bytes(), 0o600)?;
+    }
     if let Some(f) = &plan.fleet {
         replace_file(&root.join("usr/share/flypack/fleet.toml"), f.as_bytes(), 0o644)?;
     }

@@ -23,13 +23,25 @@ fn the_monitoring_stack_parses_in_start_order() {
     assert_eq!(
         vm.ports,
         vec![Port {
-            host_ip: "".into(),
+            host_ip: "127.0.0.1".into(),
             host_port: 8428,
             container_port: 8428,
             protocol: "tcp".into()
         }]
     );
     assert!(vm.critical);
+    // Least privilege, as written.
+    for svc in &s.services {
+        assert_eq!(svc.cap_drop, ["ALL"], "{}", svc.name);
+        assert_eq!(svc.security_opt, ["no-new-privileges:true"], "{}", svc.name);
+        assert!(svc.read_only, "{}", svc.name);
+        assert!(
+            svc.user.as_deref().is_some_and(|u| !u.starts_with("0") && u != "root"),
+            "{}",
+            svc.name
+        );
+        assert!(svc.ports.iter().all(|p| p.host_ip == "127.0.0.1"), "{}", svc.name);
+    }
     let h = vm.health.as_ref().unwrap();
     assert_eq!(
         (h.interval_ns, h.retries, h.start_period_ns),

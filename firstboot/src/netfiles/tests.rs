@@ -1,7 +1,7 @@
 //! Golden tests: each `golden/NAME.unit.toml` renders to exactly
 //! `golden/NAME.expected` (every file, with a `=== path ===` header).
-//! After an intended change: `UPDATE_GOLDEN=1 cargo test -p firstboot netfiles`
-//! and review the diff.
+//! After an intended change: `UPDATE_GOLDEN=1 cargo test -p firstboot netfiles`,
+//! review the diff, and run again without it (see `crate::golden`).
 
 use super::*;
 use std::path::Path;
@@ -36,13 +36,8 @@ fn golden() {
                 .to_string_lossy()
                 .replace(".unit.toml", ".expected"),
         );
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if got != want {
-            failed.push(format!("{}:\n--- want\n{want}\n--- got\n{got}", case.display()));
+        if let Some(f) = crate::golden::check(&expected_path, &got) {
+            failed.push(f);
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));

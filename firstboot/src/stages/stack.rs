@@ -36,7 +36,20 @@ pub fn bring_up(
         for v in &stack.volumes {
             if root.path(crate::backup::RESTORE_VOLUMES).join(v).is_dir() {
                 let at = docker::ensure_volume(&d, stack, v).await?;
-                if crate::backup::fill_volume(root, v, &at)? {
+                // The uid:gid of a service that mounts it (numeric `user:`).
+                let owner = stack
+                    .services
+                    .iter()
+                    .filter(|s| {
+                        s.mounts.iter().any(
+                            |m| matches!(&m.source, flypack_contracts::compose::Source::Volume { name } if name == v),
+                        )
+                    })
+                    .find_map(|s| {
+                        let (u, g) = s.user.as_deref()?.split_once(':')?;
+                        Some((u.parse().ok()?, g.parse().ok()?))
+                    });
+                if crate::backup::fill_volume(root, v, &at, owner)? {
                     notes.push(format!("volume {v} restored from the backup"));
                 }
             }

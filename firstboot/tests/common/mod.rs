@@ -84,6 +84,7 @@ impl Rig {
         for (d, target) in BINDS {
             binds.push_str(&format!("mount --bind {}/{d} {target}\n", dir.path().display()));
         }
+
         sh(&format!(
             "mount --bind {ns} {ns}; mount --make-private {ns}; touch {mnt}
              nsenter --net=/run/netns/{dut} unshare --mount={mnt} --propagation private sh -ec '
@@ -219,6 +220,27 @@ impl Rig {
             .filter(|a| a["scope"] == "global")
             .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
             .collect()
+    }
+
+    /// Starts a helper process in the DUT, stopped with the rig.
+    pub fn dut_spawn(&mut self, args: &[&str]) {
+        let c = self
+            .dut(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.helpers.push(c);
+    }
+
+    /// Whether a TCP connection from the gateway to ADDR:PORT is accepted
+    /// within two seconds.
+    pub fn gw_connects(&self, addr: &str, port: u16) -> bool {
+        let script = format!(
+            "import socket\ns=socket.socket()\ns.settimeout(2)\ntry:\n s.connect(('{addr}',{port}))\n print('open')\nexcept Exception as e:\n print('closed', e)"
+        );
+        let o = self.gw(&["python3", "-c", &script]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).starts_with("open")
     }
 
     /// Starts a helper process in the gateway namespace, stopped with the rig.

@@ -1,0 +1,289 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A unit in QEMU, scanned from a peer on each of its networks: both NICs
+//! are tap devices in a network namespace of the test's own (nothing leaves
+//! this machine), the scanner (nmap) runs in that namespace. Only what the
+//! unit config allows answers; with the firewall table deleted, the same
+//! scan finds the exporters on the media LAN, so the test can fail. The same
+//! boot also checks least privilege: the containers' users, capabilities and
+//! read-only roots, the stack's ports on 127.0.0.1, and the hardening of our
+//! systemd units (`systemd-analyze security`, printed for the record).
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use flypack_e2e::*;
+use serde_json::Value;
+
+/// A network namespace, removed (with whatever still runs in it) when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("fpscan{}", std::process::id());
+        let (ok, out) = sh(Command::new("ip").args(["netns", "add", &name]));
+        assert!(ok, "{out}");
+        let (ok, out) = sh(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        assert!(ok, "{out}");
+        Netns(name)
+    }
+    fn exec(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+const MGMT: &str = "10.77.0.10";
+const MEDIA: &str = "192.168.50.10";
+
+/// Open TCP ports of `addr`, scanned from the namespace (every port).
+fn open_tcp(ns: &Netns, addr: &str) -> BTreeSet<u16> {
+    let o = ns
+        .exec()
+        .args([
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "-p-",
+            "--min-rate",
+            "2000",
+            "--max-retries",
+            "1",
+            "-oG",
+            "-",
+            addr,
+        ])
+        .output()
+        .expect("nmap (apt-get install nmap; .ci/deps does)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "nmap: {out}{}", String::from_utf8_lossy(&o.stderr));
+    let mut ports = BTreeSet::new();
+    for l in out.lines().filter(|l| l.contains("Ports:")) {
+        let list = l.split("Ports:").nth(1).unwrap().split('\t').next().unwrap();
+        for p in list.split(',') {
+            let f: Vec<&str> = p.trim().split('/').collect();
+            if f.len() > 2 && f[1] == "open" {
+                ports.insert(f[0].parse().unwrap());
+            }
+        }
+    }
+    assert!(out.contains("# Nmap done"), "nmap did not finish: {out}");
+    ports
+}
+
+struct Vm {
+    child: Child,
+    status: Value,
+    key: PathBuf,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ssh(ns: &Netns, vm: &Vm, cmd: &str) -> (i32, String) {
+    for _ in 0..10 {
+        let o = ns
+            .exec()
+            .args([
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
+            .arg(&vm.key)
+            .arg(format!("flypack@{MGMT}"))
+            .arg(cmd)
+            .output()
+            .unwrap();
+        if o.status.code() != Some(255) {
+            return (
+                o.status.code().unwrap_or(-1),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    panic!("cannot ssh into {MGMT}");
+}
+
+// The child is waited for by Vm's Drop (or killed and reaped below).
+#[allow(clippy::zombie_processes)]
+fn boot_in(ns: &Netns, image: &Path, key: PathBuf, log: &Path) -> Vm {
+    let b = bins();
+    let mut child = ns
+        .exec()
+        .arg(&b.builder)
+        .args([
+            "--json",
+            "boot",
+            "--quiet",
+            "--keep-running",
+            "--expect-ready",
+            "600",
+            "--log",
+        ])
+        .arg(log)
+        .args(["--mgmt-tap", "fpm0", "--media-tap", "fpd0"])
+        .arg(image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // QEMU makes the taps; the namespace's side of each LAN gets its address.
+    for _ in 0..100 {
+        let (ok, _) = sh(Command::new("ip").args(["-n", &ns.0, "link", "show", "fpd0"]));
+        if ok {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for (dev, addr) in [("fpm0", "10.77.0.1/24"), ("fpd0", "192.168.50.1/24")] {
+        let (ok, out) = sh(Command::new("ip").args(["-n", &ns.0, "addr", "add", addr, "dev", dev]));
+        assert!(ok, "{out}");
+        let (ok, out) = sh(Command::new("ip").args(["-n", &ns.0, "link", "set", dev, "up"]));
+        assert!(ok, "{out}");
+    }
+    let out = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(out).lines() {
+        let Ok(e) = serde_json::from_str::<Value>(&line.unwrap()) else {
+            continue;
+        };
+        if e["event"] == "ready" {
+            return Vm {
+                child,
+                status: e["status"].clone(),
+                key,
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no status line:\n{}", console_tail(log, 60));
+}
+
+#[test]
+fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
+    let img = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let unit = format!(
+        "version = 1\nhostname = \"fp-scan-01\"\n\
+         [[interfaces]]\nlabel = \"mgmt\"\nmatch = {{ mac = \"52:54:00:f1:00:01\" }}\naddresses = [\"{MGMT}/24\"]\ngateway = \"10.77.0.1\"\n\
+         [[interfaces]]\nlabel = \"media\"\nmatch = {{ mac = \"52:54:00:f1:00:02\" }}\naddresses = [\"{MEDIA}/24\"]\n\
+         [multicast]\ngroups = [{{ group = \"239.100.0.1\", interface = \"media\", port = 5000 }}]\n\
+         [qa]\nwaivers = [{{ check = \"time.sync\", reason = \"no NTP in the scan rig\", expires = \"2099-12-31\" }}]\n\
+         [access]\nssh_authorized_keys = [{public:?}]\n"
+    );
+    let copy = seeded_copy(&img.path, dir.path(), &unit);
+    let ns = Netns::new();
+    let vm = boot_in(&ns, &copy, key, &dir.path().join("console.log"));
+    assert_eq!(vm.status["verdict"], "GO", "{}", vm.status);
+
+    // From the management LAN: SSH (the web app's ports are allowed but
+    // nothing listens there yet). From the media LAN: nothing.
+    assert_eq!(open_tcp(&ns, MGMT), BTreeSet::from([22]), "management LAN");
+    assert_eq!(open_tcp(&ns, MEDIA), BTreeSet::new(), "media LAN");
+    let (code, out) = ssh(
+        &ns,
+        &vm,
+        "sudo firstboot firewall status && sudo firstboot qa --format json",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("input drop, forward drop"), "{out}");
+    let qa: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    let fw = qa["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "net.firewall")
+        .unwrap();
+    assert_eq!(fw["outcome"], "pass", "{fw}");
+
+    // Least privilege, as running: every container non-root, every capability
+    // dropped, no new privileges, a read-only root; VictoriaMetrics on 127.0.0.1.
+    let (code, out) = ssh(
+        &ns,
+        &vm,
+        "sudo docker inspect -f '{{.Name}} user={{.Config.User}} ro={{.HostConfig.ReadonlyRootfs}} drop={{.HostConfig.CapDrop}} sec={{.HostConfig.SecurityOpt}}' $(sudo docker ps -q)",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    for l in out.lines() {
+        assert!(
+            !l.contains("user= ")
+                && !l.contains("user=0")
+                && !l.contains("user=root")
+                && l.contains("ro=true")
+                && l.contains("drop=[ALL]")
+                && l.contains("no-new-privileges:true"),
+            "{l}"
+        );
+    }
+    let (code, out) = ssh(&ns, &vm, "ss -Htln");
+    assert_eq!(code, 0, "{out}");
+    let l8428: Vec<&str> = out.lines().filter(|l| l.contains(":8428 ")).collect();
+    assert!(
+        !l8428.is_empty() && l8428.iter().all(|l| l.contains("127.0.0.1:8428")),
+        "{out}"
+    );
+    let (code, out) = ssh(
+        &ns,
+        &vm,
+        "sudo docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}' monitoring_video-exporter_1",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("/etc/flypack ") && !out.contains("secrets"),
+        "the exporter mounts too much: {out}"
+    );
+    // Our units' hardening, for the record (`systemd-analyze security` scores).
+    let (_, out) = ssh(
+        &ns,
+        &vm,
+        "for u in flypack-firstboot flypack-firstboot-early flypack-backup flypack-status; do \
+         printf '%s: ' $u; systemd-analyze security --no-pager $u.service | tail -1; done",
+    );
+    eprintln!("systemd-analyze security:\n{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("Overall exposure level")).count(),
+        4,
+        "{out}"
+    );
+
+    // The firewall is what keeps them out: without its table, the exporters
+    // (host network, every interface) answer on the media LAN.
+    let (code, out) = ssh(&ns, &vm, "sudo nft delete table inet flypack");
+    assert_eq!(code, 0, "{out}");
+    let open = open_tcp(&ns, MEDIA);
+    assert!(open.contains(&9100) && open.contains(&9150), "{open:?}");
+}
