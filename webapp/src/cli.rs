@@ -1,0 +1,93 @@
+//! Command-line interface (clap derive; no logic here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The Flypack unit's web app: status, live metrics, history, jobs, over TLS.
+///
+/// `flypack-web serve` is started by systemd once firstboot's `webapp` stage
+/// has made the TLS material. `flypack-web enrol-code` prints a one-time code
+/// that creates the first admin at https://UNIT/enrol.
+#[derive(Debug, Parser)]
+#[command(name = "flypack-web", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the web app (HTTPS, and plain HTTP for the redirect and the CA certificate).
+    Serve(ServeArgs),
+    /// Make a one-time enrolment code for the first admin and print it.
+    EnrolCode(EnrolArgs),
+    /// Read a password on stdin and print its argon2id hash (for `initial_admin` in the config).
+    HashPassword,
+    /// Make sure the TLS material exists and names the unit (what firstboot's webapp stage does); print what was done.
+    Tls(RootArgs),
+}
+
+/// Where the unit's files are.
+#[derive(Debug, Args)]
+pub struct RootArgs {
+    /// Act on the system under this directory instead of / (tests, images).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+
+    /// The web app's config [default: ROOT/etc/flypack/webapp.toml when it exists, else built-in defaults].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `flypack-web serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Root and config.
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+/// `flypack-web enrol-code`.
+#[derive(Debug, Args)]
+pub struct EnrolArgs {
+    /// Root and config.
+    #[command(flatten)]
+    pub root: RootArgs,
+
+    /// Minutes the code stays valid [default: the config's enrol_minutes, 30].
+    #[arg(long, value_name = "MINUTES")]
+    pub minutes: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_subcommands() {
+        let c = Cli::try_parse_from(["flypack-web", "serve", "--root", "/tmp/r", "--config", "/tmp/c.toml"]).unwrap();
+        match c.command {
+            Command::Serve(a) => {
+                assert_eq!(a.root.root, PathBuf::from("/tmp/r"));
+                assert_eq!(a.root.config, Some(PathBuf::from("/tmp/c.toml")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["flypack-web", "enrol-code", "--minutes", "5"]).unwrap();
+        match c.command {
+            Command::EnrolCode(a) => {
+                assert_eq!(a.minutes, Some(5));
+                assert_eq!(a.root.root, PathBuf::from("/"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Cli::try_parse_from(["flypack-web", "hash-password"]).unwrap().command,
+            Command::HashPassword
+        ));
+        assert!(Cli::try_parse_from(["flypack-web", "serve", "--bogus"]).is_err());
+    }
+}
