@@ -17,9 +17,10 @@ impl Stage for Qa {
         "qa"
     }
     fn input_digest(&self, ctx: &Ctx) -> Result<String> {
-        Ok(ctx.unit.digest())
+        Ok(ctx.unit()?.digest())
     }
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        ctx.fault_point("qa", "mid");
         let journal = Journal::load(&ctx.root.path(target::JOURNAL))?;
         let report = run_qa(ctx, &journal, Some("qa"))?;
         let s = qa::summary(&report);
@@ -35,7 +36,7 @@ pub fn run_qa(ctx: &Ctx, journal: &Journal, running: Option<&str>) -> Result<fly
     let today = time::OffsetDateTime::now_utc().date();
     let q = qa::Ctx {
         root: &ctx.root,
-        unit: &ctx.unit,
+        unit: ctx.unit()?,
         today,
         journal,
         running_stage: running,
