@@ -201,6 +201,96 @@ pub struct Match {
     pub mac: Option<MacAddr>,
 }
 
+/// A kernel network link, as netlink or /sys shows it, for matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenLink<'a> {
+    /// Kernel name.
+    pub name: &'a str,
+    /// MAC address (any case).
+    pub mac: Option<&'a str>,
+    /// VLAN id, when it is a VLAN.
+    pub vlan_id: Option<u16>,
+    /// Link kind for virtual links (`vlan`, `bridge`, `veth`...), None for a NIC.
+    pub kind: Option<&'a str>,
+}
+
+impl Match {
+    /// The one matching rule (networkd's, which the networkd files carry):
+    /// every criterion that is set must hold; a MAC matches physical links
+    /// only (a VLAN or bridge on the NIC carries the same MAC).
+    pub fn matches(&self, l: &SeenLink) -> bool {
+        let name_ok = self.name.as_ref().is_none_or(|n| n.as_str() == l.name);
+        let mac_ok = self.mac.as_ref().is_none_or(|m| {
+            l.mac.is_some_and(|x| x.eq_ignore_ascii_case(m.as_str()))
+                && l.vlan_id.is_none()
+                && !matches!(l.kind, Some("vlan" | "bridge" | "bond" | "macvlan"))
+        });
+        (self.name.is_some() || self.mac.is_some()) && name_ok && mac_ok
+    }
+}
+
+/// How a [`Link`] is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Find {
+    /// A NIC, by its match.
+    Nic(Match),
+    /// A VLAN of this name, on the NIC with this label.
+    Vlan {
+        /// Its kernel name.
+        name: IfName,
+        /// The parent's label.
+        parent: Label,
+        /// VLAN id.
+        id: u16,
+    },
+}
+
+/// An interface or VLAN of the config: the one model every projection is
+/// derived from (networkd files, netlink expectations, QA, the firewall,
+/// the exporter), with one matching rule and one gateway list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface label, or VLAN name.
+    pub label: String,
+    /// How to find it.
+    pub find: Find,
+    /// Firewall zone.
+    pub zone: Zone,
+    /// DHCPv4.
+    pub dhcp: bool,
+    /// Static addresses.
+    pub statics: Vec<IpCidr>,
+    /// Default gateways (IPv4 and IPv6).
+    pub gateways: Vec<IpAddr>,
+    /// MTU.
+    pub mtu: Option<u32>,
+    /// QA expects it up.
+    pub required: bool,
+}
+
+impl Link {
+    /// Whether `l` is this link.
+    pub fn matches(&self, l: &SeenLink) -> bool {
+        match &self.find {
+            Find::Nic(m) => m.matches(l),
+            Find::Vlan { name, id, .. } => l.name == name.as_str() && l.vlan_id.is_none_or(|v| v == *id),
+        }
+    }
+
+    /// How it is found, in words.
+    pub fn describe(&self) -> String {
+        match &self.find {
+            Find::Nic(m) => match (&m.name, &m.mac) {
+                (Some(n), Some(mac)) => format!("{n} with MAC {mac}"),
+                (Some(n), None) => n.to_string(),
+                (None, Some(mac)) => format!("MAC {mac}"),
+                (None, None) => "?".into(),
+            },
+            Find::Vlan { name, parent, id } => format!("{name} (VLAN {id} on {parent})"),
+        }
+    }
+}
+
 /// NIC tuning, written as a systemd .link file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -588,6 +678,49 @@ impl RawUnit {
     }
 }
 
+impl RawUnit {
+    /// Every interface and VLAN as a [`Link`], interfaces first.
+    pub fn links(&self) -> Vec<Link> {
+        let mut v = Vec::new();
+        for i in &self.interfaces {
+            let mut gateways: Vec<IpAddr> = i.gateway.map(IpAddr::V4).into_iter().collect();
+            gateways.extend(i.gateway6.map(IpAddr::V6));
+            v.push(Link {
+                label: i.label.to_string(),
+                find: Find::Nic(i.matcher.clone()),
+                zone: i.zone(),
+                dhcp: i.dhcp,
+                statics: i.addresses.clone(),
+                gateways,
+                mtu: i.mtu,
+                required: i.required,
+            });
+        }
+        for vl in &self.vlans {
+            v.push(Link {
+                label: vl.name.to_string(),
+                find: Find::Vlan {
+                    name: vl.name.clone(),
+                    parent: vl.parent.clone(),
+                    id: vl.id,
+                },
+                zone: vl.zone(),
+                dhcp: vl.dhcp,
+                statics: vl.addresses.clone(),
+                gateways: vl.gateway.map(IpAddr::V4).into_iter().collect(),
+                mtu: vl.mtu,
+                required: vl.required,
+            });
+        }
+        v
+    }
+
+    /// The link with this label or VLAN name.
+    pub fn link(&self, label: &str) -> Option<Link> {
+        self.links().into_iter().find(|l| l.label == label)
+    }
+}
+
 impl Unit {
     /// The config as TOML.
     pub fn to_toml(&self) -> String {
@@ -782,8 +915,8 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
         );
     }
     for (i, w) in raw.qa.waivers.iter().enumerate() {
-        if crate::qa::check_def(&w.check).is_none() {
-            let ids: Vec<&str> = crate::qa::CATALOGUE.iter().map(|c| c.id).collect();
+        if crate::qa::CheckId::parse(&w.check).is_none() {
+            let ids: Vec<&str> = crate::qa::CheckId::ALL.iter().map(|c| c.as_str()).collect();
             err(
                 format!("qa.waivers[{i}].check"),
                 format!("{:?} is not a QA check id: expected one of {}", w.check, ids.join(", ")),

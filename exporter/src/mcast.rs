@@ -75,27 +75,30 @@ impl GroupStats {
     }
 }
 
-/// The Linux interface for a group's `interface` (a VLAN name, an interface
-/// label of the unit config resolved by name or MAC, or a plain name).
+/// The Linux interface for a group's `interface` (a VLAN name or an
+/// interface label of the unit config, found by the config's one matching
+/// rule, or a plain name).
 pub fn resolve_ifname(sys_net: &Path, unit: Option<&flypack_contracts::unit::Unit>, interface: &str) -> Option<String> {
-    if let Some(u) = unit
-        && let Some(i) = u.interface(interface)
-    {
-        if let Some(n) = &i.matcher.name {
-            return Some(n.to_string());
-        }
-        if let Some(mac) = &i.matcher.mac {
-            for e in std::fs::read_dir(sys_net).ok()?.flatten() {
-                let addr = std::fs::read_to_string(e.path().join("address")).unwrap_or_default();
-                let is_vlan = std::fs::read_to_string(e.path().join("uevent"))
-                    .unwrap_or_default()
-                    .contains("DEVTYPE=vlan");
-                if addr.trim().eq_ignore_ascii_case(mac.as_str()) && !is_vlan {
-                    return Some(e.file_name().to_string_lossy().into_owned());
-                }
+    if let Some(link) = unit.and_then(|u| u.link(interface)) {
+        for e in std::fs::read_dir(sys_net).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mac = std::fs::read_to_string(e.path().join("address")).unwrap_or_default();
+            let uevent = std::fs::read_to_string(e.path().join("uevent")).unwrap_or_default();
+            let kind = uevent
+                .lines()
+                .find_map(|l| l.strip_prefix("DEVTYPE="))
+                .map(str::to_string);
+            let seen = flypack_contracts::unit::SeenLink {
+                name: &name,
+                mac: Some(mac.trim()),
+                vlan_id: None,
+                kind: kind.as_deref(),
+            };
+            if link.matches(&seen) {
+                return Some(name);
             }
-            return None;
         }
+        return None;
     }
     sys_net.join(interface).exists().then(|| interface.to_string())
 }
