@@ -21,30 +21,21 @@ pub const BACKUP_KEY_FILE: &str = "backup-key.toml";
 /// from its partition table (`sfdisk --json`).
 pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
     use crate::layout::{NAME_SEED, PART_SEED, SECTOR};
-    let out = crate::cmd::Cmd::new("sfdisk")
-        .arg("--json")
-        .arg(image)
-        .run()
-        .with_context(|| format!("reading the partition table of {}", image.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
-    let Some(p) = v["partitiontable"]["partitions"].get(PART_SEED as usize - 1) else {
+    let t = crate::blockdev::read_table(image)?;
+    let Some(p) = t.partitions.get(PART_SEED as usize - 1) else {
         bail!(
             "{} is not a Flypack image: it has no partition {PART_SEED}",
             image.display()
         );
     };
-    if p["name"].as_str() != Some(NAME_SEED) {
+    if p.name.as_deref() != Some(NAME_SEED) {
         bail!(
             "{} is not a Flypack image: partition {PART_SEED} is {:?}, expected {NAME_SEED:?}",
             image.display(),
-            p["name"]
+            p.name
         );
     }
-    let (start, size) = (
-        p["start"].as_u64().context("start")?,
-        p["size"].as_u64().context("size")?,
-    );
-    Ok((start * SECTOR, size * SECTOR))
+    Ok((p.start * SECTOR, p.size * SECTOR))
 }
 
 /// What a seed holds.

@@ -104,59 +104,27 @@ impl DiskInfo {
     }
 }
 
-/// Parses `lsblk -J -b -o NAME,PATH,TYPE,SIZE,RM,RO,TRAN,SERIAL,WWN,MODEL,FSTYPE,PTUUID,PTTYPE`.
+/// The disks of `lsblk -J -b -o NAME,PATH,TYPE,SIZE,RM,RO,TRAN,SERIAL,WWN,MODEL,FSTYPE,PTUUID,PTTYPE`.
 pub fn parse_lsblk(json: &str) -> Result<Vec<DiskInfo>> {
-    let v: serde_json::Value = serde_json::from_str(json).context("parsing lsblk's JSON")?;
-    let s = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or_default().trim().to_string();
-    let b = |d: &serde_json::Value, k: &str| match &d[k] {
-        serde_json::Value::Bool(b) => *b,
-        serde_json::Value::String(s) => s == "1",
-        serde_json::Value::Number(n) => n.as_u64() == Some(1),
-        _ => false,
-    };
-    fn fs(d: &serde_json::Value, out: &mut Vec<String>) {
-        // A partition table alone is data too (partitions nothing recognises).
-        if d["type"] == "disk"
-            && let Some(t) = d["pttype"].as_str().filter(|f| !f.is_empty())
-        {
-            out.push(format!("{}: {t} partition table", d["name"].as_str().unwrap_or("?")));
-        }
-        if let Some(f) = d["fstype"].as_str().filter(|f| !f.is_empty()) {
-            out.push(format!("{}: {f}", d["name"].as_str().unwrap_or("?")));
-        }
-        for c in d["children"].as_array().into_iter().flatten() {
-            fs(c, out);
-        }
-    }
-    let mut disks = Vec::new();
-    for d in v["blockdevices"].as_array().context("lsblk: no blockdevices")? {
-        let name = s(d, "name");
-        if s(d, "type") != "disk" || name.starts_with("zram") || name.starts_with("ram") {
-            continue;
-        }
-        let mut filesystems = Vec::new();
-        fs(d, &mut filesystems);
-        let path = match s(d, "path") {
-            p if p.is_empty() => PathBuf::from("/dev").join(&name),
-            p => PathBuf::from(p),
-        };
-        disks.push(DiskInfo {
-            path,
-            size: d["size"]
-                .as_u64()
-                .or_else(|| d["size"].as_str().and_then(|x| x.parse().ok()))
-                .unwrap_or(0),
-            removable: b(d, "rm"),
-            tran: s(d, "tran"),
-            serial: s(d, "serial"),
-            wwn: s(d, "wwn"),
-            model: s(d, "model"),
-            read_only: b(d, "ro"),
-            filesystems,
-            ptuuid: s(d, "ptuuid"),
-        });
-    }
-    Ok(disks)
+    use flypack_contracts::blockdev::{BlockDevice, Lsblk};
+    let l: Lsblk = serde_json::from_str(json).context("parsing lsblk's JSON")?;
+    let t = BlockDevice::text;
+    Ok(l.blockdevices
+        .iter()
+        .filter(|d| d.kind == "disk" && !d.name.starts_with("zram") && !d.name.starts_with("ram"))
+        .map(|d| DiskInfo {
+            path: d.path.clone().unwrap_or_else(|| PathBuf::from("/dev").join(&d.name)),
+            size: d.size,
+            removable: d.rm,
+            tran: t(&d.tran),
+            serial: t(&d.serial),
+            wwn: t(&d.wwn),
+            model: t(&d.model),
+            read_only: d.ro,
+            filesystems: d.signatures(),
+            ptuuid: t(&d.ptuuid),
+        })
+        .collect())
 }
 
 /// The disk to write and why, or why none may be written.
@@ -549,7 +517,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
         let mut log = already.unwrap_or_default();
         log.push_str(&format!(
             "{} {} {} {}\n",
-            ids["disk"].as_str().unwrap_or(""),
+            ids.disk.as_str(),
             crate::runner::now(),
             disk.serial,
             disk.path.display()
@@ -576,8 +544,26 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     Ok(0)
 }
 
+/// The identifiers an installed copy gets (recorded in its install.json and
+/// the `done` event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FreshIds {
+    /// Disk GUID.
+    pub disk: String,
+    /// Partition GUIDs, in order.
+    pub partitions: Vec<String>,
+    /// Root filesystem UUID.
+    pub root_fs: String,
+    /// The image's root filesystem UUID it replaced.
+    pub old_root_fs: String,
+    /// ESP serial.
+    pub esp_serial: String,
+    /// Seed serial.
+    pub seed_serial: String,
+}
+
 /// New disk and partition UUIDs, a new root filesystem UUID and FAT serials.
-fn fresh_ids(disk: &Path, _run: &Path) -> Result<serde_json::Value> {
+fn fresh_ids(disk: &Path, _run: &Path) -> Result<FreshIds> {
     let new = || uuid::Uuid::new_v4().to_string();
     let d = disk.display().to_string();
     let disk_id = new();
@@ -611,13 +597,18 @@ fn fresh_ids(disk: &Path, _run: &Path) -> Result<serde_json::Value> {
         Cmd::new("fatlabel").arg("-i").arg(part(disk, n)).arg(&id).run()?;
         serials.push(id);
     }
-    Ok(
-        json!({ "disk": disk_id, "partitions": parts, "root_fs": root_fs, "old_root_fs": old_fs, "esp_serial": serials[0], "seed_serial": serials[1] }),
-    )
+    Ok(FreshIds {
+        disk: disk_id,
+        partitions: parts,
+        root_fs,
+        old_root_fs: old_fs,
+        esp_serial: serials[0].clone(),
+        seed_serial: serials[1].clone(),
+    })
 }
 
 /// Points the copy's boot config and fstab at its new identifiers and records the install.
-fn finish_root(disk: &Path, run: &Path, ids: &serde_json::Value, record: &serde_json::Value) -> Result<()> {
+fn finish_root(disk: &Path, run: &Path, ids: &FreshIds, record: &serde_json::Value) -> Result<()> {
     let mnt = run.join("root");
     std::fs::create_dir_all(&mnt)?;
     let rootp = part(disk, PART_ROOT);
@@ -627,9 +618,13 @@ fn finish_root(disk: &Path, run: &Path, ids: &serde_json::Value, record: &serde_
         .run()
         .with_context(|| format!("mounting {}", rootp.display()))?;
     let res = (|| -> Result<()> {
-        let new_part = ids["partitions"][(PART_ROOT - 1) as usize].as_str().unwrap_or_default();
-        let new_fs = ids["root_fs"].as_str().unwrap_or_default();
-        let old_fs = ids["old_root_fs"].as_str().unwrap_or_default();
+        let new_part = ids
+            .partitions
+            .get((PART_ROOT - 1) as usize)
+            .context("no root partition GUID")?
+            .as_str();
+        let new_fs = ids.root_fs.as_str();
+        let old_fs = ids.old_root_fs.as_str();
         let grub = mnt.join("boot/grub/grub.cfg");
         let cfg = std::fs::read_to_string(&grub).with_context(|| format!("reading {}", grub.display()))?;
         let re_old = cfg

@@ -12,7 +12,6 @@ use anyhow::{Context, Result, bail, ensure};
 use flypack_contracts::atomic::TempPath;
 use flypack_contracts::cmd::Cmd;
 use flypack_contracts::layout::{PART_BIOS, PART_ESP, PART_ROOT, PART_SEED, SECTOR};
-use serde::Deserialize;
 
 use crate::disk_plan::{DiskPlan, PartitionPlan};
 use crate::grub::{self, Platform};
@@ -121,30 +120,6 @@ fn check_root_fits(plan: &Plan, disk: &DiskPlan, tree: &Tree) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-struct SfdiskJson {
-    partitiontable: SfdiskTable,
-}
-
-#[derive(Debug, Deserialize)]
-struct SfdiskTable {
-    label: String,
-    id: String,
-    sectorsize: u64,
-    partitions: Vec<SfdiskPart>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SfdiskPart {
-    start: u64,
-    size: u64,
-    #[serde(rename = "type")]
-    type_guid: String,
-    uuid: String,
-    #[serde(default)]
-    name: String,
-}
-
 /// Writes the GPT with sfdisk and reads it back: a table that is not exactly
 /// the plan is an error (partitioning tools have exited 0 without writing).
 pub fn write_table(disk: &DiskPlan, img: &Path) -> Result<()> {
@@ -159,17 +134,11 @@ pub fn write_table(disk: &DiskPlan, img: &Path) -> Result<()> {
 
 /// Reads the table back with `sfdisk --json` and compares it with the plan.
 pub fn verify_table(disk: &DiskPlan, img: &Path) -> Result<()> {
-    let out = Cmd::new("sfdisk")
-        .arg("--json")
-        .arg(img)
-        .run()
-        .context("reading the partition table back")?;
-    let t: SfdiskJson = serde_json::from_slice(&out.stdout).context("parsing sfdisk --json")?;
-    let t = t.partitiontable;
+    let t = flypack_contracts::blockdev::read_table(img)?;
     ensure!(t.label == "gpt", "partition table is {:?}, expected gpt", t.label);
     ensure!(
-        t.sectorsize == SECTOR,
-        "sector size {} , expected {SECTOR}",
+        t.sectorsize.unwrap_or(SECTOR) == SECTOR,
+        "sector size {:?}, expected {SECTOR}",
         t.sectorsize
     );
     ensure!(
@@ -187,9 +156,12 @@ pub fn verify_table(disk: &DiskPlan, img: &Path) -> Result<()> {
     for (got, want) in t.partitions.iter().zip(&disk.partitions) {
         let same = got.start == want.start_sector()
             && got.size == want.sectors()
-            && got.type_guid.eq_ignore_ascii_case(want.type_guid)
-            && got.uuid.eq_ignore_ascii_case(&want.uuid.to_string())
-            && got.name == want.name;
+            && got.kind.eq_ignore_ascii_case(want.type_guid)
+            && got
+                .uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(&want.uuid.to_string()))
+            && got.name.as_deref().unwrap_or_default() == want.name;
         ensure!(
             same,
             "partition {} was written as {got:?}, planned {want:?}",
