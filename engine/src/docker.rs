@@ -69,14 +69,6 @@ pub async fn connect(socket: Option<&Path>, wait: Duration) -> Result<Docker> {
     }
 }
 
-/// One tokio runtime for a synchronous caller's Docker work.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a tokio runtime")
-}
-
 /// Progress of a load, for the caller's status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadProgress {
@@ -245,12 +237,12 @@ impl Daemon {
             if let Some(st) = daemon.process.try_wait()? {
                 bail!("dockerd exited at once ({st}):\n{}", daemon.log_tail(20));
             }
-            let ok = runtime()?.block_on(async {
+            let ok = crate::rt::block_on(async {
                 match client(Some(&daemon.socket)) {
                     Ok(d) => d.ping().await.is_ok(),
                     Err(_) => false,
                 }
-            });
+            })?;
             if ok {
                 return Ok(daemon);
             }

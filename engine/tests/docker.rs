@@ -67,9 +67,8 @@ fn a_private_daemon_loads_an_archive_and_leaves_the_host_network_alone() {
     let daemon = docker::Daemon::start(&dir.path().join("data"), Duration::from_secs(120)).unwrap();
     let a = dir.path().join("img.tar");
     let id = archive(&a, "flypack/engine-test:1");
-    let rt = docker::runtime().unwrap();
     let mut calls = 0;
-    rt.block_on(async {
+    flypack_engine::rt::block_on(async {
         let d = docker::connect(Some(daemon.socket()), Duration::from_secs(30))
             .await
             .unwrap();
@@ -84,7 +83,8 @@ fn a_private_daemon_loads_an_archive_and_leaves_the_host_network_alone() {
             docker::image_id(&d, "flypack/engine-test:1").await.unwrap(),
             Some(id.clone())
         );
-    });
+    })
+    .unwrap();
     assert!(calls >= 1, "no progress reported");
     daemon.stop().unwrap();
     assert!(
@@ -115,11 +115,10 @@ fn a_load_that_stops_moving_fails_after_the_stall_period_and_not_before() {
         f.write_all(&chunk).unwrap();
     }
     drop(f);
-    let rt = docker::runtime().unwrap();
     let d = bollard::Docker::connect_with_unix(&sock.display().to_string(), 120, bollard::API_DEFAULT_VERSION).unwrap();
     let t0 = Instant::now();
-    let err = rt
-        .block_on(docker::load_archive(&d, &a, Duration::from_secs(3), &mut |_| {}))
+    let err = flypack_engine::rt::block_on(docker::load_archive(&d, &a, Duration::from_secs(3), &mut |_| {}))
+        .unwrap()
         .unwrap_err();
     let took = t0.elapsed();
     let msg = format!("{err:#}");

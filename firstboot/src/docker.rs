@@ -722,7 +722,7 @@ pub async fn states(d: &Docker, stack: &Stack) -> Result<Vec<ServiceState>> {
 
 /// Runs `f` on a runtime (firstboot is synchronous).
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    engine::runtime()?.block_on(f)
+    flypack_engine::rt::block_on(f)?
 }
 
 /// Lists the project's containers (for tests and diagnostics).

@@ -71,6 +71,18 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
 }
 
+impl Link {
+    /// What the unit config's matching rule looks at.
+    pub fn seen(&self) -> flypack_contracts::unit::SeenLink<'_> {
+        flypack_contracts::unit::SeenLink {
+            name: &self.name,
+            mac: self.mac.as_deref(),
+            vlan_id: self.vlan_id,
+            kind: self.kind.as_deref(),
+        }
+    }
+}
+
 impl Snapshot {
     /// The link with this name.
     pub fn link(&self, name: &str) -> Option<&Link> {
@@ -94,14 +106,6 @@ impl Snapshot {
     pub fn default_routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().filter(|r| r.dst_len == 0)
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .context("starting the netlink runtime")
 }
 
 fn connect() -> Result<Handle> {
@@ -223,20 +227,18 @@ fn ip_of(a: RouteAddress) -> Option<IpAddr> {
 
 /// Reads links, addresses and routes.
 pub fn snapshot() -> Result<Snapshot> {
-    let rt = runtime()?;
-    rt.block_on(async {
+    flypack_engine::rt::block_on(async {
         let h = connect()?;
         dump(&h)
             .await
             .map_err(|e| anyhow!(hint(&e, "reading links, addresses and routes")))
-    })
+    })?
 }
 
 /// Deletes the link called `name`. Returns `None` if there was no such
 /// link, else `Some(parent)` with the name of its lower link, if any.
 pub fn delete_link(name: &str) -> Result<Option<Option<String>>> {
-    let rt = runtime()?;
-    rt.block_on(async {
+    flypack_engine::rt::block_on(async {
         let h = connect()?;
         let snap = dump(&h).await.map_err(|e| anyhow!(hint(&e, "reading links")))?;
         let Some(l) = snap.link(name) else { return Ok(None) };
@@ -250,7 +252,7 @@ pub fn delete_link(name: &str) -> Result<Option<Option<String>>> {
             .await
             .map_err(|e| anyhow!(hint(&e, &format!("deleting link {name}"))))?;
         Ok(Some(parent))
-    })
+    })?
 }
 
 /// Turns a netlink error into something a field engineer can act on.

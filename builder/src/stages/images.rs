@@ -478,11 +478,7 @@ pub fn archive_images(archive: &Path) -> Result<Vec<(String, String)>> {
 
 /// Exports an image from the local Docker daemon into `out`.
 fn export_from_docker(reference: &str, out: &Path) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
-    rt.block_on(async {
+    flypack_engine::rt::block_on(async {
         use futures::StreamExt;
         let docker = bollard::Docker::connect_with_local_defaults()
             .context("connecting to the local Docker daemon (DOCKER_HOST or /var/run/docker.sock)")?
@@ -500,7 +496,7 @@ fn export_from_docker(reference: &str, out: &Path) -> Result<()> {
         }
         f.sync_all()?;
         anyhow::Ok(())
-    })
+    })?
 }
 
 /// Runs the stage.

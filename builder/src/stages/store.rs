@@ -86,8 +86,7 @@ pub fn run(images: &Images, cache: &Path, rep: &Reporter) -> Result<Store> {
     let work = flypack_contracts::atomic::temp_dir_in(&cache.join("work"), "store")?;
     let data = work.path().join("data");
     let daemon = docker::Daemon::start(&data, Duration::from_secs(120))?;
-    let rt = docker::runtime()?;
-    let res = rt.block_on(async {
+    let res = flypack_engine::rt::block_on(async {
         let d = docker::connect(Some(daemon.socket()), Duration::from_secs(30)).await?;
         for (src, name) in &images.archives {
             stage.progress(&format!("docker load {name}"));
@@ -107,7 +106,8 @@ pub fn run(images: &Images, cache: &Path, rep: &Reporter) -> Result<Store> {
             }
         }
         anyhow::Ok(())
-    });
+    })
+    .and_then(|r| r);
     if let Err(e) = res {
         let tail = daemon.log_tail(15);
         // The load failed: the daemon's state is thrown away with the work dir.
