@@ -4,3 +4,5 @@
 pub mod backup;
 pub mod beneath;
 pub mod docker;
+pub mod man;
+pub mod rt;

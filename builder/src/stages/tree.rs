@@ -155,6 +155,15 @@ pub fn template_context(plan: &Plan) -> Result<tera::Context> {
 fn install_programs(plan: &Plan, root: &Path) -> Result<()> {
     let bin = fs::read(&plan.firstboot.path).with_context(|| format!("reading {}", plan.firstboot.path.display()))?;
     replace_file(&root.join(target::FIRSTBOOT_BIN), &bin, 0o755)?;
+    // Its man pages (the units say Documentation=man:firstboot(8)), from its
+    // own clap types: the binary runs here too (same architecture and libc).
+    let man = root.join("usr/share/man/man8");
+    Cmd::new(&plan.firstboot.path)
+        .arg("man")
+        .arg("--out")
+        .arg(&man)
+        .run()
+        .context("writing firstboot's man pages")?;
     let unit_dir = root.join(target::UNIT_DIR);
     fs::create_dir_all(&unit_dir).with_context(|| format!("creating {}", unit_dir.display()))?;
     for (name, text) in UNITS {
