@@ -82,6 +82,13 @@ pub enum Command {
     /// with a newer version there, and the waivers that let one through.
     /// Exits 1 when the build would be refused.
     SecurityCheck(SecurityCheckArgs),
+    /// Write the man pages (builder.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `builder security-check`.

@@ -28,6 +28,13 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),
         cli::Command::BackupKey(c) => cmd::backup_key::run(c, &rep),
         cli::Command::SecurityCheck(a) => cmd::security_check::run(a, &rep),
+        cli::Command::Man { out } => {
+            use clap::CommandFactory;
+            for p in flypack_engine::man::write_pages(cli::Cli::command(), "1", out)? {
+                println!("{}", p.display());
+            }
+            Ok(0)
+        }
         cli::Command::Images(a) => cmd::images::run(a, &rep),
         cli::Command::Flash(a) => cmd::flash::run(a, &rep),
         cli::Command::Restore(a) => cmd::restore::run(a, &rep),

@@ -5,12 +5,14 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use flypack_contracts::cmd::Cmd;
+use flypack_contracts::cmd::{Cmd, Sink};
 use flypack_contracts::status::{Status, parse_status_line};
+
+/// The context of an error starting QEMU (`builder boot` exits 125 on it).
+pub const QEMU_START_FAILED: &str = "QEMU could not start";
 
 /// OVMF firmware code (read-only) and the template for its variable store.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -148,7 +150,7 @@ pub struct VmConfig {
 /// A running VM. Dropping it kills QEMU.
 #[derive(Debug)]
 pub struct Vm {
-    child: Option<Child>,
+    child: Option<flypack_contracts::cmd::Process>,
     _tmp: tempfile::TempDir,
     log: PathBuf,
     pos: u64,
@@ -226,15 +228,10 @@ impl Vm {
         File::create(&cfg.console_log)
             .with_context(|| format!("creating console log {}", cfg.console_log.display()))?;
         tracing::debug!("qemu-system-x86_64 {}", args.join(" "));
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|e| {
-            anyhow::anyhow!("could not start qemu-system-x86_64: {e} (install it: apt-get install qemu-system-x86)")
-        })?;
+        let child = Cmd::new("qemu-system-x86_64")
+            .args(&args)
+            .spawn(Sink::Null, Sink::Piped, std::time::Duration::from_secs(5))
+            .context(QEMU_START_FAILED)?;
         Ok(Vm {
             child: Some(child),
             _tmp: tmp,
@@ -336,7 +333,7 @@ impl Vm {
     pub fn stderr(&mut self) -> String {
         let mut s = String::new();
         if let Some(c) = self.child.as_mut()
-            && let Some(mut e) = c.stderr.take()
+            && let Some(mut e) = c.child().stderr.take()
         {
             // Best effort: this is only used to explain an exit.
             let _ = e.read_to_string(&mut s);
@@ -355,7 +352,6 @@ impl Vm {
         if let Some(mut c) = self.child.take() {
             // Already exited is fine.
             let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
@@ -363,19 +359,6 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec we only make one async-signal-safe
-    // system call (prctl) and touch no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
     }
 }
 

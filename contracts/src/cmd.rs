@@ -280,6 +280,24 @@ impl Cmd {
         })
     }
 
+    /// Runs a command that leaves a detached process behind (`setsid --fork`):
+    /// its output goes to /dev/null (so nothing waits on its pipes) and only
+    /// the direct child is waited for.
+    pub fn run_detached(&self) -> Result<(), CmdError> {
+        tracing::debug!("running detached: {}", self.display());
+        let mut c = self.command();
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().map_err(|e| self.spawn_error(e))?;
+        let status = child.wait().map_err(|e| CmdError::Io {
+            command: self.display(),
+            source: e,
+        })?;
+        if !status.success() {
+            return Err(self.failed(status, b""));
+        }
+        Ok(())
+    }
+
     /// Runs the command, calling `on_line` for every line it prints on stdout
     /// or stderr as it prints it (for progress), keeping the stderr tail for
     /// the error.

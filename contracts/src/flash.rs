@@ -445,8 +445,10 @@ fn flash_inner(o: &Options, hooks: &Hooks, opened: &mut bool) -> Result<Report> 
         .sync_all()
         .with_context(|| format!("syncing {}", o.target.display()))?;
     let write_seconds = t0.elapsed().as_secs_f64();
+    // Test hook (only in builds with the `fault-injection` feature, which
+    // the end-to-end tests turn on): damage one written byte behind our back.
+    #[cfg(feature = "fault-injection")]
     if let Some(f) = std::env::var("FLYPACK_FAULT").ok().filter(|f| f == "flash:corrupt") {
-        // Test hook: damage one written byte behind our back.
         let r = &map.ranges[map.ranges.len() / 2];
         let at = r.offset(map.block_size) + 7;
         let mut b = [0u8; 1];

@@ -124,6 +124,10 @@ pub struct QaSummary {
     /// Ids of failed major/minor checks.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Ids of checks that did not run here (not applicable, or not the
+    /// running system): named, never counted as passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Where the full report is on the unit.
     pub report: String,
 }

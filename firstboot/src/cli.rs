@@ -54,6 +54,13 @@ pub enum Command {
     /// USB installer (on the installer stick): choose the internal disk by the
     /// rules, write the appliance image onto it, verify, reboot into it.
     Install(InstallArgs),
+    /// Write the man pages (firstboot.8 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `firstboot firewall`.
@@ -222,6 +229,9 @@ pub enum NetworkCommand {
         /// Only if this change is still pending (used by the rollback timer).
         #[arg(long, value_name = "TOKEN")]
         if_pending: Option<String>,
+        /// Wait this long first (the armed rollback where systemd does not run).
+        #[arg(long, value_name = "SECS", hide = true)]
+        after: Option<u64>,
     },
     /// Verify the network config in force, without changing anything.
     Verify,

@@ -51,17 +51,16 @@ pub type Names = BTreeMap<String, Option<String>>;
 /// the same matching rule the network stage uses.
 pub fn resolve(unit: &Unit) -> Result<Names> {
     let snap = crate::netlink::snapshot().context("reading the interfaces (netlink)")?;
-    let mut n = Names::new();
-    for i in &unit.interfaces {
-        n.insert(
-            i.label.to_string(),
-            crate::network::find_link(&snap, i).map(|l| l.name.clone()),
-        );
-    }
-    for v in &unit.vlans {
-        n.insert(v.name.to_string(), Some(v.name.to_string()));
-    }
-    Ok(n)
+    Ok(unit
+        .links()
+        .iter()
+        .map(|l| {
+            (
+                l.label.clone(),
+                crate::network::find_link(&snap, l).map(|k| k.name.clone()),
+            )
+        })
+        .collect())
 }
 
 fn set(names: &[String]) -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use flypack_contracts::atomic::write_atomic;
 use flypack_contracts::cmd::Cmd;
-use flypack_contracts::unit::{Interface, Unit, parse_unit};
+use flypack_contracts::unit::{Find, Link, Unit, parse_unit};
 use serde::{Deserialize, Serialize};
 
 use crate::netfiles::{self, Files};
@@ -204,94 +204,22 @@ impl Verification {
     }
 }
 
-/// How an interface is found, in words.
-pub fn describe_match(i: &Interface) -> String {
-    match (&i.matcher.name, &i.matcher.mac) {
-        (Some(n), Some(m)) => format!("{n} with MAC {m}"),
-        (Some(n), None) => n.to_string(),
-        (None, Some(m)) => format!("MAC {m}"),
-        (None, None) => "?".into(),
-    }
-}
-
-/// Finds an interface's link in a snapshot.
-pub fn find_link<'a>(s: &'a Snapshot, i: &Interface) -> Option<&'a netlink::Link> {
-    match (&i.matcher.name, &i.matcher.mac) {
-        (Some(n), Some(m)) => s.link(n.as_str()).filter(|l| l.mac.as_deref() == Some(m.as_str())),
-        (Some(n), None) => s.link(n.as_str()),
-        (None, Some(m)) => s.link_by_mac(m.as_str()),
-        (None, None) => None,
-    }
-}
-
-/// One expectation about the kernel's state.
-struct Expect {
-    label: String,
-    link: Option<String>,
-    mac: Option<String>,
-    vlan: Option<(String, u16)>,
-    statics: Vec<(IpAddr, u8)>,
-    dhcp: bool,
-    gateways: Vec<IpAddr>,
-    mtu: Option<u32>,
-}
-
-fn expectations(unit: &Unit) -> Vec<Expect> {
-    let mut v = Vec::new();
-    for i in &unit.interfaces {
-        let mut gws: Vec<IpAddr> = i.gateway.map(IpAddr::V4).into_iter().collect();
-        gws.extend(i.gateway6.map(IpAddr::V6));
-        v.push(Expect {
-            label: i.label.to_string(),
-            link: i.matcher.name.as_ref().map(|n| n.to_string()),
-            mac: i.matcher.mac.as_ref().map(|m| m.to_string()),
-            vlan: None,
-            statics: i.addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
-            dhcp: i.dhcp,
-            gateways: gws,
-            mtu: i.mtu,
-        });
-    }
-    for vl in &unit.vlans {
-        v.push(Expect {
-            label: vl.name.to_string(),
-            link: Some(vl.name.to_string()),
-            mac: None,
-            vlan: Some((vl.parent.to_string(), vl.id)),
-            statics: vl.addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
-            dhcp: vl.dhcp,
-            gateways: vl.gateway.map(IpAddr::V4).into_iter().collect(),
-            mtu: vl.mtu,
-        });
-    }
-    v
-}
-
-fn find<'a>(s: &'a Snapshot, e: &Expect) -> Option<&'a netlink::Link> {
-    match (&e.link, &e.mac) {
-        (Some(n), Some(m)) => s.link(n).filter(|l| l.mac.as_deref() == Some(m.as_str())),
-        (Some(n), None) => s.link(n),
-        (None, Some(m)) => s.link_by_mac(m),
-        _ => None,
-    }
+/// Finds a config link in a snapshot (the one matching rule,
+/// [`flypack_contracts::unit::Match::matches`]).
+pub fn find_link<'a>(s: &'a Snapshot, l: &Link) -> Option<&'a netlink::Link> {
+    s.links.iter().find(|k| l.matches(&k.seen()))
 }
 
 /// Checks the kernel's state against the config once: (problems, facts,
 /// pending) where pending lists what may still settle.
-fn check_state(s: &Snapshot, exps: &[Expect]) -> (Vec<String>, Vec<String>, Vec<String>) {
+fn check_state(s: &Snapshot, exps: &[Link]) -> (Vec<String>, Vec<String>, Vec<String>) {
     let (mut problems, mut facts, mut pending) = (Vec::new(), Vec::new(), Vec::new());
     for e in exps {
-        let Some(l) = find(s, e) else {
-            let how = e
-                .mac
-                .as_ref()
-                .map(|m| format!("MAC {m}"))
-                .or(e.link.clone())
-                .unwrap_or_default();
-            problems.push(format!("{}: no interface {how} on this hardware", e.label));
+        let Some(l) = find_link(s, e) else {
+            problems.push(format!("{}: no interface {} on this hardware", e.label, e.describe()));
             continue;
         };
-        if let Some((parent, id)) = &e.vlan
+        if let Find::Vlan { parent, id, .. } = &e.find
             && l.vlan_id != Some(*id)
         {
             problems.push(format!(
@@ -300,9 +228,9 @@ fn check_state(s: &Snapshot, exps: &[Expect]) -> (Vec<String>, Vec<String>, Vec<
             ));
         }
         let have: BTreeSet<(IpAddr, u8)> = s.addrs_of(l.index).map(|a| (a.addr, a.prefix)).collect();
-        for (a, p) in &e.statics {
-            if !have.contains(&(*a, *p)) {
-                problems.push(format!("{}: address {a}/{p} missing on {}", e.label, l.name));
+        for c in &e.statics {
+            if !have.contains(&(c.addr, c.prefix)) {
+                problems.push(format!("{}: address {c} missing on {}", e.label, l.name));
             }
         }
         if e.dhcp && !have.iter().any(|(a, _)| a.is_ipv4() && !a.is_loopback()) {
@@ -326,11 +254,7 @@ fn check_state(s: &Snapshot, exps: &[Expect]) -> (Vec<String>, Vec<String>, Vec<
                 "{} ({}): {}",
                 e.label,
                 l.name,
-                e.statics
-                    .iter()
-                    .map(|(a, p)| format!("{a}/{p}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                e.statics.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
             ));
         }
     }
@@ -360,7 +284,7 @@ pub fn dns_answers(server: IpAddr) -> bool {
 /// Verifies `unit` against the kernel's state, waiting up to `timeout` for
 /// it to settle, then probes gateways and DNS servers.
 pub fn verify(unit: &Unit, timeout: Duration) -> Result<Verification> {
-    let exps = expectations(unit);
+    let exps = unit.links();
     let deadline = Instant::now() + timeout;
     let (mut problems, mut facts, mut pending);
     let mut snap;
@@ -381,7 +305,7 @@ pub fn verify(unit: &Unit, timeout: Duration) -> Result<Verification> {
         return Ok(v);
     }
     for e in &exps {
-        let Some(l) = find(&snap, e) else { continue };
+        let Some(l) = find_link(&snap, e) else { continue };
         for g in &e.gateways {
             if !l.carrier {
                 v.warnings.push(format!(
@@ -668,24 +592,24 @@ fn arm_rollback(root: &Root, token: &str, secs: u64, self_exe: &Path) -> Result<
             .context("arming the rollback timer (systemd-run)")?;
         return Ok(());
     }
-    // No systemd: a detached process in its own session, immune to the
-    // caller being killed or its terminal hanging up. Its stdio is closed so
-    // that nothing waits for it.
-    let script = format!(
-        "sleep {secs}; exec {} --root {} network rollback --if-pending {token}",
-        flypack_contracts::cmd::shell_quote(&self_exe.display().to_string()),
-        flypack_contracts::cmd::shell_quote(&root_arg)
-    );
-    let st = std::process::Command::new("setsid")
-        .args(["--fork", "sh", "-c", &script])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+    // No systemd: a detached process in its own session (setsid --fork),
+    // immune to the caller being killed or its terminal hanging up; its
+    // output goes nowhere, so nothing waits for it.
+    Cmd::new("setsid")
+        .arg("--fork")
+        .arg(self_exe)
+        .args([
+            "--root",
+            &root_arg,
+            "network",
+            "rollback",
+            "--if-pending",
+            token,
+            "--after",
+        ])
+        .arg(secs.to_string())
+        .run_detached()
         .context("arming the rollback (setsid)")?;
-    if !st.success() {
-        bail!("arming the rollback: setsid exited with {st}");
-    }
     Ok(())
 }
 
@@ -812,7 +736,7 @@ mod tests {
         let u = unit(
             "version = 1\nhostname = \"a\"\n[[interfaces]]\nlabel = \"media\"\nmatch = { mac = \"52:54:00:00:00:02\" }\naddresses = [\"10.1.0.5/24\"]\ngateway = \"10.1.0.1\"\nmtu = 9000\n",
         );
-        let exps = expectations(&u);
+        let exps = u.links();
         let mut s = Snapshot::default();
         let (p, _, _) = check_state(&s, &exps);
         assert_eq!(p, vec!["media: no interface MAC 52:54:00:00:00:02 on this hardware"]);

@@ -28,6 +28,15 @@ impl Root {
     pub fn dir(&self) -> &Path {
         &self.0
     }
+
+    /// The unit's hostname as configured under this root.
+    pub fn hostname(&self) -> String {
+        std::fs::read_to_string(self.path("/etc/hostname"))
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
 }
 
 #[cfg(test)]

@@ -3,14 +3,16 @@
 //! cut, crash, kill) resumes at the interrupted stage, and a finished stage
 //! whose inputs did not change is never applied again.
 //!
-//! Fault injection for tests: `FLYPACK_FAULT=STAGE:POINT` aborts the process
+//! Fault injection for tests (builds with the `fault-injection` feature
+//! only): `FLYPACK_FAULT=STAGE:POINT` aborts the process
 //! at that point (`before-start`, `after-start`, `mid`, `after-run`,
-//! `after-done`); `mid` is called by stages from inside their work.
+//! `after-done`); `mid` is called by every stage at the start of its `run`,
+//! before anything that could skip it, so every point can fire in tests.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use flypack_contracts::status::StageState;
 
 use crate::journal::Journal;
@@ -40,18 +42,6 @@ impl Outcome {
             skipped: true,
         }
     }
-}
-
-/// A provisioning stage. `run` must converge: compare the desired state with
-/// the actual one and change only the difference, so running it again after
-/// an interruption is safe.
-pub trait Stage {
-    /// Name in the journal and the status.
-    fn name(&self) -> &'static str;
-    /// Digest of the inputs that decide what the stage does.
-    fn input_digest(&self, ctx: &Ctx) -> Result<String>;
-    /// Brings the system to the desired state.
-    fn run(&self, ctx: &Ctx) -> Result<Outcome>;
 }
 
 /// What the running stage is doing, as written to the progress file and
@@ -118,6 +108,22 @@ pub fn progress(root: &Root) -> Option<Progress> {
     serde_json::from_slice(&std::fs::read(root.path(flypack_contracts::layout::target::PROGRESS_FILE)).ok()?).ok()
 }
 
+/// A provisioning stage. `run` must converge: compare the desired state with
+/// the actual one and change only the difference, so running it again after
+/// an interruption is safe.
+pub trait Stage {
+    /// Name in the journal and the status.
+    fn name(&self) -> &'static str;
+    /// Whether the early unit runs it too (before systemd-networkd starts).
+    fn early(&self) -> bool {
+        false
+    }
+    /// Digest of the inputs that decide what the stage does.
+    fn input_digest(&self, ctx: &Ctx) -> Result<String>;
+    /// Brings the system to the desired state.
+    fn run(&self, ctx: &Ctx) -> Result<Outcome>;
+}
+
 /// What stages get.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -125,17 +131,49 @@ pub struct Ctx {
     pub root: Root,
     /// Injected fault, for tests.
     pub fault: Option<Fault>,
-    /// The unit config in force (validated).
-    pub unit: flypack_contracts::unit::Unit,
+    /// A seed image to read instead of the boot disk's seed partition (tests).
+    pub seed: Option<std::path::PathBuf>,
+    /// The unit config in force, once the config stage resolved it (or read
+    /// from where it persisted it).
+    unit: std::cell::OnceCell<flypack_contracts::unit::Unit>,
 }
 
 impl Ctx {
     /// A context for `root`, with the fault from the environment.
-    pub fn new(root: Root, unit: flypack_contracts::unit::Unit) -> Self {
+    pub fn new(root: Root, seed: Option<&Path>) -> Self {
         Ctx {
             root,
             fault: Fault::from_env(),
-            unit,
+            seed: seed.map(Path::to_path_buf),
+            unit: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A context whose unit config is known already.
+    pub fn with_unit(root: Root, unit: flypack_contracts::unit::Unit) -> Self {
+        let c = Ctx::new(root, None);
+        // A fresh cell: set cannot fail.
+        let _ = c.unit.set(unit);
+        c
+    }
+
+    /// The unit config in force: as the config stage resolved it in this
+    /// run, else as it persisted it in an earlier one.
+    pub fn unit(&self) -> Result<&flypack_contracts::unit::Unit> {
+        if let Some(u) = self.unit.get() {
+            return Ok(u);
+        }
+        let path = crate::config::RESOLVED;
+        let text = std::fs::read_to_string(self.root.path(path))
+            .with_context(|| format!("no unit config in force ({path}): the config stage has not run"))?;
+        let u = flypack_contracts::unit::parse_unit(Path::new(path), &text)?;
+        Ok(self.unit.get_or_init(|| u))
+    }
+
+    /// Records the unit config the config stage resolved.
+    pub fn set_unit(&self, unit: flypack_contracts::unit::Unit) {
+        if self.unit.set(unit).is_err() {
+            tracing::debug!("the unit config was known already in this run");
         }
     }
 
@@ -167,8 +205,12 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// From `FLYPACK_FAULT=STAGE:POINT`.
+    /// From `FLYPACK_FAULT=STAGE:POINT`, in builds with the
+    /// `fault-injection` feature (the tests'); never in a build that ships.
     pub fn from_env() -> Option<Fault> {
+        if !cfg!(feature = "fault-injection") {
+            return None;
+        }
         let v = std::env::var("FLYPACK_FAULT").ok()?;
         let (stage, point) = v.split_once(':')?;
         Some(Fault {
@@ -317,11 +359,9 @@ mod tests {
     fn ctx(d: &std::path::Path) -> Ctx {
         let unit =
             flypack_contracts::unit::parse_unit(std::path::Path::new("u"), "version = 1\nhostname = \"t\"\n").unwrap();
-        Ctx {
-            root: Root::new(d),
-            fault: None,
-            unit,
-        }
+        let mut c = Ctx::with_unit(Root::new(d), unit);
+        c.fault = None;
+        c
     }
 
     #[test]

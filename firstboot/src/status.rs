@@ -14,27 +14,16 @@ use crate::root::Root;
 /// systemd unit's StartLimitBurst).
 pub const MAX_ATTEMPTS: u32 = 5;
 
-/// The unit's hostname as configured in the root.
-pub fn hostname(root: &Root) -> String {
-    std::fs::read_to_string(root.path("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
 /// Computes the status from the journal and the last QA report.
-/// `stages` is the full stage order.
-pub fn compute(root: &Root, journal: &Journal, stages: &[&str], done: bool) -> Status {
+pub fn compute(root: &Root, journal: &Journal, done: bool) -> Status {
     let report = if done { crate::qa::last(root) } else { None };
-    compute_with(root, journal, stages, done, report.as_ref())
+    compute_with(root, journal, done, report.as_ref())
 }
 
 /// [`compute`] with an explicit QA report.
 pub fn compute_with(
     root: &Root,
     journal: &Journal,
-    stages: &[&str],
     done: bool,
     report: Option<&flypack_contracts::qa::Report>,
 ) -> Status {
@@ -42,7 +31,7 @@ pub fn compute_with(
     let mut reasons = Vec::new();
     let mut failed_for_good = false;
     let progress = crate::runner::progress(root);
-    for name in stages {
+    for name in &crate::stages::names() {
         match journal.stage(name) {
             Some(r) => {
                 if r.state == StageState::Failed {
@@ -101,7 +90,7 @@ pub fn compute_with(
         schema: STATUS_SCHEMA,
         verdict,
         version: flypack_contracts::VERSION.to_string(),
-        hostname: hostname(root),
+        hostname: root.hostname(),
         time: crate::runner::now(),
         provisioning,
         stages: out,
@@ -225,18 +214,20 @@ mod tests {
         std::fs::create_dir_all(root.path("/etc")).unwrap();
         std::fs::write(root.path("/etc/hostname"), "unit-3\n").unwrap();
         let mut j = Journal::default();
-        let s = compute(&root, &j, &["disk"], false);
+        let s = compute(&root, &j, false);
         assert_eq!((s.verdict, s.provisioning), (Verdict::NoGo, Provisioning::InProgress));
-        assert_eq!(s.stages[0].state, StageState::Pending);
+        let names: Vec<&str> = s.stages.iter().map(|st| st.name.as_str()).collect();
+        assert_eq!(names, crate::stages::names(), "every stage is listed, in order");
+        assert!(s.stages.iter().all(|st| st.state == StageState::Pending));
         j.stage_mut("disk").state = StageState::Done;
-        let s = compute(&root, &j, &["disk"], true);
+        let s = compute(&root, &j, true);
         assert_eq!((s.verdict, s.provisioning), (Verdict::Go, Provisioning::Done));
         assert_eq!(s.hostname, "unit-3");
         let r = j.stage_mut("disk");
         r.state = StageState::Failed;
         r.attempts = MAX_ATTEMPTS;
         r.detail = Some("growpart: no space".into());
-        let s = compute(&root, &j, &["disk"], false);
+        let s = compute(&root, &j, false);
         assert_eq!((s.verdict, s.provisioning), (Verdict::NoGo, Provisioning::Failed));
         assert_eq!(
             s.reasons,
@@ -248,7 +239,7 @@ mod tests {
     fn announce_writes_status_and_banner() {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
-        let s = compute(&root, &Journal::default(), &["disk"], false);
+        let s = compute(&root, &Journal::default(), false);
         announce(&root, &s).unwrap();
         let written: Status = serde_json::from_slice(&std::fs::read(root.path(target::STATUS_FILE)).unwrap()).unwrap();
         assert_eq!(written, s);

@@ -129,6 +129,19 @@ fn run_early(root: &Path) -> (bool, String) {
 
 const ARCHIVE: &str = "var/lib/flypack/restore/backup.tar.zst";
 
+/// firstboot's own records, written by every run.
+fn bookkeeping(p: &str) -> bool {
+    [
+        "var/lib/flypack/journal.json",
+        "var/lib/flypack/run.lock",
+        "var/lib/flypack/status.json",
+        "run",
+        "run/flypack",
+        "run/flypack/status.issue",
+    ]
+    .contains(&p)
+}
+
 #[test]
 fn crafted_archives_are_refused_by_the_restore_stage_and_nothing_escapes() {
     use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
@@ -201,12 +214,19 @@ fn crafted_archives_are_refused_by_the_restore_stage_and_nothing_escapes() {
             .collect();
         let was: Vec<String> = outside.into_iter().filter(|p| !p.starts_with("root")).collect();
         assert_eq!(after, was, "{what}: something was written outside the scratch root");
+        // Only firstboot's own records: its journal, and the NO-GO status it
+        // announces with the reason.
         let new: Vec<String> = tree(&root)
             .into_iter()
             .filter(|p| !before.contains(p))
-            .filter(|p| !p.starts_with("var/lib/flypack/journal.json") && !p.starts_with("var/lib/flypack/run.lock"))
+            .filter(|p| !bookkeeping(p))
             .collect();
         assert!(new.is_empty(), "{what}: written: {new:?}");
+        let status = std::fs::read_to_string(root.join("var/lib/flypack/status.json")).unwrap();
+        assert!(
+            status.contains("NO-GO") && status.contains("stage restore failed"),
+            "{what}: {status}"
+        );
     }
 
     // Made with another fleet's key (or altered and re-tagged by someone
@@ -305,7 +325,7 @@ fn more_data_than_the_disk_holds_is_refused_before_anything_is_written() {
     let new: Vec<String> = tree(&root)
         .into_iter()
         .filter(|p| !before.contains(p))
-        .filter(|p| !p.starts_with("var/lib/flypack/journal.json") && !p.starts_with("var/lib/flypack/run.lock"))
+        .filter(|p| !bookkeeping(p))
         .collect();
     assert!(
         new.iter().all(|p| p.starts_with("var/lib/flypack/restore")) && !new.iter().any(|p| p.ends_with("big")),

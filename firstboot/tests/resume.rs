@@ -131,43 +131,43 @@ fn converges_after_a_crash_at_every_point() {
     assert_eq!(want["etc/hostname"], "resume-unit\n");
     assert!(want.contains_key("network/10-flypack-media.100.netdev"));
     let base_attempts = attempts(&journal(&base_root));
+    // Every stage of the one order, each run once in a clean run.
+    let stages: Vec<String> = base_attempts.keys().cloned().collect();
+    assert_eq!(
+        stages.len(),
+        9,
+        "restore, config, identity, netconf, firewall, disk, network, stack, qa: {stages:?}"
+    );
     for (stage, (state, n)) in &base_attempts {
         assert!(state == "done" || state == "skipped", "{stage}: {state}");
-        // `restore` is skipped without running when there is no backup.
-        let skipped_unrun = stage == "restore" && state == "skipped" && *n == 0;
-        assert!(
-            *n == 1 || stage == "config" || skipped_unrun,
-            "{stage} ran {n} times in a clean run"
-        );
+        assert_eq!(*n, 1, "{stage} ran {n} times in a clean run");
     }
-
-    let stages = ["identity", "netconf", "disk", "network", "qa"];
+    let order = [
+        "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "qa",
+    ];
     let mut points: Vec<(String, String)> = Vec::new();
-    for s in stages {
+    for s in order {
         for p in ["before-start", "after-start", "mid", "after-run", "after-done"] {
             points.push((s.to_string(), p.to_string()));
         }
     }
     points.push(("files".into(), "mid".into()));
-    let mut fired = 0;
     for (stage, point) in points {
         let d = tempfile::tempdir().unwrap();
         let (root, seed) = make_root(d.path());
         let fault = format!("{stage}:{point}");
         let o = firstboot(&root, &seed, Some(&fault));
-        let crashed = !o.status.success();
-        if crashed {
-            fired += 1;
-            assert!(
-                String::from_utf8_lossy(&o.stderr).contains(&format!("injected fault at {fault}")),
-                "{fault}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            assert!(
-                !root.join("var/lib/flypack/firstboot.done").exists(),
-                "{fault}: done marker after a crash"
-            );
-        }
+        // Every fault point is reached, in every stage.
+        assert!(!o.status.success(), "{fault} never fired");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(&format!("injected fault at {fault}")),
+            "{fault}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !root.join("var/lib/flypack/firstboot.done").exists(),
+            "{fault}: done marker after a crash"
+        );
         // What identity made before the crash must survive the re-run.
         let key_before = std::fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).ok();
         let id_before = std::fs::read_to_string(root.join("etc/machine-id")).unwrap();
@@ -189,13 +189,10 @@ fn converges_after_a_crash_at_every_point() {
         let j = attempts(&journal(&root));
         for (s, (state, n)) in &j {
             assert!(state == "done" || state == "skipped", "{fault}: {s} is {state}");
-            if s == "config" || (s == "restore" && state == "skipped" && *n == 0) {
-                continue;
-            }
             // A stage interrupted after it was marked started runs again;
             // every other stage ran exactly once.
-            let again = crashed && *s == stage && matches!(point.as_str(), "after-start" | "mid" | "after-run");
-            let again = again || (crashed && stage == "files" && s == "netconf");
+            let again = *s == stage && matches!(point.as_str(), "after-start" | "mid" | "after-run");
+            let again = again || (stage == "files" && s == "netconf");
             assert_eq!(*n, if again { 2 } else { 1 }, "{fault}: stage {s} ran {n} times");
         }
         assert_eq!(
@@ -203,8 +200,8 @@ fn converges_after_a_crash_at_every_point() {
             base_attempts.len(),
             "{fault}: a stage is missing from the journal"
         );
-        let identity_done_before = crashed && stages.iter().position(|s| *s == stage).is_some_and(|i| i > 0)
-            || (crashed && stage == "identity" && point == "after-done");
+        let at = order.iter().position(|s| *s == stage);
+        let identity_done_before = at.is_some_and(|i| i > 2) || (stage == "identity" && point == "after-done");
         if identity_done_before {
             assert_eq!(
                 std::fs::read(root.join("etc/ssh/ssh_host_ed25519_key")).ok(),
@@ -218,7 +215,4 @@ fn converges_after_a_crash_at_every_point() {
             );
         }
     }
-    // Points that are never reached outside a live system (disk, network
-    // skip early) do not fire; the rest must.
-    assert!(fired >= 18, "only {fired} faults fired");
 }

@@ -86,6 +86,9 @@ pub fn bins() -> &'static Bins {
                         "firstboot",
                         "-p",
                         "flypack-exporter",
+                        // The tests' hooks (FLYPACK_FAULT); a build that ships has none.
+                        "--features",
+                        "builder/fault-injection,firstboot/fault-injection",
                     ])
                     .current_dir(repo())
                     .status()

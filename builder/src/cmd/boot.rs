@@ -70,7 +70,15 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         boot_usb: args.installer,
         disks,
     };
-    let mut vm = Vm::start(&cfg)?;
+    let mut vm = match Vm::start(&cfg) {
+        Ok(vm) => vm,
+        // The exit code the help promises when QEMU itself fails to start.
+        Err(e) if e.chain().any(|c| c.to_string() == qemu::QEMU_START_FAILED) => {
+            eprintln!("error: {e:#}");
+            return Ok(EXIT_QEMU);
+        }
+        Err(e) => return Err(e),
+    };
     vm.until = args.until.clone();
     let echo_console = !args.quiet && rep.mode() != Mode::Json;
     rep.info(&format!(

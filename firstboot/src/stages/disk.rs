@@ -24,13 +24,13 @@ impl Stage for Disk {
     }
 
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        ctx.fault_point("disk", "mid");
         if !ctx.root.is_live() {
             return Ok(Outcome::skipped("not the running system"));
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
         let dev = root_source(&mountinfo).context("finding the root filesystem's device")?;
         let (disk, part) = disk_and_partition(Path::new("/sys/class/block"), &dev)?;
-        ctx.fault_point("disk", "mid");
         let grown = match Cmd::new("growpart").arg(&disk).arg(part.to_string()).run() {
             Ok(_) => true,
             // growpart: 0 grown, 1 NOCHANGE (already fills the disk), 2 error.

@@ -15,16 +15,19 @@ impl Stage for Firewall {
     fn name(&self) -> &'static str {
         "firewall"
     }
+    fn early(&self) -> bool {
+        true
+    }
     fn input_digest(&self, ctx: &Ctx) -> Result<String> {
         let mut h = KeyHasher::new();
-        h.part("unit", ctx.unit.digest());
+        h.part("unit", ctx.unit()?.digest());
         Ok(h.finish())
     }
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        ctx.fault_point("firewall", "mid");
         if !ctx.root.is_live() {
             return Ok(Outcome::skipped("not the running system"));
         }
-        ctx.fault_point("firewall", "mid");
-        Ok(Outcome::done(crate::firewall::apply(&ctx.root, &ctx.unit)?))
+        Ok(Outcome::done(crate::firewall::apply(&ctx.root, ctx.unit()?)?))
     }
 }

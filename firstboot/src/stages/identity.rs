@@ -144,10 +144,15 @@ impl Stage for Identity {
         "identity"
     }
 
+    fn early(&self) -> bool {
+        true
+    }
+
     fn input_digest(&self, ctx: &Ctx) -> Result<String> {
+        let unit = ctx.unit()?;
         let mut h = KeyHasher::new();
-        h.part("hostname", ctx.unit.hostname.as_str());
-        for k in &ctx.unit.access.ssh_authorized_keys {
+        h.part("hostname", unit.hostname.as_str());
+        for k in &unit.access.ssh_authorized_keys {
             h.part("key", k);
         }
         Ok(h.finish())
@@ -155,12 +160,13 @@ impl Stage for Identity {
 
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
         let root = &ctx.root;
-        let name = ctx.unit.hostname.as_str();
+        let unit = ctx.unit()?;
+        let name = unit.hostname.as_str();
         set_hostname(root, name)?;
         let id = machine_id(root)?;
         ctx.fault_point("identity", "mid");
         let fps = host_keys(root)?;
-        let n = authorized_keys(root, &ctx.unit.access.ssh_authorized_keys)?;
+        let n = authorized_keys(root, &unit.access.ssh_authorized_keys)?;
         Ok(Outcome::done(format!(
             "hostname {name}, machine-id {}, SSH host keys {}, {} key(s) for {n} admin(s)",
             &id[..id.len().min(12)],
@@ -169,7 +175,7 @@ impl Stage for Identity {
             } else {
                 fps.join(", ")
             },
-            ctx.unit.access.ssh_authorized_keys.len()
+            unit.access.ssh_authorized_keys.len()
         )))
     }
 }
@@ -199,11 +205,7 @@ mod tests {
             "version = 1\nhostname = \"fp-7\"\n[access]\nssh_authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc t@x\"]\n",
         )
         .unwrap();
-        let ctx = Ctx {
-            root: root.clone(),
-            fault: None,
-            unit,
-        };
+        let ctx = Ctx::with_unit(root.clone(), unit);
         let out = Identity.run(&ctx).unwrap();
         assert!(out.detail.starts_with("hostname fp-7, machine-id "), "{}", out.detail);
         assert_eq!(std::fs::read_to_string(root.path("/etc/hostname")).unwrap(), "fp-7\n");

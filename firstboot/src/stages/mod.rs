@@ -1,22 +1,23 @@
-//! The provisioning stages, in order.
+//! The provisioning stages, in the one order that runs them (the status
+//! lists them all, pending or not). Each stage says whether the early unit,
+//! before systemd-networkd starts, runs it too.
 
+pub mod config;
 pub mod disk;
 pub mod firewall;
 pub mod identity;
 pub mod network;
 pub mod qa;
+pub mod restore;
 pub mod stack;
 
 use crate::runner::Stage;
 
-/// Stage names in order (the status lists them all, pending or not).
-pub const ORDER: &[&str] = &["identity", "netconf", "firewall", "disk", "network", "stack", "qa"];
-/// Stages the early unit runs, before systemd-networkd starts.
-pub const EARLY: &[&str] = &["identity", "netconf", "firewall"];
-
-/// The stages to run on a unit.
+/// Every stage, in order.
 pub fn all() -> Vec<Box<dyn Stage>> {
     vec![
+        Box::new(restore::Restore),
+        Box::new(config::Config),
         Box::new(identity::Identity),
         Box::new(network::NetConf),
         Box::new(firewall::Firewall),
@@ -25,4 +26,24 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(stack::StackStage),
         Box::new(qa::Qa),
     ]
+}
+
+/// Stage names in order.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|s| s.name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_order_is_the_contract() {
+        assert_eq!(
+            super::names(),
+            [
+                "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "qa"
+            ]
+        );
+        let early: Vec<&str> = super::all().iter().filter(|s| s.early()).map(|s| s.name()).collect();
+        assert_eq!(early, ["restore", "config", "identity", "netconf", "firewall"]);
+    }
 }

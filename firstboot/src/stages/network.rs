@@ -11,12 +11,12 @@ use crate::netfiles;
 use crate::network::{self, Applied, Options};
 use crate::runner::{Ctx, Outcome, Stage};
 
-fn files_digest(ctx: &Ctx) -> String {
+fn files_digest(ctx: &Ctx) -> Result<String> {
     let mut h = KeyHasher::new();
-    for (p, t) in netfiles::render(&ctx.unit) {
+    for (p, t) in netfiles::render(ctx.unit()?) {
         h.part(&p, t);
     }
-    h.finish()
+    Ok(h.finish())
 }
 
 /// Early: write the files.
@@ -27,13 +27,17 @@ impl Stage for NetConf {
     fn name(&self) -> &'static str {
         "netconf"
     }
+    fn early(&self) -> bool {
+        true
+    }
     fn input_digest(&self, ctx: &Ctx) -> Result<String> {
-        Ok(files_digest(ctx))
+        files_digest(ctx)
     }
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        ctx.fault_point("netconf", "mid");
         let a = network::apply(
             &ctx.root,
-            &ctx.unit,
+            ctx.unit()?,
             &Options {
                 write_only: true,
                 verify_unchanged: false,
@@ -56,17 +60,18 @@ impl Stage for Network {
         "network"
     }
     fn input_digest(&self, ctx: &Ctx) -> Result<String> {
-        Ok(files_digest(ctx))
+        files_digest(ctx)
     }
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        ctx.fault_point("network", "mid");
         if !ctx.root.is_live() {
             return Ok(Outcome::skipped("not the running system"));
         }
-        if ctx.unit.interfaces.is_empty() {
+        if ctx.unit()?.interfaces.is_empty() {
             // Remove files an earlier config left, then the fallback rules.
             network::apply(
                 &ctx.root,
-                &ctx.unit,
+                ctx.unit()?,
                 &Options {
                     write_only: false,
                     verify_unchanged: false,
@@ -79,14 +84,13 @@ impl Stage for Network {
         }
         let a = network::apply(
             &ctx.root,
-            &ctx.unit,
+            ctx.unit()?,
             &Options {
                 write_only: false,
                 verify_unchanged: true,
                 rollback: true,
             },
         )?;
-        ctx.fault_point("network", "mid");
         let p = ctx.root.path(crate::qa::NETWORK_RESULT);
         std::fs::create_dir_all(p.parent().expect("parent"))?;
         write_atomic(&p, serde_json::to_vec_pretty(&a)?.as_slice(), 0o644)?;

@@ -92,13 +92,13 @@ impl Stage for StackStage {
     }
 
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        ctx.fault_point("stack", "mid");
         let Some((cfg, stack)) = docker::load_stack(&ctx.root)? else {
             return Ok(Outcome::skipped("no container stack in this image"));
         };
         if !ctx.root.is_live() {
             return Ok(Outcome::skipped("not the running system"));
         }
-        ctx.fault_point("stack", "mid");
         let mut rep = ctx.reporter("stack");
         let (notes, states) = bring_up(&ctx.root, &cfg, &stack, &mut |m| rep.report(m))?;
         record(&ctx.root, &states)?;

@@ -89,13 +89,18 @@ pub fn run(root: &Root, a: &NetworkArgs, seed: Option<&Path>) -> Result<i32> {
             println!("change {token} confirmed: it stays");
             Ok(0)
         }
-        NetworkCommand::Rollback { if_pending } => match network::rollback(root, if_pending.as_deref())? {
-            Some(a) => Ok(report(&a).max(0)),
-            None => {
-                println!("nothing to roll back");
-                Ok(0)
+        NetworkCommand::Rollback { if_pending, after } => {
+            if let Some(secs) = after {
+                std::thread::sleep(Duration::from_secs(*secs));
             }
-        },
+            match network::rollback(root, if_pending.as_deref())? {
+                Some(a) => Ok(report(&a).max(0)),
+                None => {
+                    println!("nothing to roll back");
+                    Ok(0)
+                }
+            }
+        }
         NetworkCommand::Verify => {
             let u = unit_in_force(root)?;
             let v = network::verify(&u, Duration::from_secs(u.qa.settle_seconds as u64))?;
@@ -160,9 +165,14 @@ pub fn interactive(
     let mut toml = format!("version = 1\nhostname = {hostname:?}\n");
     let labels = ["mgmt", "media"];
     for (n, label) in labels.iter().enumerate() {
-        let cur = current.interfaces.get(n);
+        let cur = current
+            .links()
+            .into_iter()
+            .filter(|l| current.interface(&l.label).is_some())
+            .nth(n);
+        let cur = cur.as_ref();
         let cur_name = cur
-            .and_then(|i| network::find_link(&snap, i))
+            .and_then(|l| network::find_link(&snap, l))
             .map(|l| l.name.clone())
             .or_else(|| nics.get(n).map(|l| l.name.clone()))
             .unwrap_or_default();
@@ -178,7 +188,7 @@ pub fn interactive(
                 if i.dhcp {
                     "dhcp".to_string()
                 } else {
-                    i.addresses.first().map(|a| a.to_string()).unwrap_or_default()
+                    i.statics.first().map(|a| a.to_string()).unwrap_or_default()
                 }
             })
             .unwrap_or_else(|| "dhcp".into());
@@ -197,7 +207,7 @@ pub fn interactive(
         } else {
             toml.push_str(&format!("addresses = [{addr:?}]\n"));
             let cur_gw = cur
-                .and_then(|i| i.gateway)
+                .and_then(|i| i.gateways.iter().find(|g| g.is_ipv4()).copied())
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "-".into());
             let gw = ask(input, out, &format!("{label} gateway (- for none)"), &cur_gw)?;

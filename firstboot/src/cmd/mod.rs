@@ -1,0 +1,53 @@
+//! One module per subcommand: each `run(root, args, ...) -> Result<i32>`
+//! returns the process exit code. The logic lives in the library modules
+//! they call (stages, network, backup, firewall, install).
+
+pub mod backup;
+pub mod config;
+pub mod firewall;
+pub mod install;
+pub mod network;
+pub mod qa;
+pub mod run;
+pub mod stack;
+pub mod status;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use flypack_contracts::unit::Unit;
+
+use crate::cli::{Cli, Command};
+use crate::root::Root;
+
+/// Runs a parsed command line; returns the exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    let root = Root::new(&cli.root);
+    let seed = cli.seed.as_deref();
+    match cli.command {
+        Command::Run(a) => run::run(&root, a.early, seed),
+        Command::Status(a) => status::run(&root, &a),
+        Command::Config(a) => config::run(&root, &a, seed),
+        Command::Qa(a) => qa::run(&root, &a),
+        Command::Network(a) => network::run(&root, &a, seed),
+        Command::Stack(a) => stack::run(&root, &a),
+        Command::Backup(a) => backup::run(&root, &a, seed),
+        Command::Firewall(c) => firewall::run(&root, &c),
+        Command::Install(a) => install::run(&root, &a),
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            for p in flypack_engine::man::write_pages(Cli::command(), "8", &out)? {
+                println!("{}", p.display());
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// The unit config in force (what the config stage persisted).
+pub fn unit_in_force(root: &Root) -> Result<Unit> {
+    let p = crate::config::RESOLVED;
+    let text = std::fs::read_to_string(root.path(p))
+        .with_context(|| format!("no unit config in force ({p}): provisioning has not run yet"))?;
+    Ok(flypack_contracts::unit::parse_unit(Path::new(p), &text)?)
+}

@@ -1,0 +1,62 @@
+//! `firstboot stack`.
+
+use anyhow::Result;
+
+use crate::cli::{StackArgs, StackCommand};
+use crate::root::Root;
+use crate::{docker, stages};
+
+/// Brings the stack up or shows its services.
+pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
+    let path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| root.path(flypack_contracts::compose::STACK_CONFIG));
+    let Some((cfg, stack)) = docker::load_stack_from(root, &path)? else {
+        anyhow::bail!(
+            "no stack config at {}: this image has no container stack",
+            path.display()
+        );
+    };
+    let states = match a.command {
+        StackCommand::Up => {
+            let mut last = String::new();
+            let (notes, states) = stages::stack::bring_up(root, &cfg, &stack, &mut |m| {
+                if m != last {
+                    eprintln!("{m}");
+                    last = m.to_string();
+                }
+            })?;
+            for n in notes {
+                eprintln!("{n}");
+            }
+            if a.config.is_none() {
+                stages::stack::record(root, &states)?;
+            }
+            states
+        }
+        StackCommand::Status => docker::block_on(async {
+            let d = docker::connect_running().await?;
+            docker::states(&d, &stack).await
+        })?,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&states)?);
+    } else {
+        for s in &states {
+            println!(
+                "{:<18} {:<10} {}{}",
+                s.name,
+                s.state,
+                s.action,
+                if s.critical { " (critical)" } else { "" }
+            );
+        }
+    }
+    let ok = states.iter().all(|s| {
+        !s.critical
+            || s.state
+                .is_up(stack.service(&s.name).is_some_and(|v| v.health.is_some()))
+    });
+    Ok(if ok { 0 } else { 1 })
+}
