@@ -8,7 +8,7 @@ use flypack_contracts::manifest::{BinaryInfo, MANIFEST_SCHEMA, Manifest, RootfsI
 use time::format_description::well_known::Rfc3339;
 
 use crate::host::{self, Need};
-use crate::plan::{self, Options, Plan};
+use crate::plan::{self, Options, Plan, RootfsPlan};
 use crate::profile::Profile;
 use crate::progress::Reporter;
 use crate::stages::{self, outputs::Written, rootfs::Rootfs};
@@ -106,11 +106,31 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
         t = std::time::Instant::now();
     };
     preflight(plan)?;
-    let rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
+    let mut rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
     lap("rootfs", &mut secs);
     check_glibc(plan, &rootfs)?;
-    let security = stages::gate::run(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
+    let mut security = stages::gate::check(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
     lap("gate", &mut secs);
+    // A cache must never give what a fresh build would not: when the cached
+    // root filesystem lags a security or updates index (Debian published a
+    // fix since it was made) and no snapshot pins the archive, build it again
+    // from the archive, which has the fix, and check again.
+    let stale = security.as_ref().is_some_and(|r| fresh_build_would_take(plan, r));
+    if stale && rootfs.cached && plan.rootfs.snapshot.is_none() {
+        rep.info("the cached root filesystem lags the security index: building it again from the archive");
+        let fresh = RootfsPlan {
+            refresh: true,
+            ..plan.rootfs.clone()
+        };
+        rootfs = stages::rootfs::run(&fresh, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
+        lap("rootfs (refreshed)", &mut secs);
+        check_glibc(plan, &rootfs)?;
+        security = stages::gate::check(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
+        lap("gate (again)", &mut secs);
+    }
+    if let Some(r) = &security {
+        stages::gate::enforce(r)?;
+    }
     crate::interrupt::check()?;
     let images = stages::images::run(plan, &plan.cache_dir, rep)?;
     lap("images", &mut secs);
@@ -152,6 +172,24 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
 }
 
 /// The root filesystem's libc6 must be at least what firstboot needs.
+/// Whether a lagging package of `report` comes from an index that the root
+/// filesystem's own apt sources include, so that building it again from the
+/// archive would take the newer version.
+fn fresh_build_would_take(plan: &Plan, report: &flypack_contracts::manifest::SecurityReport) -> bool {
+    stages::gate::open(report).iter().any(|l| {
+        plan.gate.indices.iter().any(|(base, dist)| {
+            *dist == l.index
+                && plan.rootfs.sources.iter().any(|line| {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    words
+                        .iter()
+                        .any(|w| w.trim_end_matches('/') == base.trim_end_matches('/'))
+                        && words.contains(&dist.as_str())
+                })
+        })
+    })
+}
+
 fn check_glibc(plan: &Plan, rootfs: &Rootfs) -> Result<()> {
     let libc = rootfs
         .packages

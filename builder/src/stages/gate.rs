@@ -179,8 +179,25 @@ fn read_index(
     ))
 }
 
-/// Runs the gate over the installed packages. An error fails the build.
+/// Runs the gate over `packages` and fails the build when a package lags
+/// an index without a valid waiver.
 pub fn run(plan: &GatePlan, packages: &[Package], cache: &Path, rep: &Reporter) -> Result<Option<SecurityReport>> {
+    let report = check(plan, packages, cache, rep)?;
+    if let Some(r) = &report {
+        enforce(r)?;
+    }
+    Ok(report)
+}
+
+/// The packages of `report` that lag an index with no valid waiver.
+pub fn open(report: &SecurityReport) -> Vec<&Lagging> {
+    report.newer.iter().filter(|l| l.waived.is_none()).collect()
+}
+
+/// Reads the indices and compares `packages` with them; `None` when the
+/// profile turned the gate off. Lagging packages are in the report, not an
+/// error: [`enforce`] decides.
+pub fn check(plan: &GatePlan, packages: &[Package], cache: &Path, rep: &Reporter) -> Result<Option<SecurityReport>> {
     if !plan.enabled {
         return Ok(None);
     }
@@ -222,7 +239,21 @@ pub fn run(plan: &GatePlan, packages: &[Package], cache: &Path, rep: &Reporter) 
             }
         }
     }
-    let open: Vec<&Lagging> = report.newer.iter().filter(|l| l.waived.is_none()).collect();
+    let lagging = open(&report).len();
+    stage.done(&format!(
+        "{} packages against {} index(es): {} lagging, {} waived",
+        installed.len(),
+        report.indices.len(),
+        lagging,
+        report.newer.len() - lagging
+    ));
+    Ok(Some(report))
+}
+
+/// Fails when a package of `report` lags an index with no valid waiver,
+/// naming each one and the two ways out.
+pub fn enforce(report: &SecurityReport) -> Result<()> {
+    let open = open(report);
     if !open.is_empty() {
         bail!(
             "the image would ship packages with newer versions in the security or updates index:\n{}\n\
@@ -237,17 +268,7 @@ pub fn run(plan: &GatePlan, packages: &[Package], cache: &Path, rep: &Reporter) 
                 .join("\n")
         );
     }
-    stage.done(&format!(
-        "{} packages current against {} index(es){}",
-        installed.len(),
-        report.indices.len(),
-        if report.newer.is_empty() {
-            String::new()
-        } else {
-            format!(", {} waived", report.newer.len())
-        }
-    ));
-    Ok(Some(report))
+    Ok(())
 }
 
 #[cfg(test)]
