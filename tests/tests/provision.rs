@@ -99,6 +99,12 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     // SSH host keys were made on the unit, not shipped in the image.
     let (_, out) = s.ssh("sudo ls /etc/ssh");
     assert!(out.contains("ssh_host_ed25519_key"), "{out}");
+    // Only the types the image's sshd config names: no RSA key (15 s to make
+    // under emulation) unless a profile asks for one.
+    assert!(
+        out.contains("ssh_host_ecdsa_key") && !out.contains("ssh_host_rsa_key"),
+        "{out}"
+    );
 
     // The VLAN id changes: networkd (systemd 252) would keep the old one;
     // firstboot deletes it over netlink so it is recreated.

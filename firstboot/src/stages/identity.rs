@@ -103,13 +103,78 @@ fn uuid_hex() -> String {
     hex::encode(b)
 }
 
+/// The host keys sshd's configuration names (`HostKey` lines in
+/// `sshd_config` and `sshd_config.d/*.conf`); `None` when there is none, so
+/// sshd uses its defaults (RSA, ECDSA and Ed25519).
+fn configured_host_keys(root: &Root) -> Option<Vec<String>> {
+    let mut files = vec![root.path("/etc/ssh/sshd_config")];
+    if let Ok(rd) = std::fs::read_dir(root.path("/etc/ssh/sshd_config.d")) {
+        let mut more: Vec<_> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    let keys: Vec<String> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    match (w.next(), w.next()) {
+                        (Some(k), Some(v)) if k.eq_ignore_ascii_case("HostKey") => Some(v.to_string()),
+                        _ => None,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
+/// Makes the host keys sshd is configured with (the image's overlay names
+/// Ed25519 and ECDSA: an RSA key costs 15 s under emulation and is made only
+/// when a `HostKey` line asks for it), or all default types when no
+/// `HostKey` line exists. Existing keys are kept.
+fn make_host_keys(root: &Root) -> Result<()> {
+    let Some(keys) = configured_host_keys(root) else {
+        Cmd::new("ssh-keygen")
+            .arg("-A")
+            .arg("-f")
+            .arg(root.dir())
+            .run()
+            .context("making SSH host keys")?;
+        return Ok(());
+    };
+    for k in keys {
+        let Some(t) = ["ed25519", "ecdsa", "rsa"]
+            .into_iter()
+            .find(|t| k.ends_with(&format!("ssh_host_{t}_key")))
+        else {
+            tracing::warn!("HostKey {k}: not a key type firstboot makes (ed25519, ecdsa, rsa); sshd may not start");
+            continue;
+        };
+        let path = root.path(&k);
+        if path.exists() {
+            continue;
+        }
+        let bits: &[&str] = if t == "rsa" { &["-b", "3072"] } else { &[] };
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-t", t, "-N", "", "-C", ""])
+            .args(bits)
+            .arg("-f")
+            .arg(&path)
+            .run()
+            .with_context(|| format!("making the SSH host key {k}"))?;
+    }
+    Ok(())
+}
+
 fn host_keys(root: &Root) -> Result<Vec<String>> {
-    Cmd::new("ssh-keygen")
-        .arg("-A")
-        .arg("-f")
-        .arg(root.dir())
-        .run()
-        .context("making SSH host keys")?;
+    make_host_keys(root)?;
     let mut fps = Vec::new();
     for t in ["ed25519", "ecdsa", "rsa"] {
         let p = root.path(format!("/etc/ssh/ssh_host_{t}_key.pub"));
@@ -188,6 +253,45 @@ pub fn exists(root: &Root, p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the host keys sshd's config names are made (no 15-second RSA
+    /// key unless asked for); with no HostKey line, every default type.
+    #[test]
+    fn host_keys_follow_sshd_config() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        std::fs::create_dir_all(root.path("/etc/ssh/sshd_config.d")).unwrap();
+        std::fs::write(
+            root.path("/etc/ssh/sshd_config"),
+            "Include /etc/ssh/sshd_config.d/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.path("/etc/ssh/sshd_config.d/60-flypack.conf"),
+            "HostKey /etc/ssh/ssh_host_ed25519_key\nhostkey /etc/ssh/ssh_host_ecdsa_key\n",
+        )
+        .unwrap();
+        host_keys(&root).unwrap();
+        for (t, want) in [("ed25519", true), ("ecdsa", true), ("rsa", false)] {
+            assert_eq!(exists(&root, &format!("/etc/ssh/ssh_host_{t}_key")), want, "{t}");
+        }
+        std::fs::write(
+            root.path("/etc/ssh/sshd_config.d/70-old-clients.conf"),
+            "HostKey /etc/ssh/ssh_host_rsa_key\n",
+        )
+        .unwrap();
+        let fps = host_keys(&root).unwrap();
+        assert!(exists(&root, "/etc/ssh/ssh_host_rsa_key"));
+        assert_eq!(fps.len(), 3, "{fps:?}");
+
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        std::fs::create_dir_all(root.path("/etc/ssh")).unwrap();
+        host_keys(&root).unwrap();
+        for t in ["ed25519", "ecdsa", "rsa"] {
+            assert!(exists(&root, &format!("/etc/ssh/ssh_host_{t}_key")), "{t}");
+        }
+    }
 
     #[test]
     fn identity_in_a_tree() {
