@@ -9,7 +9,8 @@
 #   - each stage's duration and the sum from the first stage to the verdict
 #     (median over the rounds),
 #   - firstboot's peak resident memory (VmHWM of each run; goal <= 20 MiB),
-#   - seconds from QEMU start to the FLYPACK-STATUS line.
+#   - seconds from QEMU start to the FLYPACK-STATUS line,
+#   - `systemd-analyze security` of our units (first round).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image="${1:-out/flypack.img}"
@@ -31,6 +32,11 @@ for i in $(seq 1 "$rounds"); do
   ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i "$work/key" -p "$port" flypack@127.0.0.1 \
     sudo cat /var/lib/flypack/journal.json > "$work/journal.$i.json"
   echo "$secs" > "$work/ready.$i"
+  if [ "$i" = 1 ]; then
+    # The hardening of our units, for the record.
+    ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i "$work/key" -p "$port" flypack@127.0.0.1 \
+      'for u in flypack-firstboot flypack-firstboot-early flypack-backup flypack-status; do printf "%s: " $u; systemd-analyze security --no-pager $u.service | tail -1; done' > "$work/security" || true
+  fi
   kill $pid; wait $pid 2>/dev/null || true
 done
 python3 - "$work" "$rounds" <<'PY'
@@ -52,5 +58,7 @@ for name, ds in stages.items():
     print(f"  {name:<9} {statistics.median(ds)/1000:6.2f} s   (runs: {', '.join(f'{d/1000:.2f}' for d in ds)})")
 print(f"  {'total':<9} {statistics.median(totals)/1000:6.2f} s   from the first stage to the verdict")
 print(f"QEMU start to FLYPACK-STATUS: median {statistics.median(ready):.1f} s  ({', '.join(f'{r:.1f}' for r in ready)})")
+print("systemd-analyze security (first round):")
+print(open(f"{work}/security").read().rstrip() or "  (not read)")
 print(f"firstboot peak RSS (VmHWM) per run: max {max(rss)/1024:.1f} MiB  ({', '.join(f'{r/1024:.1f}' for r in rss)})  goal <= 20 MiB")
 PY
