@@ -60,8 +60,9 @@ pub struct Bins {
 /// Builds (once) and returns the release `builder` and `firstboot`.
 ///
 /// Under cargo-nextest (the README's test command) this runs
-/// `cargo build --release` for the two binaries; `FLYPACK_BIN_DIR` points
-/// at prebuilt ones instead.
+/// `cargo build --profile test-release` (release optimisation, the test-only
+/// fault hooks, its own folder) for the three binaries; `FLYPACK_BIN_DIR`
+/// points at prebuilt ones instead.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
@@ -78,7 +79,8 @@ pub fn bins() -> &'static Bins {
                 let st = Command::new(cargo)
                     .args([
                         "build",
-                        "--release",
+                        "--profile",
+                        "test-release",
                         "--bins",
                         "-p",
                         "builder",
@@ -95,9 +97,9 @@ pub fn bins() -> &'static Bins {
                     .expect("running cargo build");
                 assert!(
                     st.success(),
-                    "cargo build --release of builder, firstboot and flypack-exporter failed"
+                    "cargo build --profile test-release of builder, firstboot and flypack-exporter failed"
                 );
-                target_dir().join("release")
+                target_dir().join("test-release")
             }
         };
         let b = Bins {
