@@ -147,6 +147,16 @@ fn make_host_keys(root: &Root) -> Result<()> {
             .arg(root.dir())
             .run()
             .context("making SSH host keys")?;
+        // Flushed, so the journal never records keys that a power cut loses.
+        for t in ["ed25519", "ecdsa", "rsa"] {
+            for suffix in ["", ".pub"] {
+                let f = root.path(format!("/etc/ssh/ssh_host_{t}_key{suffix}"));
+                if let Ok(h) = std::fs::File::open(&f) {
+                    h.sync_all().with_context(|| format!("flushing {}", f.display()))?;
+                }
+            }
+        }
+        flypack_contracts::atomic::fsync_dir(&root.path("/etc/ssh"))?;
         return Ok(());
     };
     for k in keys {
@@ -158,19 +168,56 @@ fn make_host_keys(root: &Root) -> Result<()> {
             continue;
         };
         let path = root.path(&k);
-        if path.exists() {
+        if key_is_whole(&path) {
             continue;
         }
-        let bits: &[&str] = if t == "rsa" { &["-b", "3072"] } else { &[] };
-        Cmd::new("ssh-keygen")
-            .args(["-q", "-t", t, "-N", "", "-C", ""])
-            .args(bits)
-            .arg("-f")
-            .arg(&path)
-            .run()
-            .with_context(|| format!("making the SSH host key {k}"))?;
+        make_key(&path, t).with_context(|| format!("making the SSH host key {k}"))?;
     }
     Ok(())
+}
+
+/// A host key that sshd can load and whose public half is beside it. A power
+/// cut soon after a key was made can leave an empty file under its name.
+fn key_is_whole(path: &Path) -> bool {
+    let mut pubf = path.as_os_str().to_owned();
+    pubf.push(".pub");
+    path.exists()
+        && std::fs::metadata(&pubf).is_ok_and(|m| m.len() > 0)
+        && Cmd::new("ssh-keygen").arg("-y").arg("-f").arg(path).run().is_ok()
+}
+
+/// Makes one host key so that a power cut at any point leaves either no key
+/// or a whole one: written under a temporary name, flushed to disk, then
+/// renamed (public half first, so a private key under its name always has
+/// its public half), and the folder flushed.
+fn make_key(path: &Path, t: &str) -> Result<()> {
+    let dir = path.parent().context("a host key path has a folder")?;
+    let name = path
+        .file_name()
+        .context("a host key path has a name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.flypack-new"));
+    let tmp_pub = dir.join(format!(".{name}.flypack-new.pub"));
+    let mut pubf = path.as_os_str().to_owned();
+    pubf.push(".pub");
+    for f in [&tmp, &tmp_pub] {
+        flypack_contracts::atomic::remove_any(f)?;
+    }
+    let bits: &[&str] = if t == "rsa" { &["-b", "3072"] } else { &[] };
+    Cmd::new("ssh-keygen")
+        .args(["-q", "-t", t, "-N", "", "-C", ""])
+        .args(bits)
+        .arg("-f")
+        .arg(&tmp)
+        .run()?;
+    for f in [&tmp, &tmp_pub] {
+        std::fs::File::open(f)
+            .and_then(|h| h.sync_all())
+            .with_context(|| format!("flushing {}", f.display()))?;
+    }
+    std::fs::rename(&tmp_pub, &pubf).with_context(|| format!("renaming {}", tmp_pub.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    flypack_contracts::atomic::fsync_dir(dir)
 }
 
 fn host_keys(root: &Root) -> Result<Vec<String>> {
@@ -283,6 +330,19 @@ mod tests {
         let fps = host_keys(&root).unwrap();
         assert!(exists(&root, "/etc/ssh/ssh_host_rsa_key"));
         assert_eq!(fps.len(), 3, "{fps:?}");
+        // A power cut left an empty key under its name: it is made again,
+        // and a whole one is kept.
+        let ecdsa = std::fs::read(root.path("/etc/ssh/ssh_host_ecdsa_key")).unwrap();
+        std::fs::write(root.path("/etc/ssh/ssh_host_ed25519_key"), "").unwrap();
+        host_keys(&root).unwrap();
+        assert!(key_is_whole(&root.path("/etc/ssh/ssh_host_ed25519_key")));
+        assert_eq!(std::fs::read(root.path("/etc/ssh/ssh_host_ecdsa_key")).unwrap(), ecdsa);
+        let left: Vec<_> = std::fs::read_dir(root.path("/etc/ssh"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("flypack-new"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
 
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
