@@ -526,6 +526,62 @@ pub fn firstboot() -> Command {
     c
 }
 
+/// The Docker daemon on the default socket, for the tests that need the
+/// host's own (the stack test publishes ports on 127.0.0.1). The one that
+/// answers is used; when none does, the harness starts Debian's dockerd with
+/// a temporary data root (`$TMPDIR/flypack-e2e-dockerd`) in a session of its
+/// own and leaves it running for the next test, so the README's test command
+/// works on a fresh machine. Returns the daemon's API version.
+pub fn host_docker() -> String {
+    let answer = || sh(Command::new("docker").args(["version", "--format", "{{.Server.APIVersion}}"]));
+    let (ok, v) = answer();
+    if ok {
+        return v.trim().to_owned();
+    }
+    let _l = lock("dockerd");
+    let (ok, v) = answer();
+    if ok {
+        return v.trim().to_owned();
+    }
+    if Command::new("dockerd").arg("--version").output().is_err() {
+        panic!("no Docker daemon answers and there is no dockerd to start: apt-get install docker.io (.ci/deps does)");
+    }
+    let root = std::env::temp_dir().join("flypack-e2e-dockerd");
+    std::fs::create_dir_all(&root).expect("creating the dockerd folder");
+    let log_path = root.join("dockerd.log");
+    let log = File::create(&log_path).expect("creating the dockerd log");
+    let err = log.try_clone().expect("dockerd log");
+    // setsid --fork: the daemon is in a session of its own, not in the
+    // test's process group (which nextest ends with the test); setsid itself
+    // returns at once.
+    let started = Command::new("setsid")
+        .args(["--fork", "dockerd"])
+        .arg("--data-root")
+        .arg(root.join("data"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .status()
+        .unwrap_or_else(|e| panic!("starting dockerd: {e}"));
+    assert!(started.success(), "setsid --fork dockerd failed: {started}");
+    // Starting a daemon is bounded by the daemon, not by the machine's speed
+    // in any way that matters: a minute is many times what it takes here.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (ok, v) = answer();
+        if ok {
+            return v.trim().to_owned();
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "dockerd started by the test harness did not answer within 60 s; its log ({}):\n{}",
+            log_path.display(),
+            tail(&std::fs::read_to_string(&log_path).unwrap_or_default(), 20)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// The default profile's stack images (`builder images`), built once per
 /// run into target/e2e/stack-images.
 pub fn stack_images() -> PathBuf {

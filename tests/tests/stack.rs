@@ -1,5 +1,6 @@
-//! The monitoring stack against a real dockerd (which .ci/run starts): the
-//! images built from Debian packages, brought up by firstboot's stack code,
+//! The monitoring stack against a real dockerd (the host's, or one the
+//! harness starts when none answers): the images built from Debian packages,
+//! brought up by firstboot's stack code,
 //! every service healthy, VictoriaMetrics answering for series scraped from
 //! node exporter and from our exporter; a re-run changes nothing; a changed
 //! service is recreated with its volume kept; docker-compose recognises the
@@ -100,11 +101,8 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn the_stack_comes_up_healthy_and_converges() {
-    let (ok, v) = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
-    assert!(
-        ok,
-        "no Docker daemon: .ci/run starts one (dockerd --data-root ...): {v}"
-    );
+    let api = host_docker();
+    eprintln!("Docker API {api}");
     let images = stack_images();
     let dir = tempfile::tempdir().unwrap();
     // A copy of the compose folder under a test project name.
