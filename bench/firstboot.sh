@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # firstboot benchmarks (issue 3). Prints figures; asserts nothing.
 #
-#   bench/firstboot.sh [IMAGE] [ROUNDS]     (defaults: out/flypack.img, 3)
+#   bench/firstboot.sh [IMAGE] [ROUNDS] [FIRMWARE]
+#                       (defaults: out/flypack.img, 3, bios; or uefi)
 #
 # Boots IMAGE in QEMU (TCG) ROUNDS times, each time a fresh copy with
 # images/unit.example.toml on its seed (static address and VLAN on the second
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 image="${1:-out/flypack.img}"
 rounds="${2:-3}"
+firmware="${3:-bios}"
 bin="${FLYPACK_BIN_DIR:-target/release}"
 work="$(mktemp -d /var/tmp/flypack-bench-fb.XXXXXX)"
 trap 'pkill -f "boot --quiet --keep-running.*$work" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -25,7 +27,7 @@ for i in $(seq 1 "$rounds"); do
   cp --sparse=always "$image" "$work/img"
   "$bin/builder" customize "$work/img" --unit "$work/unit.toml" >/dev/null 2>&1
   port=$((20000 + RANDOM % 20000))
-  "$bin/builder" --json boot --quiet --keep-running --expect-ready 900 --forward "$port:22" --log "$work/console.log" "$work/img" > "$work/events" 2>/dev/null &
+  "$bin/builder" --json boot --quiet --keep-running --firmware "$firmware" --expect-ready 900 --forward "$port:22" --log "$work/console.log" "$work/img" > "$work/events" 2>/dev/null &
   pid=$!
   until grep -q '"ready"' "$work/events" 2>/dev/null; do sleep 1; kill -0 $pid 2>/dev/null || { echo "boot failed"; exit 1; }; done
   secs=$(grep '"ready"' "$work/events" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
@@ -39,9 +41,9 @@ for i in $(seq 1 "$rounds"); do
   fi
   kill $pid; wait $pid 2>/dev/null || true
 done
-python3 - "$work" "$rounds" <<'PY'
+python3 - "$work" "$rounds" "$firmware" <<'PY'
 import json, statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
+work, rounds, firmware = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 stages, totals, rss, ready = {}, [], [], []
 for i in range(1, rounds + 1):
     j = json.load(open(f"{work}/journal.{i}.json"))
@@ -53,7 +55,7 @@ for i in range(1, rounds + 1):
     totals.append(total)
     rss += [r["peak_rss_kib"] for r in j["runs"] if r.get("peak_rss_kib")]
     ready.append(float(open(f"{work}/ready.{i}").read()))
-print(f"firstboot in QEMU (TCG), {rounds} rounds, median per stage:")
+print(f"firstboot in QEMU (TCG, {firmware}), {rounds} rounds, median per stage:")
 for name, ds in stages.items():
     print(f"  {name:<9} {statistics.median(ds)/1000:6.2f} s   (runs: {', '.join(f'{d/1000:.2f}' for d in ds)})")
 print(f"  {'total':<9} {statistics.median(totals)/1000:6.2f} s   from the first stage to the verdict")
