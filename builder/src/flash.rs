@@ -1,15 +1,15 @@
-//! `builder flash`'s engine lives in [`flypack_contracts::flash`] (the USB
+//! `builder flash`'s engine lives in [`flypack_engine::flash`] (the USB
 //! installer uses it too); this wraps it with progress bars and Ctrl-C.
 
 use anyhow::Result;
-pub use flypack_contracts::flash::{DeviceFacts, Options, Report, find_bmap, refusal};
-use flypack_contracts::flash::{Hooks, Phase};
+pub use flypack_engine::flash::{DeviceFacts, Options, Report, find_bmap, refusal};
+use flypack_engine::flash::{Hooks, Phase};
 
 use crate::progress::Reporter;
 
 /// Flashes with progress; `finish` runs while the target is still held
-/// (see [`flypack_contracts::flash::Hooks::finish`]).
-pub fn flash(o: &Options, rep: &Reporter, finish: Option<flypack_contracts::flash::Finish<'_>>) -> Result<Report> {
+/// (see [`flypack_engine::flash::Hooks::finish`]).
+pub fn flash(o: &Options, rep: &Reporter, finish: Option<flypack_engine::flash::Finish<'_>>) -> Result<Report> {
     let write = std::sync::Mutex::new(Some(rep.stage(
         "flash",
         &format!("writing {} to {}", o.image.display(), o.target.display()),
@@ -31,7 +31,7 @@ pub fn flash(o: &Options, rep: &Reporter, finish: Option<flypack_contracts::flas
         }
     };
     let cancelled = || crate::interrupt::interrupted();
-    let r = flypack_contracts::flash::flash(
+    let r = flypack_engine::flash::flash(
         o,
         &Hooks {
             progress: &progress,

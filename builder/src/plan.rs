@@ -459,7 +459,9 @@ fn stack_plan(profile: &Profile, opts: &Options) -> Result<Option<StackPlan>> {
     base_pkgs.sort();
     let base = rootfs_plan(d, "essential", base_pkgs.clone(), None, vec![], opts);
     let mut k = KeyHasher::new();
-    k.part("base", &base.key);
+    // How the archive is made: a change here must not reuse an archive made the old way.
+    k.part("format", crate::stages::images::ARCHIVE_FORMAT)
+        .part("base", &base.key);
     let mut images = Vec::new();
     for img in &s.images {
         match img {

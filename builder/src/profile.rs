@@ -1045,7 +1045,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
                 return None;
             }
         };
-        let parsed = match flypack_contracts::compose::parse(&file, &text, &s.profiles) {
+        let parsed = match flypack_engine::compose::parse(&file, &text, &s.profiles) {
             Ok(p) => Some(p),
             Err(es) => {
                 for x in es.0 {

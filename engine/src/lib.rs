@@ -3,6 +3,8 @@
 
 pub mod backup;
 pub mod beneath;
+pub mod compose;
 pub mod docker;
+pub mod flash;
 pub mod man;
 pub mod rt;

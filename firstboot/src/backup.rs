@@ -12,10 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use flypack_contracts::atomic::TempPath;
 use flypack_contracts::cmd::Cmd;
-use flypack_contracts::compose::Source;
 use flypack_contracts::layout::target;
 use flypack_engine::backup::{self, IDENTITY, Keys, Manifest, UnitKey, VOLUMES, Writer};
 use flypack_engine::beneath::{self, Beneath};
+use flypack_engine::compose::Source;
 use sha2::{Digest, Sha256};
 
 use crate::root::Root;
@@ -165,7 +165,7 @@ fn vm_snapshot_delete(port: u16, name: &str) {
 }
 
 /// The host port VictoriaMetrics's 8428 is published on, if it is.
-fn published(svc: &flypack_contracts::compose::Service, container: u16) -> Option<u16> {
+fn published(svc: &flypack_engine::compose::Service, container: u16) -> Option<u16> {
     svc.ports
         .iter()
         .find(|p| p.container_port == container)
@@ -302,9 +302,7 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
 }
 
 /// Host paths of the stack's volumes that exist, by compose name.
-fn volume_mountpoints(
-    stack: &flypack_contracts::compose::Stack,
-) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+fn volume_mountpoints(stack: &flypack_engine::compose::Stack) -> Result<std::collections::BTreeMap<String, PathBuf>> {
     crate::docker::block_on(async {
         let d = crate::docker::connect_running().await?;
         let mut out = std::collections::BTreeMap::new();

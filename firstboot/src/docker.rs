@@ -25,9 +25,9 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use flypack_contracts::compose::{Condition, Service, Source, Stack};
 use flypack_contracts::manifest::ContainerImage;
 pub use flypack_contracts::status::ServiceState as State;
+use flypack_engine::compose::{Condition, Service, Source, Stack};
 use flypack_engine::docker as engine;
 use serde::{Deserialize, Serialize};
 
@@ -742,27 +742,27 @@ pub async fn project_containers(d: &Docker, project: &str) -> Result<Vec<String>
 }
 
 /// Reads the image's stack config and its compose file from under `root`.
-pub fn load_stack(root: &crate::root::Root) -> Result<Option<(flypack_contracts::compose::StackConfig, Stack)>> {
-    load_stack_from(root, &root.path(flypack_contracts::compose::STACK_CONFIG))
+pub fn load_stack(root: &crate::root::Root) -> Result<Option<(flypack_contracts::stack::StackConfig, Stack)>> {
+    load_stack_from(root, &root.path(flypack_contracts::stack::STACK_CONFIG))
 }
 
 /// Reads a stack config (paths in it are under `root`) and its compose file.
 pub fn load_stack_from(
     root: &crate::root::Root,
     p: &Path,
-) -> Result<Option<(flypack_contracts::compose::StackConfig, Stack)>> {
+) -> Result<Option<(flypack_contracts::stack::StackConfig, Stack)>> {
     let p = p.to_path_buf();
     let bytes = match std::fs::read(&p) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
     };
-    let cfg: flypack_contracts::compose::StackConfig =
+    let cfg: flypack_contracts::stack::StackConfig =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))?;
     let file = root.path(&cfg.compose);
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     // Paths inside the stack are the unit's paths, whatever the root.
-    let stack = flypack_contracts::compose::parse(Path::new(&cfg.compose), &text, &cfg.profiles)?;
+    let stack = flypack_engine::compose::parse(Path::new(&cfg.compose), &text, &cfg.profiles)?;
     Ok(Some((cfg, stack)))
 }
 
@@ -773,7 +773,7 @@ mod tests {
     fn stack() -> Stack {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/monitoring/docker-compose.yml");
         let text = std::fs::read_to_string(&file).unwrap();
-        flypack_contracts::compose::parse(&file, &text, &[]).unwrap()
+        flypack_engine::compose::parse(&file, &text, &[]).unwrap()
     }
 
     fn seen(state: State, streak: i64, restarts: i64, probe: &str) -> Observed {

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use flypack_contracts::cmd::Cmd;
-use flypack_contracts::flash::{self, Hooks, Phase};
 use flypack_contracts::layout::{PART_ESP, PART_ROOT, PART_SEED};
 use flypack_contracts::status::{Provisioning, STATUS_SCHEMA, StageState, StageStatus, Status, Verdict};
 use flypack_contracts::unit::DiskRule;
+use flypack_engine::flash::{self, Hooks, Phase};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

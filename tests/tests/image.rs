@@ -220,7 +220,7 @@ fn outputs_are_consistent_and_filesystems_clean() {
             .contains("manifest.json"),
         "the archive still travels in the image"
     );
-    let stack: flypack_contracts::compose::StackConfig =
+    let stack: flypack_contracts::stack::StackConfig =
         serde_json::from_str(&img.read_root_file("/usr/share/flypack/stack.json")).unwrap();
     assert_eq!(stack.images, img.manifest.container_images);
     assert!(

@@ -1,8 +1,8 @@
 //! `builder images`: the stack's container images on their own.
 
 use anyhow::{Context, Result, bail};
-use flypack_contracts::compose::StackConfig;
 use flypack_contracts::manifest::ContainerImage;
+use flypack_contracts::stack::StackConfig;
 use serde_json::json;
 
 use crate::cli::ImagesArgs;

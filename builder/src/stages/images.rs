@@ -22,7 +22,6 @@ use flypack_contracts::cmd::Cmd;
 use flypack_contracts::digest::sha256_file;
 use flypack_contracts::manifest::ContainerImage;
 use serde::Serialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::plan::{Plan, RootfsPlan, StackImagePlan, StackPlan};
@@ -30,6 +29,10 @@ use crate::progress::Reporter;
 
 /// The archive of the images built from Debian packages.
 pub const STACK_ARCHIVE: &str = "stack-images.tar";
+
+/// The way the archive is made (part of its cache key): raise it when the
+/// layers, the image configs or the archive's layout change.
+pub const ARCHIVE_FORMAT: &str = "2 (image configs by oci-spec)";
 
 /// What the stage produced.
 #[derive(Debug, Clone)]
@@ -281,20 +284,43 @@ fn unpack(archive: &Path, into: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An image config (the docker/OCI image JSON) for a list of layers.
+/// An image config (the OCI image configuration, which Docker reads) for a
+/// list of layers, each with its history line.
 fn image_config(layers: &[String], history: &[String]) -> Vec<u8> {
-    let cfg = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Labels": { "org.flypack.builder": flypack_contracts::VERSION }
-        },
-        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>() },
-        "history": history.iter().map(|h| json!({ "created": "1970-01-01T00:00:00Z", "created_by": h })).collect::<Vec<_>>(),
-    });
-    serde_json::to_vec(&cfg).expect("image config serialises")
+    use oci_spec::image::{Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder};
+    // A fixed date: the same inputs give the same image id.
+    const EPOCH: &str = "1970-01-01T00:00:00Z";
+    let config = ConfigBuilder::default()
+        .env(vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ])
+        .labels(HashMap::from([(
+            "org.flypack.builder".to_string(),
+            flypack_contracts::VERSION.to_string(),
+        )]))
+        .build()
+        .expect("every field of the container config is set");
+    let rootfs = RootFsBuilder::default()
+        .diff_ids(layers.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>())
+        .build()
+        .expect("the rootfs has its layers");
+    let history = history
+        .iter()
+        .map(|h| HistoryBuilder::default().created(EPOCH).created_by(h.as_str()).build())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("every history line is set");
+    ImageConfigurationBuilder::default()
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .created(EPOCH)
+        .config(config)
+        .rootfs(rootfs)
+        .history(history)
+        .build()
+        .expect("every field of the image config is set")
+        .to_string()
+        .expect("an image config serialises")
+        .into_bytes()
 }
 
 #[derive(Serialize)]
@@ -615,5 +641,36 @@ mod tests {
             ["etc", "etc/changed", "usr", "usr/bin", "usr/bin/new", "etc/.wh.gone"]
         );
         assert_eq!(layer.digest, sha256_file(&layer.file).unwrap());
+    }
+
+    #[test]
+    fn image_configs_are_valid_oci_and_reproducible() {
+        let layers = vec!["a".repeat(64), "b".repeat(64)];
+        let history = vec!["base".to_string(), "packages: prometheus".to_string()];
+        let bytes = image_config(&layers, &history);
+        assert_eq!(bytes, image_config(&layers, &history), "same inputs, same image id");
+        let parsed = oci_spec::image::ImageConfiguration::from_reader(&bytes[..]).unwrap();
+        assert_eq!(
+            parsed.rootfs().diff_ids(),
+            &[
+                format!("sha256:{}", "a".repeat(64)),
+                format!("sha256:{}", "b".repeat(64))
+            ]
+        );
+        let h: Vec<_> = parsed
+            .history()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|h| h.created_by().clone())
+            .collect();
+        assert_eq!(h, [Some("base".to_string()), Some("packages: prometheus".to_string())]);
+        // What Docker 20.10 reads when it loads the archive.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["architecture"], "amd64");
+        assert_eq!(v["os"], "linux");
+        assert_eq!(v["rootfs"]["type"], "layers");
+        assert_eq!(v["config"]["Labels"]["org.flypack.builder"], flypack_contracts::VERSION);
+        assert!(v["config"]["Env"][0].as_str().unwrap().starts_with("PATH="));
     }
 }

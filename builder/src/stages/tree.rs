@@ -180,7 +180,7 @@ fn install_stack(
     manifest: &Manifest,
     root: &Path,
 ) -> Result<()> {
-    use flypack_contracts::compose::{STACK_CONFIG, StackConfig};
+    use flypack_contracts::stack::{STACK_CONFIG, StackConfig};
     let dst = root.join("etc/flypack/stack").join(&stack.project);
     fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
     Cmd::new("cp")

@@ -11,7 +11,7 @@ pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
     let path = a
         .config
         .clone()
-        .unwrap_or_else(|| root.path(flypack_contracts::compose::STACK_CONFIG));
+        .unwrap_or_else(|| root.path(flypack_contracts::stack::STACK_CONFIG));
     let Some((cfg, stack)) = docker::load_stack_from(root, &path)? else {
         anyhow::bail!(
             "no stack config at {}: this image has no container stack",

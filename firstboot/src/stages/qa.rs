@@ -40,7 +40,7 @@ pub fn run_qa(ctx: &Ctx, journal: &Journal, running: Option<&str>) -> Result<fly
         today,
         journal,
         running_stage: running,
-        stack_enabled: ctx.root.path(flypack_contracts::compose::STACK_CONFIG).exists(),
+        stack_enabled: ctx.root.path(flypack_contracts::stack::STACK_CONFIG).exists(),
     };
     let report = qa::run(&q)?;
     qa::write(&ctx.root, &report)?;

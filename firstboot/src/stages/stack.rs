@@ -24,8 +24,8 @@ pub struct StackStage;
 /// services' states. `progress` hears what is being waited for.
 pub fn bring_up(
     root: &Root,
-    cfg: &flypack_contracts::compose::StackConfig,
-    stack: &flypack_contracts::compose::Stack,
+    cfg: &flypack_contracts::stack::StackConfig,
+    stack: &flypack_engine::compose::Stack,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(Vec<String>, Vec<ServiceState>)> {
     docker::block_on(async {
@@ -41,9 +41,9 @@ pub fn bring_up(
                     .services
                     .iter()
                     .filter(|s| {
-                        s.mounts.iter().any(
-                            |m| matches!(&m.source, flypack_contracts::compose::Source::Volume { name } if name == v),
-                        )
+                        s.mounts
+                            .iter()
+                            .any(|m| matches!(&m.source, flypack_engine::compose::Source::Volume { name } if name == v))
                     })
                     .find_map(|s| {
                         let (u, g) = s.user.as_deref()?.split_once(':')?;
@@ -79,7 +79,7 @@ impl Stage for StackStage {
 
     fn input_digest(&self, ctx: &Ctx) -> Result<String> {
         let mut h = KeyHasher::new();
-        if let Ok(b) = std::fs::read(ctx.root.path(flypack_contracts::compose::STACK_CONFIG)) {
+        if let Ok(b) = std::fs::read(ctx.root.path(flypack_contracts::stack::STACK_CONFIG)) {
             h.part("config", b);
         }
         if let Some((cfg, _)) = docker::load_stack(&ctx.root)? {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, ConfigErrors};
+use flypack_contracts::config::{ConfigError, ConfigErrors};
 
 /// Label marking a service whose health decides GO / NO-GO.
 pub const CRITICAL_LABEL: &str = "org.flypack.critical";
@@ -375,7 +375,7 @@ impl Stack {
     /// The digest docker-compose calls config-hash: a change recreates the container.
     pub fn config_hash(&self, service: &Service, image_id: &str) -> String {
         let json = serde_json::to_vec(&(service, image_id)).expect("a service serialises");
-        crate::digest::sha256_hex(&json)
+        flypack_contracts::digest::sha256_hex(&json)
     }
 }
 
@@ -812,20 +812,3 @@ pub fn validate(file: &Path, raw: RawCompose, profiles: &[String]) -> Result<Sta
 
 #[cfg(test)]
 mod tests;
-
-/// Where the builder records the image's stack for firstboot.
-pub const STACK_CONFIG: &str = "/usr/share/flypack/stack.json";
-
-/// The image's stack, as the builder records it ([`STACK_CONFIG`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StackConfig {
-    /// Compose project name.
-    pub project: String,
-    /// The compose file inside the image.
-    pub compose: String,
-    /// Enabled compose profiles.
-    pub profiles: Vec<String>,
-    /// The images and the archives holding them.
-    pub images: Vec<crate::manifest::ContainerImage>,
-}

@@ -20,8 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::blockdev;
-use crate::bmap::{self, Bmap};
+use flypack_contracts::blockdev;
+use flypack_contracts::bmap::{self, Bmap};
 
 /// Devices larger than this are "far larger than a USB stick".
 pub const LARGE: u64 = 256 << 30;
@@ -543,9 +543,9 @@ fn flash_inner(o: &Options, hooks: &Hooks, opened: &mut bool) -> Result<Report> 
     let verify_seconds = t1.elapsed().as_secs_f64();
 
     if !o.seed.is_empty() {
-        let (off, len) = crate::seed::seed_partition(&o.target)?;
+        let (off, len) = flypack_contracts::seed::seed_partition(&o.target)?;
         let refs: Vec<(&str, &[u8])> = o.seed.iter().map(|(n, d)| (*n, d.as_slice())).collect();
-        crate::seed::write(&o.target, off, len, &refs, &[])?;
+        flypack_contracts::seed::write(&o.target, off, len, &refs, &[])?;
     }
     if let Some(f) = hooks.finish {
         f(&o.target)?;
