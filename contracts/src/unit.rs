@@ -291,7 +291,10 @@ impl Link {
     }
 }
 
-/// NIC tuning, written as a systemd .link file.
+/// NIC tuning, written as a systemd .link file. It matches the NIC by MAC,
+/// and by name through the udev property the name comes from
+/// (`ID_NET_NAME_PATH=enp1s0`): a .link file is matched before udev renames
+/// the NIC, so the predictable name is not its name yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tuning {

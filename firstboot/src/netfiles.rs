@@ -108,6 +108,32 @@ fn vlan_network(v: &Vlan) -> String {
     s
 }
 
+/// The udev property that holds a predictable name of `name`'s kind
+/// (systemd.net-naming-scheme(7)): `eno1` is an onboard name, `ens3` a slot
+/// name, `enp1s0` (or `enP1p1s0`) a path name, `enx525400f10002` a MAC name.
+/// `None` for a name udev does not make (`eth0`, `media0`).
+fn naming_property(name: &str) -> Option<&'static str> {
+    let rest = ["en", "ib", "sl", "wl", "ww"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
+    // An optional PCI domain: P<number>.
+    let rest = match rest.strip_prefix('P') {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    let mut chars = rest.chars();
+    let kind = chars.next()?;
+    let body = chars.as_str();
+    let digits_next = body.starts_with(|c: char| c.is_ascii_digit());
+    match kind {
+        'o' if digits_next => Some("ID_NET_NAME_ONBOARD"),
+        's' if digits_next => Some("ID_NET_NAME_SLOT"),
+        'p' if digits_next => Some("ID_NET_NAME_PATH"),
+        'x' if body.len() == 12 && body.chars().all(|c| c.is_ascii_hexdigit()) => Some("ID_NET_NAME_MAC"),
+        _ => None,
+    }
+}
+
 fn link_file(i: &Interface) -> Option<String> {
     let t = &i.tuning;
     if t.is_empty() {
@@ -119,7 +145,14 @@ fn link_file(i: &Interface) -> Option<String> {
         s.push_str(&format!("MACAddress={m}\n"));
     }
     if let Some(n) = &i.matcher.name {
-        s.push_str(&format!("OriginalName={n}\n"));
+        // A .link file is matched before udev names the NIC, so the name the
+        // config gives (enp1s0) is not the NIC's name yet (eth0). Match the
+        // udev property that name comes from; a name udev does not make is
+        // the kernel's own.
+        match naming_property(n.as_str()) {
+            Some(p) => s.push_str(&format!("Property={p}={n}\n")),
+            None => s.push_str(&format!("OriginalName={n}\n")),
+        }
     }
     // A .link file replaces 99-default.link for the NIC: keep its naming.
     s.push_str(

@@ -110,7 +110,7 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     // firstboot deletes it over netlink so it is recreated.
     let changed = example_unit_with_key(&public).replace("id = 100", "id = 101");
     let f = dir.path().join("changed.toml");
-    std::fs::write(&f, changed).unwrap();
+    std::fs::write(&f, &changed).unwrap();
     s.put(&f, "/tmp/changed.toml");
     let (code, out) = s.ssh("sudo firstboot network apply --unit /tmp/changed.toml");
     assert_eq!(code, 0, "{out}");
@@ -118,6 +118,38 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     let vlan = ip_json(&s, "-d addr show dev media.100");
     assert_eq!(vlan[0]["linkinfo"]["info_data"]["id"], 101, "{vlan}");
     assert_eq!(addrs(&vlan), ["10.100.0.10/24"]);
+
+    // NIC tuning for a NIC matched by its predictable name only: the .link
+    // file must match the NIC udev names enp0s4 (its kernel name is eth1).
+    let gro = || {
+        let (code, out) = s.ssh("ethtool -k enp0s4");
+        assert_eq!(code, 0, "{out}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("generic-receive-offload: "))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no GRO line in ethtool -k: {out}"))
+    };
+    assert_eq!(gro(), "on", "virtio-net starts with GRO on");
+    let tuned = changed.replace(
+        "match = { mac = \"52:54:00:f1:00:02\" }",
+        "match = { name = \"enp0s4\" }\ntuning = { gro = false }",
+    );
+    assert_ne!(tuned, changed, "the example unit's media NIC is matched by MAC");
+    std::fs::write(&f, tuned).unwrap();
+    s.put(&f, "/tmp/tuned.toml");
+    let (code, out) = s.ssh("sudo firstboot network apply --unit /tmp/tuned.toml");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied; verified"), "{out}");
+    let (_, out) = s.ssh("udevadm info --query=property /sys/class/net/enp0s4");
+    assert!(
+        out.contains("ID_NET_LINK_FILE=/etc/systemd/network/10-flypack-media.link"),
+        "udev did not use our .link file for enp0s4:\n{out}"
+    );
+    assert_eq!(gro(), "off", "the .link file's GenericReceiveOffload=false");
+    assert_eq!(
+        addrs(&ip_json(&s, "addr show dev enp0s4")),
+        ["192.168.50.10/24", "fd50::10/64"]
+    );
 }
 
 #[test]

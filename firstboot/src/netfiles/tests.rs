@@ -50,3 +50,18 @@ fn managed_paths() {
     assert!(!is_managed("/etc/systemd/network/99-flypack-fallback.network"));
     assert!(!is_managed("/etc/systemd/network/10-flypack"));
 }
+
+#[test]
+fn link_files_match_a_predictable_name_by_the_property_it_comes_from() {
+    assert_eq!(naming_property("eno1"), Some("ID_NET_NAME_ONBOARD"));
+    assert_eq!(naming_property("ens3"), Some("ID_NET_NAME_SLOT"));
+    assert_eq!(naming_property("enp0s4"), Some("ID_NET_NAME_PATH"));
+    assert_eq!(naming_property("enp65s0f0"), Some("ID_NET_NAME_PATH"));
+    assert_eq!(naming_property("enP2p1s0"), Some("ID_NET_NAME_PATH"));
+    assert_eq!(naming_property("wlp2s0"), Some("ID_NET_NAME_PATH"));
+    assert_eq!(naming_property("enx525400f10002"), Some("ID_NET_NAME_MAC"));
+    // Names udev does not make: the kernel's own, or not a scheme name.
+    for n in ["eth0", "media0", "enxyz", "en", "eno", "enpX", "lo"] {
+        assert_eq!(naming_property(n), None, "{n}");
+    }
+}
