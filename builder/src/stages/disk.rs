@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use flypack_contracts::atomic::TempPath;
+use flypack_contracts::bmap::Bmap;
 use flypack_contracts::cmd::Cmd;
 use flypack_contracts::layout::{PART_BIOS, PART_ESP, PART_ROOT, PART_SEED, SECTOR};
 
@@ -30,6 +31,20 @@ pub const SEED_README: &str = include_str!("seed-README.txt");
 pub struct Disk {
     /// The image, renamed into place by the outputs stage.
     pub image: TempPath,
+    /// Its block map and SHA-256, computed once (the installer's payload and
+    /// the outputs stage both need them, and a whole-file digest reads GiBs).
+    map: std::cell::OnceCell<(Bmap, String)>,
+}
+
+impl Disk {
+    /// The image's block map and whole-file SHA-256 (read once, then kept).
+    pub fn map(&self, progress: impl FnMut(u64, u64)) -> Result<&(Bmap, String)> {
+        if let Some(m) = self.map.get() {
+            return Ok(m);
+        }
+        let m = flypack_contracts::bmap::map_file(self.image.path(), progress)?;
+        Ok(self.map.get_or_init(|| m))
+    }
 }
 
 /// Runs the stage: the appliance image.
@@ -94,7 +109,10 @@ pub fn build(plan: &Plan, disk: &DiskPlan, final_name: &Path, tree: &Tree, rep: 
         indicatif::HumanBytes(disk.size),
         indicatif::HumanBytes(disk.part(PART_ROOT).size)
     ));
-    Ok(Disk { image })
+    Ok(Disk {
+        image,
+        map: std::cell::OnceCell::new(),
+    })
 }
 
 fn check_root_fits(plan: &Plan, disk: &DiskPlan, tree: &Tree) -> Result<()> {

@@ -5,6 +5,7 @@
 //! the installer unit, and its own disk identifiers.
 
 use std::fs;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use flypack_contracts::atomic::remove_any;
@@ -47,13 +48,8 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
     let dir = root.join(PAYLOAD_DIR);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let payload = dir.join("payload.img");
-    Cmd::new("cp")
-        .arg("--sparse=always")
-        .arg(appliance.image.path())
-        .arg(&payload)
-        .run()
-        .context("copying the payload")?;
-    let (map, sha) = flypack_contracts::bmap::map_file(&payload, |d, t| stage.bytes(d, t))?;
+    share_payload(appliance.image.path(), &payload)?;
+    let (map, sha) = appliance.map(|d, t| stage.bytes(d, t))?;
     replace_file(&dir.join("payload.bmap"), map.to_xml().as_bytes(), 0o644)?;
     let settings = json!({
         "name": plan.name,
@@ -98,4 +94,25 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
     ));
     let disk = crate::stages::disk::build(plan, &layout, image_out, tree, rep)?;
     Ok(Some(disk))
+}
+
+/// Puts the appliance image into the installer's tree without copying its
+/// GiBs when the filesystem allows: a hard link (the image is not written
+/// again once made; mkfs only reads the tree), else a reflink, else a sparse
+/// copy.
+fn share_payload(image: &Path, payload: &Path) -> Result<()> {
+    remove_any(payload)?;
+    match fs::hard_link(image, payload) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::debug!("payload not hard-linked ({e}): copying it");
+            Cmd::new("cp")
+                .args(["--reflink=auto", "--sparse=always"])
+                .arg(image)
+                .arg(payload)
+                .run()
+                .context("copying the payload")?;
+            Ok(())
+        }
+    }
 }

@@ -46,30 +46,29 @@ pub fn run(
     rep: &Reporter,
 ) -> Result<Written> {
     let stage = rep.stage("outputs", "computing checksums");
-    let image = disk.image;
-    let image_size = fs::metadata(image.path())?.len();
-    let image_data_bytes = fs::metadata(image.path())?.blocks() * 512;
+    let image_size = fs::metadata(disk.image.path())?.len();
+    let image_data_bytes = fs::metadata(disk.image.path())?.blocks() * 512;
     let mut files: Vec<(TempPath, PathBuf, OutputFile)> = Vec::new();
     // One pass: the whole image's digest and its block map.
-    let (map, sha) = flypack_contracts::bmap::map_file(image.path(), |done, total| stage.bytes(done, total))?;
+    let (map, sha) = disk.map(|done, total| stage.bytes(done, total))?;
     crate::interrupt::check()?;
     manifest.outputs.push(OutputFile {
         name: file_name(&plan.outputs.image),
         size_bytes: image_size,
-        sha256: sha,
+        sha256: sha.clone(),
     });
     let bmap_tmp = TempPath::sibling(&plan.outputs.bmap)?;
     fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
     files.push(output(bmap_tmp, &plan.outputs.bmap, &stage)?);
-    if let (Some(disk), Some((img, bmap))) = (installer, &plan.outputs.installer) {
+    if let (Some(inst), Some((img, bmap))) = (installer, &plan.outputs.installer) {
         stage.progress("mapping the USB installer");
-        let size = fs::metadata(disk.image.path())?.len();
-        let (map, sha) = flypack_contracts::bmap::map_file(disk.image.path(), |done, total| stage.bytes(done, total))?;
+        let size = fs::metadata(inst.image.path())?.len();
+        let (map, sha) = inst.map(|done, total| stage.bytes(done, total))?.clone();
         crate::interrupt::check()?;
         let bmap_tmp = TempPath::sibling(bmap)?;
         fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
         files.push((
-            disk.image,
+            inst.image,
             img.clone(),
             OutputFile {
                 name: file_name(img),
@@ -86,7 +85,7 @@ pub fn run(
         Cmd::new("zstd")
             .args(["-q", "-T0", "-3", "-f", "-o"])
             .arg(tmp.path())
-            .arg(image.path())
+            .arg(disk.image.path())
             .run()
             .context("compressing the image")?;
         files.push(output(tmp, zst, &stage)?);
@@ -96,7 +95,7 @@ pub fn run(
         let tmp = TempPath::sibling(q)?;
         Cmd::new("qemu-img")
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-            .arg(image.path())
+            .arg(disk.image.path())
             .arg(tmp.path())
             .run()
             .context("converting the image to qcow2")?;
@@ -132,7 +131,7 @@ pub fn run(
             remove_any(&plan.out_dir.join(format!("{}{suffix}", plan.name)))?;
         }
     }
-    image.persist(&plan.outputs.image)?;
+    disk.image.persist(&plan.outputs.image)?;
     let mut extra = Vec::new();
     for (tmp, dst, _) in files {
         tmp.persist(&dst)?;
