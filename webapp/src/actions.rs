@@ -137,12 +137,17 @@ impl Action {
 /// A restart, if `service` is one of the stack's services (status.json).
 pub fn restart(root: &Path, service: &str) -> Result<Action> {
     let status = crate::pages::load_status(root)?;
-    let known: Vec<String> = status.map(|s| s.services.into_iter().map(|s| s.name).collect()).unwrap_or_default();
+    let known: Vec<String> = status
+        .map(|s| s.services.into_iter().map(|s| s.name).collect())
+        .unwrap_or_default();
     if known.is_empty() {
         bail!("the stack's services are not known yet (no services in status.json): nothing can be restarted");
     }
     if !known.iter().any(|k| k == service) {
-        bail!("{service:?} is not a service of the stack: expected one of {}", known.join(", "));
+        bail!(
+            "{service:?} is not a service of the stack: expected one of {}",
+            known.join(", ")
+        );
     }
     Ok(Action::Restart {
         service: service.to_string(),
@@ -174,12 +179,14 @@ pub fn waiver_add(check: &str, reason: &str, expires: &str) -> Result<Action> {
 /// A waiver removal, if the check is in the catalogue.
 pub fn waiver_remove(check: &str) -> Result<Action> {
     known_check(check)?;
-    Ok(Action::WaiverRemove { check: check.to_string() })
+    Ok(Action::WaiverRemove {
+        check: check.to_string(),
+    })
 }
 
 fn known_check(check: &str) -> Result<()> {
-    if flypack_contracts::qa::check_def(check).is_none() {
-        let ids: Vec<&str> = flypack_contracts::qa::CATALOGUE.iter().map(|c| c.id).collect();
+    if flypack_contracts::qa::CheckId::parse(check).is_none() {
+        let ids: Vec<&str> = flypack_contracts::qa::CheckId::ALL.iter().map(|c| c.as_str()).collect();
         bail!("{check:?} is not a QA check: expected one of {}", ids.join(", "));
     }
     Ok(())
@@ -196,7 +203,11 @@ pub fn network_apply(root: &Path, text: &str, confirm_within: u32) -> Result<Act
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let mut rnd = [0u8; 4];
     crate::security::random_bytes(&mut rnd);
-    let file = dir.join(format!("unit-{}-{}.toml", crate::security::unix_now(), hex::encode(rnd)));
+    let file = dir.join(format!(
+        "unit-{}-{}.toml",
+        crate::security::unix_now(),
+        hex::encode(rnd)
+    ));
     flypack_contracts::atomic::write_atomic(&file, text.as_bytes(), 0o640)?;
     // firstboot reads the path on the unit, which is the path under `/`.
     let on_unit = Path::new("/").join(file.strip_prefix(root).unwrap_or(&file));
@@ -213,22 +224,43 @@ mod tests {
     #[test]
     fn argv_is_the_allow_list() {
         let cfg = Config::default();
-        assert_eq!(Action::Qa.argv(&cfg), ["sudo", "-n", "/usr/bin/firstboot", "qa", "--format", "json"]);
+        assert_eq!(
+            Action::Qa.argv(&cfg),
+            ["sudo", "-n", "/usr/bin/firstboot", "qa", "--format", "json"]
+        );
         assert_eq!(Action::Backup.argv(&cfg)[3..], ["backup", "--json"]);
         assert_eq!(
-            Action::Restart { service: "vmagent".into() }.args(),
+            Action::Restart {
+                service: "vmagent".into()
+            }
+            .args(),
             ["stack", "restart", "vmagent"]
         );
         assert_eq!(
-            Action::NetworkApply { file: "/x.toml".into(), confirm_within: 120 }.args(),
+            Action::NetworkApply {
+                file: "/x.toml".into(),
+                confirm_within: 120
+            }
+            .args(),
             ["network", "apply", "--unit", "/x.toml", "--confirm-within", "120"]
         );
         assert_eq!(Action::NetworkConfirm.args(), ["network", "confirm"]);
         assert_eq!(
             waiver_add("net.dns", "venue DNS is down", "2999-12-31").unwrap().args(),
-            ["waiver", "add", "net.dns", "--reason", "venue DNS is down", "--expires", "2999-12-31"]
+            [
+                "waiver",
+                "add",
+                "net.dns",
+                "--reason",
+                "venue DNS is down",
+                "--expires",
+                "2999-12-31"
+            ]
         );
-        assert_eq!(waiver_remove("net.dns").unwrap().args(), ["waiver", "remove", "net.dns"]);
+        assert_eq!(
+            waiver_remove("net.dns").unwrap().args(),
+            ["waiver", "remove", "net.dns"]
+        );
         assert_eq!(Action::Qa.role(), Role::Operator);
         assert_eq!(Action::NetworkConfirm.role(), Role::Engineer);
     }

@@ -14,13 +14,41 @@ use sha2::{Digest, Sha256};
 
 /// Every asset: name, content type, bytes.
 pub const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../static/app.js")),
-    ("live.js", "text/javascript; charset=utf-8", include_bytes!("../static/live.js")),
-    ("history.js", "text/javascript; charset=utf-8", include_bytes!("../static/history.js")),
-    ("job.js", "text/javascript; charset=utf-8", include_bytes!("../static/job.js")),
-    ("uplot.js", "text/javascript; charset=utf-8", include_bytes!("../static/uPlot.iife.min.js")),
-    ("uplot.css", "text/css; charset=utf-8", include_bytes!("../static/uPlot.min.css")),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../static/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/app.js"),
+    ),
+    (
+        "live.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/live.js"),
+    ),
+    (
+        "history.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/history.js"),
+    ),
+    (
+        "job.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/job.js"),
+    ),
+    (
+        "uplot.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/uPlot.iife.min.js"),
+    ),
+    (
+        "uplot.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../static/uPlot.min.css"),
+    ),
     ("icon.svg", "image/svg+xml", include_bytes!("../static/icon.svg")),
 ];
 
@@ -47,9 +75,5 @@ pub async fn serve(Path((version, file)): Path<(String, String)>) -> Response {
     } else {
         "no-cache"
     };
-    (
-        [(header::CONTENT_TYPE, *ctype), (header::CACHE_CONTROL, cache)],
-        *body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, *ctype), (header::CACHE_CONTROL, cache)], *body).into_response()
 }

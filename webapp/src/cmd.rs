@@ -27,7 +27,11 @@ fn serve(a: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let running = crate::server::start(&a.root.root, cfg).await?;
-        println!("flypack-web: https://{} (plain http: {})", running.https, running.http.map(|h| h.to_string()).unwrap_or_else(|| "off".into()));
+        println!(
+            "flypack-web: https://{} (plain http: {})",
+            running.https,
+            running.http.map(|h| h.to_string()).unwrap_or_else(|| "off".into())
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("listening for SIGTERM")?;
         tokio::select! {
@@ -50,7 +54,10 @@ fn enrol_code(a: EnrolArgs) -> Result<()> {
 
 fn hash_password() -> Result<()> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
     let pw = line.trim_end_matches(['\r', '\n']);
     crate::users::check_password(pw)?;
     println!("{}", crate::users::hash_password(pw));

@@ -226,7 +226,10 @@ impl Config {
             }
         }
         if self.sources.sample_seconds == 0 || self.sources.sample_seconds > 60 {
-            bail!("sources.sample_seconds: expected 1-60, found {}", self.sources.sample_seconds);
+            bail!(
+                "sources.sample_seconds: expected 1-60, found {}",
+                self.sources.sample_seconds
+            );
         }
         if self.login.idle_minutes == 0 || self.login.absolute_hours == 0 {
             bail!("login.idle_minutes and login.absolute_hours must be at least 1");
@@ -235,7 +238,10 @@ impl Config {
             bail!("login.max_failures_per_user and login.max_failures_per_address must be at least 1");
         }
         if self.login.enrol_minutes == 0 || self.login.enrol_minutes > 24 * 60 {
-            bail!("login.enrol_minutes: expected 1-1440, found {}", self.login.enrol_minutes);
+            bail!(
+                "login.enrol_minutes: expected 1-1440, found {}",
+                self.login.enrol_minutes
+            );
         }
         if let Some(a) = &self.initial_admin {
             crate::users::check_name(&a.name).context("initial_admin.name")?;
@@ -274,8 +280,11 @@ mod tests {
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
         let e = Config::parse(Path::new("w.toml"), "[sources]\nexporter_url = \"https://x\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("sources.exporter_url"), "{e:#}");
-        let e = Config::parse(Path::new("w.toml"), "[initial_admin]\nname = \"a\"\npassword_hash = \"plain\"\n")
-            .unwrap_err();
+        let e = Config::parse(
+            Path::new("w.toml"),
+            "[initial_admin]\nname = \"a\"\npassword_hash = \"plain\"\n",
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("initial_admin.password_hash"), "{e:#}");
         let c = Config::parse(
             Path::new("w.toml"),

@@ -75,7 +75,9 @@ pub fn pending(root: &Path) -> bool {
 fn read(root: &Path) -> Result<Option<EnrolFile>> {
     let path = crate::paths::under(root, crate::paths::ENROL);
     match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))?)),
+        Ok(t) => Ok(Some(
+            serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }

@@ -223,7 +223,8 @@ impl Job {
                 rd.filter_map(|e| e.ok())
                     .filter_map(|e| {
                         let m = e.path().symlink_metadata().ok()?;
-                        m.is_file().then(|| (e.file_name().to_string_lossy().into_owned(), m.len()))
+                        m.is_file()
+                            .then(|| (e.file_name().to_string_lossy().into_owned(), m.len()))
                     })
                     .collect()
             })
@@ -241,7 +242,8 @@ fn append_line<T: Serialize>(path: &Path, v: &T) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    f.write_all(&line).with_context(|| format!("writing {}", path.display()))
+    f.write_all(&line)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Why a job did not start.
@@ -307,7 +309,11 @@ impl Jobs {
                 cancelled: AtomicBool::new(false),
             });
             if was_running {
-                job.push("state", Some("interrupted".into()), "the web app stopped while this job ran".into());
+                job.push(
+                    "state",
+                    Some("interrupted".into()),
+                    "the web app stopped while this job ran".into(),
+                );
                 job.save();
             }
             map.insert(id, job);
@@ -334,11 +340,12 @@ impl Jobs {
     /// The running mutating job, if any.
     pub fn busy(&self) -> Option<String> {
         let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.values().find(|j| {
-            let x = j.meta();
-            x.mutating && x.state == JobState::Running
-        })
-        .map(|j| j.meta().id)
+        m.values()
+            .find(|j| {
+                let x = j.meta();
+                x.mutating && x.state == JobState::Running
+            })
+            .map(|j| j.meta().id)
     }
 
     /// Whether any job runs.
@@ -422,9 +429,14 @@ impl Jobs {
         if !job.running() {
             anyhow::bail!("job {id} is not running");
         }
-        let pgid = (*job.pgid.lock().unwrap_or_else(|e| e.into_inner())).with_context(|| format!("job {id} has no process"))?;
+        let pgid = (*job.pgid.lock().unwrap_or_else(|e| e.into_inner()))
+            .with_context(|| format!("job {id} has no process"))?;
         job.cancelled.store(true, Ordering::SeqCst);
-        job.push("state", Some("cancelling".into()), "cancel requested: SIGTERM to the job's processes".into());
+        job.push(
+            "state",
+            Some("cancelling".into()),
+            "cancel requested: SIGTERM to the job's processes".into(),
+        );
         signal_group(pgid, rustix::process::Signal::TERM).with_context(|| format!("signalling job {id}"))?;
         let grace = self.grace;
         tokio::spawn(async move {
@@ -448,7 +460,11 @@ impl Jobs {
 
     fn prune(&self) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let finished: Vec<String> = map.iter().filter(|(_, j)| !j.running()).map(|(k, _)| k.clone()).collect();
+        let finished: Vec<String> = map
+            .iter()
+            .filter(|(_, j)| !j.running())
+            .map(|(k, _)| k.clone())
+            .collect();
         if finished.len() <= self.keep {
             return;
         }
@@ -508,7 +524,12 @@ async fn run(job: &Arc<Job>, spec: &JobSpec) {
             } else {
                 String::new()
             };
-            finish(job, JobState::Failed, None, format!("could not run `{line}`: {e}{hint}"));
+            finish(
+                job,
+                JobState::Failed,
+                None,
+                format!("could not run `{line}`: {e}{hint}"),
+            );
             return;
         }
     };
@@ -522,7 +543,12 @@ async fn run(job: &Arc<Job>, spec: &JobSpec) {
             while let Ok(Some(l)) = lines.next_line().await {
                 if ansible && let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
                     let event = v.get("event").and_then(|e| e.as_str()).map(str::to_string);
-                    let text = v.get("stdout").and_then(|e| e.as_str()).unwrap_or("").trim().to_string();
+                    let text = v
+                        .get("stdout")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
                     if !text.is_empty() {
                         j.push("ansible", event, text);
                     }
@@ -598,7 +624,9 @@ mod tests {
     async fn runs_captures_refuses_a_second_change_and_cancels() {
         let dir = tempfile::tempdir().unwrap();
         let jobs = Jobs::load(dir.path(), 10, Duration::from_secs(5)).unwrap();
-        let a = jobs.start(spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"], true), "op").unwrap();
+        let a = jobs
+            .start(spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"], true), "op")
+            .unwrap();
         jobs.wait_idle().await;
         let m = a.meta();
         assert_eq!(m.state, JobState::Failed);
@@ -606,8 +634,13 @@ mod tests {
         let ev = a.events_from(0);
         assert!(ev.iter().any(|e| e.stream == "stdout" && e.text == "hello"));
         assert!(ev.iter().any(|e| e.stream == "stderr" && e.text == "oops"));
-        let long = jobs.start(spec(&["sh", "-c", "sleep 30 & sleep 30; wait"], true), "op").unwrap();
-        assert!(matches!(jobs.start(spec(&["true"], true), "op"), Err(StartError::Busy(_))));
+        let long = jobs
+            .start(spec(&["sh", "-c", "sleep 30 & sleep 30; wait"], true), "op")
+            .unwrap();
+        assert!(matches!(
+            jobs.start(spec(&["true"], true), "op"),
+            Err(StartError::Busy(_))
+        ));
         let ro = jobs.start(spec(&["true"], false), "op").unwrap();
         let mut w = long.watch();
         while long.events_from(0).is_empty() {
@@ -623,6 +656,9 @@ mod tests {
         // Reloaded from disk.
         let again = Jobs::load(dir.path(), 10, Duration::from_secs(5)).unwrap();
         assert_eq!(again.list().len(), 4);
-        assert_eq!(again.get(&a.meta().id).unwrap().events_from(0).len(), a.events_from(0).len());
+        assert_eq!(
+            again.get(&a.meta().id).unwrap().events_from(0).len(),
+            a.events_from(0).len()
+        );
     }
 }

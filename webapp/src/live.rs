@@ -158,7 +158,8 @@ impl Hub {
 
     /// Marks a poll (keeps the sampler running without subscribers).
     pub fn polled(&self) {
-        self.last_poll.store(self.started.elapsed().as_secs(), Ordering::Relaxed);
+        self.last_poll
+            .store(self.started.elapsed().as_secs(), Ordering::Relaxed);
     }
 
     /// A receiver of every next snapshot.
@@ -172,8 +173,7 @@ impl Hub {
     }
 
     fn wanted(&self) -> bool {
-        self.tx.receiver_count() > 0
-            || self.started.elapsed().as_secs() <= self.last_poll.load(Ordering::Relaxed) + 10
+        self.tx.receiver_count() > 0 || self.started.elapsed().as_secs() <= self.last_poll.load(Ordering::Relaxed) + 10
     }
 }
 
@@ -192,7 +192,7 @@ pub struct Sources {
 pub async fn run_sampler(hub: Arc<Hub>, src: Sources, client: crate::proxy::Client) {
     let mut tick = tokio::time::interval(src.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut prev = Prev::default();
+    let mut prev = PrevState::default();
     let mut unit = UnitCache::default();
     let mut seq = 0u64;
     loop {
@@ -255,7 +255,10 @@ pub fn sample(
 ) -> Snapshot {
     let prev = &mut prev.0;
     let now = Instant::now();
-    let dt = prev.at.map(|t| now.duration_since(t).as_secs_f64()).filter(|d| *d > 0.0);
+    let dt = prev
+        .at
+        .map(|t| now.duration_since(t).as_secs_f64())
+        .filter(|d| *d > 0.0);
     prev.at = Some(now);
     let cpu_now = std::fs::read_to_string(root.join("proc/stat"))
         .ok()
@@ -395,7 +398,11 @@ pub fn sample(
 pub struct PrevState(Prev);
 
 fn pct(used: u64, total: u64) -> f64 {
-    if total == 0 { 0.0 } else { 100.0 * used as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * used as f64 / total as f64
+    }
 }
 
 /// GET /live/ws: the snapshots over a WebSocket.
@@ -433,7 +440,10 @@ pub async fn sse(State(st): State<AppState>) -> Response {
     let rx = hub.subscribe();
     let stream = futures::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
         if let Some(f) = first {
-            return Some((Ok::<Event, std::convert::Infallible>(Event::default().data(f.as_str())), (None, rx)));
+            return Some((
+                Ok::<Event, std::convert::Infallible>(Event::default().data(f.as_str())),
+                (None, rx),
+            ));
         }
         loop {
             match rx.recv().await {

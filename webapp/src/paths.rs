@@ -41,7 +41,10 @@ mod tests {
 
     #[test]
     fn joins_under_the_root() {
-        assert_eq!(under(Path::new("/tmp/r"), USERS), PathBuf::from("/tmp/r/var/lib/flypack/webapp/users.json"));
+        assert_eq!(
+            under(Path::new("/tmp/r"), USERS),
+            PathBuf::from("/tmp/r/var/lib/flypack/webapp/users.json")
+        );
         assert_eq!(under(Path::new("/"), UNIT), PathBuf::from("/etc/flypack/unit.toml"));
     }
 }

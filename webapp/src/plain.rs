@@ -12,7 +12,13 @@ use axum::routing::get;
 use crate::state::AppState;
 
 /// The paths plain HTTP serves (everything else redirects).
-pub const PATHS: &[&str] = &["/trust", "/ca.pem", "/ca.der", "/flypack.mobileconfig", "/static/{version}/{file}"];
+pub const PATHS: &[&str] = &[
+    "/trust",
+    "/ca.pem",
+    "/ca.der",
+    "/flypack.mobileconfig",
+    "/static/{version}/{file}",
+];
 
 /// The plain-HTTP router.
 pub fn router(state: AppState) -> Router {
@@ -47,7 +53,11 @@ pub fn https_url(host: Option<&str>, fallback_host: &str, port: u16, path_and_qu
 
 async fn redirect(State(st): State<AppState>, req: Request) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    let port = st.config.listen.public_https_port.unwrap_or(st.config.listen.https.port());
+    let port = st
+        .config
+        .listen
+        .public_https_port
+        .unwrap_or(st.config.listen.https.port());
     let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = https_url(host, &st.hostname, port, pq);
     if req.method() == Method::GET || req.method() == Method::HEAD {
@@ -63,7 +73,10 @@ mod tests {
 
     #[test]
     fn redirects_keep_the_host_and_path() {
-        assert_eq!(https_url(Some("fp-01.local"), "x", 443, "/live?a=1"), "https://fp-01.local/live?a=1");
+        assert_eq!(
+            https_url(Some("fp-01.local"), "x", 443, "/live?a=1"),
+            "https://fp-01.local/live?a=1"
+        );
         assert_eq!(https_url(Some("10.0.0.5:80"), "x", 8443, "/"), "https://10.0.0.5:8443/");
         assert_eq!(https_url(Some("[fd00::5]"), "x", 443, "/"), "https://[fd00::5]/");
         assert_eq!(https_url(Some("[fd00::5]:80"), "x", 443, "/"), "https://[fd00::5]/");

@@ -49,7 +49,14 @@ pub struct Memory {
 pub fn parse_meminfo(text: &str) -> Option<Memory> {
     let get = |key: &str| -> Option<u64> {
         text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kb| kb * 1024)
     };
     Some(Memory {
@@ -104,7 +111,9 @@ pub fn nics(root: &Path) -> Result<Vec<NicCounters>> {
         let p = e.path();
         let s = p.join("statistics");
         out.push(NicCounters {
-            mac: std::fs::read_to_string(p.join("address")).ok().map(|m| m.trim().to_string()),
+            mac: std::fs::read_to_string(p.join("address"))
+                .ok()
+                .map(|m| m.trim().to_string()),
             oper: std::fs::read_to_string(p.join("operstate"))
                 .map(|t| t.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),
@@ -142,7 +151,13 @@ mod tests {
         assert_eq!(cpu_percent(a, b), Some(50.0));
         assert_eq!(cpu_percent(b, a), None);
         let m = parse_meminfo("MemTotal:       16000 kB\nMemFree: 1 kB\nMemAvailable:    4000 kB\n").unwrap();
-        assert_eq!(m, Memory { total: 16000 * 1024, available: 4000 * 1024 });
+        assert_eq!(
+            m,
+            Memory {
+                total: 16000 * 1024,
+                available: 4000 * 1024
+            }
+        );
         assert_eq!(parse_meminfo("nothing"), None);
     }
 

@@ -31,10 +31,17 @@ pub fn client() -> Client {
 pub async fn get_text(client: &Client, url: &str, within: Duration) -> Result<String> {
     let uri: Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
     let fut = async {
-        let req = axum::http::Request::get(uri).body(Body::empty()).context("building the request")?;
+        let req = axum::http::Request::get(uri)
+            .body(Body::empty())
+            .context("building the request")?;
         let resp = client.request(req).await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.with_context(|| format!("reading {url}"))?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("reading {url}"))?
+            .to_bytes();
         if !status.is_success() {
             bail!("GET {url}: {status}");
         }

@@ -104,11 +104,23 @@ pub fn table() -> Vec<RouteDef> {
         r(M::POST, "/login", Public, Page, h!(pages::auth::login)),
         r(M::GET, "/enrol", Public, Page, h!(pages::auth::enrol_page)),
         r(M::POST, "/enrol", Public, Page, h!(pages::auth::enrol)),
-        r(M::GET, "/static/{version}/{file}", Public, Api, h!(crate::assets::serve)),
+        r(
+            M::GET,
+            "/static/{version}/{file}",
+            Public,
+            Api,
+            h!(crate::assets::serve),
+        ),
         r(M::GET, "/trust", Public, Page, h!(pages::trust::page)),
         r(M::GET, "/ca.pem", Public, Api, h!(pages::trust::pem)),
         r(M::GET, "/ca.der", Public, Api, h!(pages::trust::der)),
-        r(M::GET, "/flypack.mobileconfig", Public, Api, h!(pages::trust::mobileconfig)),
+        r(
+            M::GET,
+            "/flypack.mobileconfig",
+            Public,
+            Api,
+            h!(pages::trust::mobileconfig),
+        ),
         // Viewer: read everything.
         r(M::GET, "/", V, Page, h!(pages::home)),
         r(M::GET, "/status", V, Page, h!(pages::status::page)),
@@ -137,11 +149,29 @@ pub fn table() -> Vec<RouteDef> {
         // Engineer: Ansible jobs, network changes, waivers, vmui and Grafana.
         r(M::POST, "/jobs", E, Page, h!(pages::jobs::start)),
         r(M::GET, "/network", E, Page, h!(pages::actions::network_page)),
-        r(M::POST, "/actions/network/apply", E, Page, h!(pages::actions::network_apply)),
-        r(M::POST, "/actions/network/confirm", E, Page, h!(pages::actions::network_confirm)),
+        r(
+            M::POST,
+            "/actions/network/apply",
+            E,
+            Page,
+            h!(pages::actions::network_apply),
+        ),
+        r(
+            M::POST,
+            "/actions/network/confirm",
+            E,
+            Page,
+            h!(pages::actions::network_confirm),
+        ),
         r(M::GET, "/waivers", E, Page, h!(pages::actions::waivers_page)),
         r(M::POST, "/actions/waiver/add", E, Page, h!(pages::actions::waiver_add)),
-        r(M::POST, "/actions/waiver/remove", E, Page, h!(pages::actions::waiver_remove)),
+        r(
+            M::POST,
+            "/actions/waiver/remove",
+            E,
+            Page,
+            h!(pages::actions::waiver_remove),
+        ),
         r(M::GET, "/vm/{*rest}", E, Page, h!(pages::engineer::vm)),
         r(M::POST, "/vm/{*rest}", E, Api, h!(pages::engineer::vm)).origin_checked(),
         r(M::GET, "/grafana/{*rest}", E, Page, h!(pages::engineer::grafana)),
@@ -150,7 +180,13 @@ pub fn table() -> Vec<RouteDef> {
         r(M::GET, "/users", A, Page, h!(pages::admin::users)),
         r(M::POST, "/users", A, Page, h!(pages::admin::add)),
         r(M::POST, "/users/{name}/role", A, Page, h!(pages::admin::set_role)),
-        r(M::POST, "/users/{name}/password", A, Page, h!(pages::admin::set_password)),
+        r(
+            M::POST,
+            "/users/{name}/password",
+            A,
+            Page,
+            h!(pages::admin::set_password),
+        ),
         r(M::POST, "/users/{name}/totp-off", A, Page, h!(pages::admin::totp_off)),
         r(M::POST, "/users/{name}/delete", A, Page, h!(pages::admin::delete)),
         r(M::GET, "/audit", A, Page, h!(pages::admin::audit)),
@@ -237,7 +273,8 @@ async fn guard(g: Guard, State(st): State<AppState>, req: Request, next: Next) -
             }
             Some(c) if !c.role.allows(needed) => {
                 if req.method() != Method::GET {
-                    st.audit.record(&c.user, &addr.to_string(), req.uri().path(), "", "refused: role");
+                    st.audit
+                        .record(&c.user, &addr.to_string(), req.uri().path(), "", "refused: role");
                 }
                 return pages::error_page(
                     StatusCode::FORBIDDEN,
@@ -272,7 +309,11 @@ async fn check_csrf(rule: Csrf, current: Option<&Current>, req: Request) -> Resu
     match rule {
         Csrf::None => Ok(req),
         Csrf::Origin => {
-            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
             let origin = req
                 .headers()
                 .get(header::ORIGIN)
@@ -281,7 +322,11 @@ async fn check_csrf(rule: Csrf, current: Option<&Current>, req: Request) -> Resu
                 .unwrap_or("");
             let ok = !host.is_empty()
                 && (origin == format!("https://{host}") || origin.starts_with(&format!("https://{host}/")));
-            if ok { Ok(req) } else { Err(refused("the request did not come from this web app")) }
+            if ok {
+                Ok(req)
+            } else {
+                Err(refused("the request did not come from this web app"))
+            }
         }
         Csrf::Token | Csrf::PreSession => {
             let from_header = req
@@ -298,7 +343,12 @@ async fn check_csrf(rule: Csrf, current: Option<&Current>, req: Request) -> Resu
             let (parts, body) = req.into_parts();
             let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
                 Ok(b) => b,
-                Err(_) => return Err(pages::error_page(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large")),
+                Err(_) => {
+                    return Err(pages::error_page(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the form is too large",
+                    ));
+                }
             };
             let field = |name: &str| -> Option<String> {
                 form_urlencoded::parse(&bytes)
@@ -333,7 +383,12 @@ mod tests {
         let t = table();
         let mut seen = std::collections::BTreeSet::new();
         for d in &t {
-            assert!(seen.insert((d.method.to_string(), d.path)), "{} {} twice", d.method, d.path);
+            assert!(
+                seen.insert((d.method.to_string(), d.path)),
+                "{} {} twice",
+                d.method,
+                d.path
+            );
             if d.method != Method::GET {
                 assert_ne!(d.csrf, Csrf::None, "{} {}", d.method, d.path);
             }

@@ -38,11 +38,8 @@ pub fn now_rfc3339() -> String {
 
 /// Whether a Host header value is safe to echo into a header (host[:port]).
 pub fn clean_host(host: &str) -> Option<&str> {
-    let ok = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    let ok =
+        !host.is_empty() && host.len() <= 255 && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
     ok.then_some(host)
 }
 

@@ -29,9 +29,8 @@ pub struct Running {
 
 /// Binds the listeners and serves (on the current tokio runtime).
 pub async fn start(root: &Path, config: Config) -> Result<Running> {
-    let tls = crate::tls::server_config(root).context(
-        "no usable TLS material: firstboot's webapp stage makes it (or run `flypack-web tls --root ROOT`)",
-    )?;
+    let tls = crate::tls::server_config(root)
+        .context("no usable TLS material: firstboot's webapp stage makes it (or run `flypack-web tls --root ROOT`)")?;
     let https_addr = config.listen.https;
     let http_addr = config.listen.http;
     let state = crate::state::build(root, config)?;
@@ -44,7 +43,9 @@ pub async fn start(root: &Path, config: Config) -> Result<Running> {
     tracing::info!("serving https://{https_local}/");
     let http_local = match http_addr {
         Some(a) => {
-            let l = TcpListener::bind(a).await.with_context(|| format!("listening on {a} (HTTP)"))?;
+            let l = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening on {a} (HTTP)"))?;
             let local = l.local_addr().context("HTTP listener address")?;
             tokio::spawn(serve_plain(l, crate::plain::router(state.clone())));
             tracing::info!("serving http://{local}/ (redirect and CA certificate only)");

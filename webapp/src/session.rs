@@ -98,9 +98,12 @@ impl Sessions {
             version: SESSIONS_SCHEMA,
             sessions,
         };
-        let r = serde_json::to_vec(&f)
-            .context("serialising sessions")
-            .and_then(|t| flypack_contracts::atomic::write_atomic(&self.path, &t, 0o600));
+        let r = serde_json::to_vec(&f).context("serialising sessions").and_then(|t| {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            flypack_contracts::atomic::write_atomic(&self.path, &t, 0o600)
+        });
         // Sessions survive a restart when this works; when it does not, the
         // app goes on (users log in again after a restart) and says why.
         if let Err(e) = r {
@@ -167,7 +170,10 @@ impl Sessions {
 
     /// The Set-Cookie value for a new session.
     pub fn cookie(&self, token: &str) -> String {
-        format!("{COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict", self.absolute)
+        format!(
+            "{COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            self.absolute
+        )
     }
 }
 
@@ -211,7 +217,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Sessions::load(dir.path(), 600, 3600).unwrap();
         let c = s.cookie("abc");
-        assert_eq!(c, "__Host-flypack=abc; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Strict");
+        assert_eq!(
+            c,
+            "__Host-flypack=abc; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Strict"
+        );
         assert_eq!(cookie_value("a=1; __Host-flypack=xyz; b=2", COOKIE), Some("xyz"));
         assert_eq!(cookie_value("a=1", COOKIE), None);
     }

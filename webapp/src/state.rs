@@ -82,17 +82,18 @@ pub fn build(root: &Path, config: Config) -> Result<AppState> {
             .context("creating the initial admin from the config")?;
         tracing::info!("created the initial admin {:?} from the config", a.name);
     }
-    let sessions = crate::session::Sessions::load(
-        root,
-        config.login.idle_minutes * 60,
-        config.login.absolute_hours * 3600,
-    )?;
+    let sessions =
+        crate::session::Sessions::load(root, config.login.idle_minutes * 60, config.login.absolute_hours * 3600)?;
     let limiter = crate::ratelimit::LoginLimiter::new(
         config.login.max_failures_per_user,
         config.login.max_failures_per_address,
         Duration::from_secs(config.login.failure_window_seconds),
     );
-    let jobs = crate::jobs::Jobs::load(root, config.jobs.keep, Duration::from_secs(config.jobs.kill_grace_seconds))?;
+    let jobs = crate::jobs::Jobs::load(
+        root,
+        config.jobs.keep,
+        Duration::from_secs(config.jobs.kill_grace_seconds),
+    )?;
     let ca = match crate::tls::ca_download(root) {
         Ok(c) => Some(c),
         Err(e) => {

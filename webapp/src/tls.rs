@@ -55,7 +55,9 @@ pub struct CertKey {
 
 impl std::fmt::Debug for CertKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertKey").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("CertKey")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,11 @@ pub struct UnitNames {
 impl UnitNames {
     /// The DNS names: hostname, hostname.local, localhost.
     pub fn dns_names(&self) -> Vec<String> {
-        vec![self.hostname.clone(), format!("{}.local", self.hostname), "localhost".into()]
+        vec![
+            self.hostname.clone(),
+            format!("{}.local", self.hostname),
+            "localhost".into(),
+        ]
     }
 
     /// Every name as text (DNS names, then addresses).
@@ -110,7 +116,11 @@ fn ca_params(common_name: &str) -> CertificateParams {
     dn.push(DnType::OrganizationName, "Flypack");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     p.not_before = now - Duration::days(1);
     p.not_after = now + Duration::days(365 * CA_YEARS);
@@ -152,7 +162,9 @@ pub fn issue_unit_cert(ca: &CertKey, names: &UnitNames) -> Result<CertKey> {
     p.distinguished_name = dn;
     for n in names.dns_names() {
         p.subject_alt_names.push(SanType::DnsName(
-            n.clone().try_into().with_context(|| format!("{n:?} is not a DNS name"))?,
+            n.clone()
+                .try_into()
+                .with_context(|| format!("{n:?} is not a DNS name"))?,
         ));
     }
     for a in &names.addresses {
@@ -176,7 +188,11 @@ pub fn issue_unit_cert(ca: &CertKey, names: &UnitNames) -> Result<CertKey> {
 }
 
 fn ensure_newline(s: &str) -> String {
-    if s.ends_with('\n') { s.to_string() } else { format!("{s}\n") }
+    if s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
 }
 
 fn first_pem_cert(pem: &str) -> Result<String> {
@@ -349,7 +365,9 @@ pub fn ensure_tls(root: &Path, names: &UnitNames) -> Result<TlsOutcome> {
                 (Some(why), None) if unit_crt.is_some() && unit_key.is_some() => outcome(
                     kind,
                     &ca_pem,
-                    format!("kept the fleet-signed unit certificate although {why}: re-sign it with `builder customize`"),
+                    format!(
+                        "kept the fleet-signed unit certificate although {why}: re-sign it with `builder customize`"
+                    ),
                 ),
                 (Some(why), None) => bail!(
                     "{}: the fleet CA certificate is there but {why}, and the unit cannot sign without the fleet CA key: \
@@ -362,7 +380,11 @@ pub fn ensure_tls(root: &Path, names: &UnitNames) -> Result<TlsOutcome> {
             let ca = make_unit_ca(&names.hostname)?;
             let leaf = issue_unit_cert(&ca, &names)?;
             write_tls(root, &ca.cert_pem, &leaf, Some(&ca.key_pem))?;
-            outcome(CaKind::Unit, &ca.cert_pem, "made a per-unit CA and a unit certificate".into())
+            outcome(
+                CaKind::Unit,
+                &ca.cert_pem,
+                "made a per-unit CA and a unit certificate".into(),
+            )
         }
     }
 }
@@ -487,7 +509,13 @@ pub fn server_config(root: &Path) -> Result<Arc<rustls::ServerConfig>> {
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .with_context(|| format!("the key in {} does not fit {}", dir.join(UNIT_KEY).display(), crt.display()))?;
+        .with_context(|| {
+            format!(
+                "the key in {} does not fit {}",
+                dir.join(UNIT_KEY).display(),
+                crt.display()
+            )
+        })?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -511,13 +539,17 @@ mod tests {
         assert_eq!(unit_cert_problem(&leaf.cert_pem, &ca.cert_pem, &names()).unwrap(), None);
         let other = make_fleet_ca("other").unwrap();
         assert_eq!(
-            unit_cert_problem(&leaf.cert_pem, &other.cert_pem, &names()).unwrap().as_deref(),
+            unit_cert_problem(&leaf.cert_pem, &other.cert_pem, &names())
+                .unwrap()
+                .as_deref(),
             Some("it is not signed by ca.crt")
         );
         let mut more = names();
         more.addresses.push("10.0.0.6".parse().unwrap());
         assert_eq!(
-            unit_cert_problem(&leaf.cert_pem, &ca.cert_pem, &more).unwrap().as_deref(),
+            unit_cert_problem(&leaf.cert_pem, &ca.cert_pem, &more)
+                .unwrap()
+                .as_deref(),
             Some("it does not name 10.0.0.6")
         );
         let fp = fingerprint_sha256(&ca.cert_pem).unwrap();
@@ -535,7 +567,10 @@ mod tests {
         let a = ensure_unit_tls(dir.path(), &unit).unwrap();
         assert_eq!(a.ca, CaKind::Unit);
         assert_eq!(a.action, "made a per-unit CA and a unit certificate");
-        assert_eq!(a.names, ["fp-02", "fp-02.local", "localhost", "10.1.0.2", "127.0.0.1", "::1"]);
+        assert_eq!(
+            a.names,
+            ["fp-02", "fp-02.local", "localhost", "10.1.0.2", "127.0.0.1", "::1"]
+        );
         let b = ensure_unit_tls(dir.path(), &unit).unwrap();
         assert_eq!(b.action, "kept the unit certificate");
         assert_eq!(a.ca_fingerprint, b.ca_fingerprint);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 
 use crate::role::Role;
@@ -47,9 +47,13 @@ pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
     if !ok {
-        bail!("{name:?} is not a user name: expected 1-32 lower-case letters, digits, '.', '_' or '-', starting with a letter");
+        bail!(
+            "{name:?} is not a user name: expected 1-32 lower-case letters, digits, '.', '_' or '-', starting with a letter"
+        );
     }
     Ok(())
 }
@@ -121,7 +125,11 @@ impl Users {
             Ok(t) => {
                 let f: UsersFile = serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))?;
                 if f.version != USERS_SCHEMA {
-                    bail!("{}: version {} (this web app reads {USERS_SCHEMA})", path.display(), f.version);
+                    bail!(
+                        "{}: version {} (this web app reads {USERS_SCHEMA})",
+                        path.display(),
+                        f.version
+                    );
                 }
                 f
             }
@@ -351,14 +359,19 @@ mod tests {
         u.add("op", Role::Operator, "operator password").unwrap();
         assert!(u.add("op", Role::Viewer, "another password").is_err());
         assert!(u.remove("admin").is_err());
-        assert!(u.update("admin", |x| {
-            x.role = Role::Viewer;
-            Ok(())
-        })
-        .is_err());
+        assert!(
+            u.update("admin", |x| {
+                x.role = Role::Viewer;
+                Ok(())
+            })
+            .is_err()
+        );
         let again = Users::load(dir.path()).unwrap();
         assert_eq!(again.list().len(), 2);
-        assert!(matches!(again.check_login("op", "operator password", ""), LoginCheck::Ok(_)));
+        assert!(matches!(
+            again.check_login("op", "operator password", ""),
+            LoginCheck::Ok(_)
+        ));
         assert_eq!(again.check_login("op", "wrong", ""), LoginCheck::Wrong);
         assert_eq!(again.check_login("nobody", "operator password", ""), LoginCheck::Wrong);
         use std::os::unix::fs::PermissionsExt;
@@ -382,8 +395,15 @@ mod tests {
         .unwrap();
         assert_eq!(u.check_login("eng", "engineer password", ""), LoginCheck::NeedCode);
         let code = totp_from_secret(&secret).unwrap().generate(crate::security::unix_now());
-        assert!(matches!(u.check_login("eng", "engineer password", &code), LoginCheck::Ok(_)));
-        assert_eq!(u.check_login("eng", "engineer password", &code), LoginCheck::Wrong, "replayed");
+        assert!(matches!(
+            u.check_login("eng", "engineer password", &code),
+            LoginCheck::Ok(_)
+        ));
+        assert_eq!(
+            u.check_login("eng", "engineer password", &code),
+            LoginCheck::Wrong,
+            "replayed"
+        );
         assert!(otpauth_uri("Flypack fp-01", "eng", &secret).starts_with("otpauth://totp/Flypack%20fp-01:eng?secret="));
     }
 }

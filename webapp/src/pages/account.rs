@@ -56,7 +56,13 @@ pub async fn password(
         return failed(&st, &cur, "no such user");
     };
     if !crate::users::verify_password(&u.password_hash, &f.current) {
-        st.audit.record(&cur.user, &peer.0.to_string(), "account.password", "", "refused: wrong password");
+        st.audit.record(
+            &cur.user,
+            &peer.0.to_string(),
+            "account.password",
+            "",
+            "refused: wrong password",
+        );
         return failed(&st, &cur, "The current password is wrong.");
     }
     if f.password != f.password2 {
@@ -74,8 +80,14 @@ pub async fn password(
     }
     // Other sessions of this user end; this one goes on.
     st.sessions.remove_user(&cur.user, Some(&cur.session_id));
-    st.audit.record(&cur.user, &peer.0.to_string(), "account.password", "", "ok");
-    account(&st, &cur, Some("Password changed. Your other sessions have ended."), None)
+    st.audit
+        .record(&cur.user, &peer.0.to_string(), "account.password", "", "ok");
+    account(
+        &st,
+        &cur,
+        Some("Password changed. Your other sessions have ended."),
+        None,
+    )
 }
 
 /// The TOTP form.
@@ -93,7 +105,11 @@ pub async fn totp_on(
     Form(f): Form<TotpForm>,
 ) -> Response {
     if crate::users::totp_from_secret(&f.secret).is_err() || !st.users.check_totp(&cur.user, &f.secret, &f.code) {
-        return failed(&st, &cur, "That code does not match: check the phone's clock and try the next code.");
+        return failed(
+            &st,
+            &cur,
+            "That code does not match: check the phone's clock and try the next code.",
+        );
     }
     let secret = f.secret.clone();
     if let Err(e) = st.users.update(&cur.user, |u| {
@@ -102,8 +118,14 @@ pub async fn totp_on(
     }) {
         return failed(&st, &cur, &format!("{e:#}"));
     }
-    st.audit.record(&cur.user, &peer.0.to_string(), "account.totp", "on", "ok");
-    account(&st, &cur, Some("Two-factor codes are on: logins now ask for a code."), None)
+    st.audit
+        .record(&cur.user, &peer.0.to_string(), "account.totp", "on", "ok");
+    account(
+        &st,
+        &cur,
+        Some("Two-factor codes are on: logins now ask for a code."),
+        None,
+    )
 }
 
 /// The TOTP-off form.
@@ -132,6 +154,7 @@ pub async fn totp_off(
     }) {
         return failed(&st, &cur, &format!("{e:#}"));
     }
-    st.audit.record(&cur.user, &peer.0.to_string(), "account.totp", "off", "ok");
+    st.audit
+        .record(&cur.user, &peer.0.to_string(), "account.totp", "off", "ok");
     account(&st, &cur, Some("Two-factor codes are off."), None)
 }

@@ -16,14 +16,24 @@ fn run(st: &AppState, cur: &Current, peer: &Peer, r: anyhow::Result<Action>, det
             start_job(st, cur, &peer.0.to_string(), spec, detail)
         }
         Err(e) => {
-            st.audit.record(&cur.user, &peer.0.to_string(), "action", detail, &format!("refused: {e:#}"));
+            st.audit.record(
+                &cur.user,
+                &peer.0.to_string(),
+                "action",
+                detail,
+                &format!("refused: {e:#}"),
+            );
             bad_request(&e)
         }
     }
 }
 
 /// POST /actions/qa.
-pub async fn qa(State(st): State<AppState>, Extension(cur): Extension<Current>, Extension(peer): Extension<Peer>) -> Response {
+pub async fn qa(
+    State(st): State<AppState>,
+    Extension(cur): Extension<Current>,
+    Extension(peer): Extension<Peer>,
+) -> Response {
     run(&st, &cur, &peer, Ok(Action::Qa), "")
 }
 
@@ -105,9 +115,9 @@ pub async fn waivers_page(State(st): State<AppState>, Extension(cur): Extension<
         })
         .unwrap_or_default();
     c.insert("waivers", &waivers);
-    let checks: Vec<serde_json::Value> = flypack_contracts::qa::CATALOGUE
+    let checks: Vec<serde_json::Value> = flypack_contracts::qa::CheckId::ALL
         .iter()
-        .map(|c| serde_json::json!({"id": c.id, "title": c.title}))
+        .map(|c| serde_json::json!({"id": c.as_str(), "title": c.title()}))
         .collect();
     c.insert("checks", &checks);
     render(&st, "waivers.html", &c)

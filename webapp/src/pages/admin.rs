@@ -32,14 +32,23 @@ fn users_page(st: &AppState, cur: &Current, message: Option<&str>, error: Option
     r
 }
 
-fn done(st: &AppState, cur: &Current, peer: &Peer, what: &str, detail: &str, r: anyhow::Result<()>, ok: &str) -> Response {
+fn done(
+    st: &AppState,
+    cur: &Current,
+    peer: &Peer,
+    what: &str,
+    detail: &str,
+    r: anyhow::Result<()>,
+    ok: &str,
+) -> Response {
     match r {
         Ok(()) => {
             st.audit.record(&cur.user, &peer.0.to_string(), what, detail, "ok");
             users_page(st, cur, Some(ok), None)
         }
         Err(e) => {
-            st.audit.record(&cur.user, &peer.0.to_string(), what, detail, &format!("refused: {e:#}"));
+            st.audit
+                .record(&cur.user, &peer.0.to_string(), what, detail, &format!("refused: {e:#}"));
             users_page(st, cur, None, Some(&format!("{e:#}")))
         }
     }
@@ -70,7 +79,15 @@ pub async fn add(
         Some(role) => st.users.add(&name, role, &f.password),
         None => Err(anyhow::anyhow!("{:?} is not a role", f.role)),
     };
-    done(&st, &cur, &peer, "user.add", &format!("{name} as {}", f.role), r, &format!("Added {name}."))
+    done(
+        &st,
+        &cur,
+        &peer,
+        "user.add",
+        &format!("{name} as {}", f.role),
+        r,
+        &format!("Added {name}."),
+    )
 }
 
 /// The role form.
@@ -94,7 +111,15 @@ pub async fn set_role(
         }),
         None => Err(anyhow::anyhow!("{:?} is not a role", f.role)),
     };
-    done(&st, &cur, &peer, "user.role", &format!("{name} to {}", f.role), r, &format!("{name} is now {}.", f.role))
+    done(
+        &st,
+        &cur,
+        &peer,
+        "user.role",
+        &format!("{name} to {}", f.role),
+        r,
+        &format!("{name} is now {}.", f.role),
+    )
 }
 
 /// The password form.
@@ -121,7 +146,15 @@ pub async fn set_password(
     if r.is_ok() {
         st.sessions.remove_user(&name, Some(&cur.session_id));
     }
-    done(&st, &cur, &peer, "user.password", &name, r, &format!("Set a new password for {name}; their sessions ended."))
+    done(
+        &st,
+        &cur,
+        &peer,
+        "user.password",
+        &name,
+        r,
+        &format!("Set a new password for {name}; their sessions ended."),
+    )
 }
 
 /// POST /users/{name}/totp-off.
@@ -135,7 +168,15 @@ pub async fn totp_off(
         u.totp_secret = None;
         Ok(())
     });
-    done(&st, &cur, &peer, "user.totp-off", &name, r, &format!("Two-factor codes are off for {name}."))
+    done(
+        &st,
+        &cur,
+        &peer,
+        "user.totp-off",
+        &name,
+        r,
+        &format!("Two-factor codes are off for {name}."),
+    )
 }
 
 /// POST /users/{name}/delete.

@@ -52,7 +52,14 @@ fn with_cookie(mut resp: Response, cookie: Option<String>) -> Response {
     resp
 }
 
-fn login_form(st: &AppState, headers: &HeaderMap, next: &str, user: &str, need_code: bool, error: Option<&str>) -> Response {
+fn login_form(
+    st: &AppState,
+    headers: &HeaderMap,
+    next: &str,
+    user: &str,
+    need_code: bool,
+    error: Option<&str>,
+) -> Response {
     let (pre, cookie) = pre_token(headers);
     let mut c = base(st, None, "login");
     c.insert("pre", &pre);
@@ -127,7 +134,14 @@ pub async fn login(
             }
             r
         }
-        LoginCheck::NeedCode => login_form(&st, &headers, &next, &name, true, Some("Enter the code from your authenticator app.")),
+        LoginCheck::NeedCode => login_form(
+            &st,
+            &headers,
+            &next,
+            &name,
+            true,
+            Some("Enter the code from your authenticator app."),
+        ),
         LoginCheck::Wrong => {
             st.limiter.failed(&name, peer.0);
             st.audit.record(&name, &addr, "login", "", "failed");

@@ -12,13 +12,43 @@ use crate::state::{AppState, Current};
 
 /// The charts: id, title, unit, PromQL.
 pub const CHARTS: &[(&str, &str, &str, &str)] = &[
-    ("cpu", "CPU", "%", "100 * (1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[1m])))"),
-    ("memory", "Memory", "%", "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)"),
-    ("net-rx", "Network in", "b/s", "sum by (device) (rate(node_network_receive_bytes_total{device!=\"lo\"}[1m])) * 8"),
-    ("net-tx", "Network out", "b/s", "sum by (device) (rate(node_network_transmit_bytes_total{device!=\"lo\"}[1m])) * 8"),
+    (
+        "cpu",
+        "CPU",
+        "%",
+        "100 * (1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[1m])))",
+    ),
+    (
+        "memory",
+        "Memory",
+        "%",
+        "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
+    ),
+    (
+        "net-rx",
+        "Network in",
+        "b/s",
+        "sum by (device) (rate(node_network_receive_bytes_total{device!=\"lo\"}[1m])) * 8",
+    ),
+    (
+        "net-tx",
+        "Network out",
+        "b/s",
+        "sum by (device) (rate(node_network_transmit_bytes_total{device!=\"lo\"}[1m])) * 8",
+    ),
     ("srt-rtt", "SRT round-trip", "ms", "flypack_srt_rtt_ms"),
-    ("srt-loss", "SRT packets lost", "/s", "sum by (stream) (rate(flypack_srt_packets_lost_total[1m]))"),
-    ("mcast-bitrate", "Multicast bitrate", "Mb/s", "flypack_mcast_bitrate_mbps"),
+    (
+        "srt-loss",
+        "SRT packets lost",
+        "/s",
+        "sum by (stream) (rate(flypack_srt_packets_lost_total[1m]))",
+    ),
+    (
+        "mcast-bitrate",
+        "Multicast bitrate",
+        "Mb/s",
+        "flypack_mcast_bitrate_mbps",
+    ),
 ];
 
 /// The ranges offered: name, seconds.

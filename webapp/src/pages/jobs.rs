@@ -37,7 +37,10 @@ pub async fn show(State(st): State<AppState>, Extension(cur): Extension<Current>
     };
     let meta = job.meta();
     let mut c = base(&st, Some(&cur), "jobs");
-    c.insert("can_cancel", &(meta.state == crate::jobs::JobState::Running && cur.role.allows(meta.role)));
+    c.insert(
+        "can_cancel",
+        &(meta.state == crate::jobs::JobState::Running && cur.role.allows(meta.role)),
+    );
     c.insert("command", &crate::jobs::display(&meta.argv));
     c.insert("job", &meta);
     c.insert("events", &job.events_from(0));
@@ -45,10 +48,24 @@ pub async fn show(State(st): State<AppState>, Extension(cur): Extension<Current>
         "files",
         &job.files()
             .into_iter()
-            .map(|(n, s)| serde_json::json!({"name": n, "size": s}))
+            .map(|(n, s)| serde_json::json!({"href": format!("/jobs/{id}/files/{}", path_segment(&n)), "name": n, "size": s}))
             .collect::<Vec<_>>(),
     );
     render(&st, "job.html", &c)
+}
+
+/// `s` percent-encoded as one URL path segment (a file name may hold
+/// spaces, `#` or `?`).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// GET /jobs/{id}/events: Server-Sent Events, replayed from `Last-Event-ID`,
@@ -101,7 +118,10 @@ pub async fn file(State(st): State<AppState>, Path((id, name)): Path<(String, St
     let path = job.dir().join("files").join(&name);
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
-            let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+            let safe: String = name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .collect();
             (
                 [
                     (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -111,7 +131,10 @@ pub async fn file(State(st): State<AppState>, Path((id, name)): Path<(String, St
             )
                 .into_response()
         }
-        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("reading {}: {e}", path.display())),
+        Err(e) => error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reading {}: {e}", path.display()),
+        ),
     }
 }
 
@@ -131,7 +154,13 @@ pub async fn start(
     match crate::actions::playbook_job(&st.config, &st.root, &f.playbook) {
         Ok(spec) => start_job(&st, &cur, &peer.0.to_string(), spec, &f.playbook),
         Err(e) => {
-            st.audit.record(&cur.user, &peer.0.to_string(), "job.start", &f.playbook, &format!("refused: {e:#}"));
+            st.audit.record(
+                &cur.user,
+                &peer.0.to_string(),
+                "job.start",
+                &f.playbook,
+                &format!("refused: {e:#}"),
+            );
             super::bad_request(&e)
         }
     }
@@ -149,10 +178,14 @@ pub async fn cancel(
     };
     let meta = job.meta();
     if !cur.role.allows(meta.role) {
-        st.audit.record(&cur.user, &peer.0.to_string(), "job.cancel", &id, "refused: role");
+        st.audit
+            .record(&cur.user, &peer.0.to_string(), "job.cancel", &id, "refused: role");
         return error_page(
             StatusCode::FORBIDDEN,
-            &format!("Your role ({}) cannot cancel this job: it needs {}.", cur.role, meta.role),
+            &format!(
+                "Your role ({}) cannot cancel this job: it needs {}.",
+                cur.role, meta.role
+            ),
         );
     }
     match st.jobs.cancel(&id) {
@@ -161,8 +194,27 @@ pub async fn cancel(
             Redirect::to(&format!("/jobs/{id}")).into_response()
         }
         Err(e) => {
-            st.audit.record(&cur.user, &peer.0.to_string(), "job.cancel", &id, &format!("failed: {e:#}"));
+            st.audit.record(
+                &cur.user,
+                &peer.0.to_string(),
+                "job.cancel",
+                &id,
+                &format!("failed: {e:#}"),
+            );
             error_page(StatusCode::CONFLICT, &format!("{e:#}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_one_path_segment() {
+        assert_eq!(path_segment("report-1.tar.gz"), "report-1.tar.gz");
+        assert_eq!(path_segment("report 1#?.txt"), "report%201%23%3F.txt");
+        assert_eq!(path_segment("a/b%"), "a%2Fb%25");
+        assert_eq!(path_segment("é"), "%C3%A9");
     }
 }

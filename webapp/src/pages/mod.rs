@@ -66,7 +66,9 @@ pub fn load_report(root: &Path) -> Result<Option<Report>> {
 pub fn load_unit(root: &Path) -> Result<Option<Unit>> {
     let path = crate::paths::under(root, crate::paths::UNIT);
     match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(flypack_contracts::unit::parse_unit(&path, &t).map_err(|e| anyhow::anyhow!("{e}"))?)),
+        Ok(t) => Ok(Some(
+            flypack_contracts::unit::parse_unit(&path, &t).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -74,7 +76,9 @@ pub fn load_unit(root: &Path) -> Result<Option<Unit>> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))?)),
+        Ok(t) => Ok(Some(
+            serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -105,7 +109,10 @@ pub fn render(st: &AppState, name: &str, ctx: &tera::Context) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!("rendering {name}: {e:?}");
-            error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("rendering {name} failed: {e}"))
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("rendering {name} failed: {e}"),
+            )
         }
     }
 }
@@ -166,22 +173,33 @@ pub async fn live_page(State(st): State<AppState>, Extension(cur): Extension<Cur
 
 /// Starts `spec` for `cur` and answers with a redirect to the job (or why not).
 pub fn start_job(st: &AppState, cur: &Current, addr: &str, spec: crate::jobs::JobSpec, detail: &str) -> Response {
-    let action = format!("{}.{}", if spec.kind == crate::jobs::JobKind::Ansible { "job" } else { "action" }, spec.name);
+    let action = format!(
+        "{}.{}",
+        if spec.kind == crate::jobs::JobKind::Ansible {
+            "job"
+        } else {
+            "action"
+        },
+        spec.name
+    );
     match st.jobs.start(spec, &cur.user) {
         Ok(job) => {
             let id = job.meta().id;
-            st.audit.record(&cur.user, addr, &action, detail, &format!("started job {id}"));
+            st.audit
+                .record(&cur.user, addr, &action, detail, &format!("started job {id}"));
             Redirect::to(&format!("/jobs/{id}")).into_response()
         }
         Err(crate::jobs::StartError::Busy(id)) => {
-            st.audit.record(&cur.user, addr, &action, detail, &format!("refused: job {id} running"));
+            st.audit
+                .record(&cur.user, addr, &action, detail, &format!("refused: job {id} running"));
             error_page(
                 StatusCode::CONFLICT,
                 &format!("Job {id} is still running: one change at a time. Wait for it, or cancel it."),
             )
         }
         Err(crate::jobs::StartError::Other(e)) => {
-            st.audit.record(&cur.user, addr, &action, detail, &format!("failed: {e:#}"));
+            st.audit
+                .record(&cur.user, addr, &action, detail, &format!("failed: {e:#}"));
             error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
         }
     }

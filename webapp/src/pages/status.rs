@@ -28,7 +28,13 @@ pub async fn page(State(st): State<AppState>, Extension(cur): Extension<Current>
         Ok(r) => (r, None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
-    c.insert("verdict_class", &status.as_ref().map(|s| verdict_class(s.verdict.as_str())).unwrap_or("unknown"));
+    c.insert(
+        "verdict_class",
+        &status
+            .as_ref()
+            .map(|s| verdict_class(s.verdict.as_str()))
+            .unwrap_or("unknown"),
+    );
     c.insert("status", &status);
     c.insert("status_error", &status_error);
     c.insert("report_error", &report_error);

@@ -59,7 +59,10 @@ pub async fn mobileconfig(State(st): State<AppState>) -> Response {
         Some(ca) => (
             [
                 (header::CONTENT_TYPE, "application/x-apple-aspen-config"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"flypack.mobileconfig\""),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"flypack.mobileconfig\"",
+                ),
             ],
             crate::tls::mobileconfig(ca, &st.hostname),
         )
