@@ -6,15 +6,12 @@
 // Test helpers panic on what the test did not expect.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use flypack_web::config::Config;
 use flypack_web::role::{Access, Role};
 use flypack_web::routes::{self, Csrf, Kind, RouteDef};
 use flypack_web::session::COOKIE;
-use flypack_web::state::{self, AppState, Peer};
+use flypack_web::state::{AppState, Peer};
 use tower::ServiceExt;
 
 /// Who may use each route, written down here on purpose: a route added to
@@ -73,31 +70,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/audit", "admin"),
 ];
 
-const ROLES: [Role; 4] = [Role::Viewer, Role::Operator, Role::Engineer, Role::Admin];
-
-fn config() -> Config {
-    let mut c = Config::default();
-    // Nothing the matrix triggers may run a real command on this machine.
-    c.actions.command_prefix = vec![];
-    c.actions.firstboot = "/bin/false".into();
-    c.jobs.ansible_runner = "/bin/false".into();
-    c.jobs.command_prefix = vec![];
-    // Upstreams that never answer: a closed loopback port.
-    c.sources.victoriametrics_url = "http://127.0.0.1:9".into();
-    c.sources.grafana_url = "http://127.0.0.1:9".into();
-    c.sources.exporter_url = "http://127.0.0.1:9/metrics".into();
-    c
-}
-
-async fn app(root: &Path) -> AppState {
-    let st = state::build(root, config()).expect("state builds on an empty root");
-    for r in ROLES {
-        st.users
-            .add(&r.to_string(), r, "a long enough password 1")
-            .expect("user added");
-    }
-    st
-}
+mod common;
+use common::{ROLES, app};
 
 /// A concrete path for a route pattern (parameters that name nothing real:
 /// no action of the matrix touches an existing user or job).
