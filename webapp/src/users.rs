@@ -305,17 +305,7 @@ pub fn totp_from_secret(secret: &str) -> Result<totp_rs::TOTP> {
 
 /// The otpauth:// URI an authenticator app takes.
 pub fn otpauth_uri(issuer: &str, name: &str, secret: &str) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = crate::pages::jobs::path_segment;
     format!(
         "otpauth://totp/{}:{}?secret={secret}&issuer={}&algorithm=SHA1&digits=6&period=30",
         enc(issuer),

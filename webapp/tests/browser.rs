@@ -208,6 +208,18 @@ async fn logout(c: &Client) {
     wait_text(c, "#login", Duration::from_secs(20), |_| true).await;
 }
 
+/// Accepts the confirmation dialog app.js opens before `what` posts.
+async fn confirm(c: &Client, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        match c.accept_alert().await {
+            Ok(()) => return,
+            Err(_) if t0.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("no confirmation dialog for {what}: {e}"),
+        }
+    }
+}
+
 /// A POST from the page itself (its cookie, its CSRF token): the HTTP status.
 async fn post_from_page(c: &Client, path: &str) -> u64 {
     let js = r#"
@@ -301,14 +313,7 @@ async fn a_phone_reads_a_nogo_unit_watches_it_live_and_acts_by_role() {
         .await
         .unwrap();
     // app.js asks before it posts.
-    let t0 = Instant::now();
-    loop {
-        match c.accept_alert().await {
-            Ok(()) => break,
-            Err(_) if t0.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => panic!("no confirmation dialog: {e}"),
-        }
-    }
+    confirm(&c, "Re-run QA").await;
     wait_text(&c, "#job-state", Duration::from_secs(20), |t| t == "running").await;
     assert!(c.current_url().await.unwrap().path().starts_with("/jobs/"));
     let count = || async {
@@ -335,14 +340,7 @@ async fn a_phone_reads_a_nogo_unit_watches_it_live_and_acts_by_role() {
         .click()
         .await
         .unwrap();
-    let t0 = Instant::now();
-    loop {
-        match c.accept_alert().await {
-            Ok(()) => break,
-            Err(_) if t0.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => panic!("no confirmation dialog for cancel: {e}"),
-        }
-    }
+    confirm(&c, "cancel").await;
     wait_text(&c, "#job-state", Duration::from_secs(30), |t| t == "cancelled").await;
     shots.take(&c, "job-cancelled").await;
     let audit = std::fs::read_to_string(flypack_web::paths::under(root, flypack_web::paths::AUDIT)).unwrap();

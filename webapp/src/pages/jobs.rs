@@ -56,16 +56,13 @@ pub async fn show(State(st): State<AppState>, Extension(cur): Extension<Current>
 
 /// `s` percent-encoded as one URL path segment (a file name may hold
 /// spaces, `#` or `?`).
-fn path_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+pub fn path_segment(s: &str) -> String {
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// GET /jobs/{id}/events: Server-Sent Events, replayed from `Last-Event-ID`,
