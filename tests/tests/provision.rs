@@ -122,7 +122,7 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     // NIC tuning for a NIC matched by its predictable name only: the .link
     // file must match the NIC udev names enp0s4 (its kernel name is eth1).
     let gro = || {
-        let (code, out) = s.ssh("ethtool -k enp0s4");
+        let (code, out) = s.ssh("sudo ethtool -k enp0s4");
         assert_eq!(code, 0, "{out}");
         out.lines()
             .find_map(|l| l.strip_prefix("generic-receive-offload: "))
@@ -140,7 +140,7 @@ fn a_seeded_unit_provisions_to_go_and_a_vlan_id_change_recreates_the_vlan() {
     let (code, out) = s.ssh("sudo firstboot network apply --unit /tmp/tuned.toml");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("applied; verified"), "{out}");
-    let (_, out) = s.ssh("udevadm info --query=property /sys/class/net/enp0s4");
+    let (_, out) = s.ssh("sudo udevadm info --query=property /sys/class/net/enp0s4");
     assert!(
         out.contains("ID_NET_LINK_FILE=/etc/systemd/network/10-flypack-media.link"),
         "udev did not use our .link file for enp0s4:\n{out}"
