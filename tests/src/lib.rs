@@ -46,7 +46,7 @@ pub fn lock(name: &str) -> Lock {
     Lock(f)
 }
 
-/// The release binaries under test.
+/// The binaries under test.
 #[derive(Debug)]
 pub struct Bins {
     /// builder.
@@ -57,12 +57,15 @@ pub struct Bins {
     pub exporter: PathBuf,
 }
 
-/// Builds (once) and returns the release `builder` and `firstboot`.
+/// The `builder`, `firstboot` and `flypack-exporter` binaries under test.
 ///
-/// Under cargo-nextest (the README's test command) this runs
-/// `cargo build --profile test-release` (release optimisation, the test-only
-/// fault hooks, its own folder) for the three binaries; `FLYPACK_BIN_DIR`
-/// points at prebuilt ones instead.
+/// Under cargo-nextest (the README's test command) they are the ones its
+/// build of the workspace made, beside this test's own binary (dev profile:
+/// dependencies optimised, the test-only fault hooks on through the
+/// packages' dev-dependencies on themselves). `cargo test --workspace
+/// --no-run` runs once first: nothing to do after `cargo nextest run
+/// --workspace`, a build after a run of only some packages.
+/// `FLYPACK_BIN_DIR` points at prebuilt ones instead.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
@@ -73,33 +76,34 @@ pub fn bins() -> &'static Bins {
                 assert!(
                     std::env::var_os("NEXTEST_RUN_ID").is_some(),
                     "run the end-to-end tests with `cargo nextest run` (README), or set FLYPACK_BIN_DIR to a folder \
-                     holding release builds of builder and firstboot: plain `cargo test` holds cargo's build lock"
+                     holding test builds of builder, firstboot and flypack-exporter: plain `cargo test` holds cargo's build lock"
                 );
+                // target/<profile folder>/deps/<this test> -> target/<profile folder>
+                let exe = std::env::current_exe().expect("the test's own path");
+                let dir = exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("the test binary sits in target/<profile>/deps")
+                    .to_path_buf();
+                // The same command nextest ran, so the same artefacts: no
+                // `--profile` for the default one (target/debug).
+                let mut args = vec!["test", "--workspace", "--no-run"];
+                let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+                if folder != "debug" {
+                    args.extend(["--profile", folder]);
+                }
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
                 let st = Command::new(cargo)
-                    .args([
-                        "build",
-                        "--profile",
-                        "test-release",
-                        "--bins",
-                        "-p",
-                        "builder",
-                        "-p",
-                        "firstboot",
-                        "-p",
-                        "flypack-exporter",
-                        // The tests' hooks (FLYPACK_FAULT); a build that ships has none.
-                        "--features",
-                        "builder/fault-injection,firstboot/fault-injection",
-                    ])
+                    .args(&args)
                     .current_dir(repo())
+                    .stdout(Stdio::null())
                     .status()
-                    .expect("running cargo build");
+                    .expect("running cargo test --no-run");
                 assert!(
                     st.success(),
-                    "cargo build --profile test-release of builder, firstboot and flypack-exporter failed"
+                    "cargo test --workspace --no-run (the builder, firstboot and flypack-exporter under test) failed"
                 );
-                target_dir().join("test-release")
+                dir
             }
         };
         let b = Bins {
@@ -470,6 +474,13 @@ impl Session {
         panic!("cannot ssh into the guest: {last}");
     }
 
+    /// `ip -j ARGS` in the guest, parsed.
+    pub fn ip_json(&self, args: &str) -> Value {
+        let (code, out) = self.ssh(&format!("ip -j {args}"));
+        assert_eq!(code, 0, "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args}: {e}: {out}"))
+    }
+
     /// Copies a local file into the guest.
     pub fn put(&self, local: &Path, remote: &str) {
         self.scp(local.as_os_str(), format!("flypack@127.0.0.1:{remote}").as_ref());
@@ -512,6 +523,17 @@ impl Drop for Session {
     }
 }
 
+/// The global addresses (`addr/prefix`) of the first link in `ip -j addr` output.
+pub fn global_addrs(v: &Value) -> Vec<String> {
+    v[0]["addr_info"]
+        .as_array()
+        .expect("addr_info in ip -j addr output")
+        .iter()
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
+        .collect()
+}
+
 /// The last `n` lines of a console log.
 pub fn console_tail(log: &Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
@@ -519,7 +541,7 @@ pub fn console_tail(log: &Path, n: usize) -> String {
     l[l.len().saturating_sub(n)..].join("\n")
 }
 
-/// A `firstboot` command (release build).
+/// A `firstboot` command (the build under test).
 pub fn firstboot() -> Command {
     let mut c = Command::new(&bins().firstboot);
     c.current_dir(repo()).stdin(Stdio::null());

@@ -1,8 +1,10 @@
 //! The USB installer end to end in QEMU: a server with the stick and a blank
 //! internal disk installs, and the disk then boots to GO (UEFI); with two
 //! candidate disks the unit config's rule picks the one it names (legacy
-//! BIOS, which proves the stick boots there too); a disk holding a partition
-//! table and nothing else is refused unless wiping is allowed.
+//! BIOS, which proves the stick boots there too), and images it although it
+//! holds a partition table, because the config allows wiping; without that,
+//! such a disk is refused. The installed disk's boot is also the appliance's
+//! UEFI boot test: each boot costs minutes under emulation.
 //!
 //! The installed disk is booted as its own VM: a reboot inside an emulated
 //! machine that has just written 1.5 GB through a USB stick now and then
@@ -123,26 +125,41 @@ fn a_blank_server_installs_from_the_stick_and_boots_the_disk_ready() {
         &["--firmware", "uefi"],
         &dir.path().join("console-disk.log"),
     );
-    assert_default_go(&b, "the installed disk");
-    assert!(b.console.contains("BdsDxe: starting"), "OVMF did not boot the disk");
+    // This boot is also the appliance's UEFI boot test (the disk is the
+    // image with fresh identifiers): OVMF started the removable-media boot
+    // loader, which is GRUB, and the unit reached GO.
+    assert_default_go(&b, "the installed disk, UEFI");
+    assert!(
+        b.console.contains("BdsDxe: starting Boot0001 \"UEFI Misc Device\""),
+        "OVMF did not boot the disk"
+    );
+    assert!(b.console.contains("GNU GRUB"), "no GRUB banner on the UEFI console");
 }
 
 #[test]
-fn with_two_disks_the_unit_configs_rule_picks_the_named_one() {
+fn with_two_disks_the_unit_configs_rule_picks_the_named_one_and_may_wipe_it() {
     let img = shared_image();
     let stick = img.path.with_file_name("flypack-installer.img");
     let dir = tempfile::tempdir().unwrap();
     // A stick whose seed names the disk by serial; the unit config travels on
     // to the installed disk's seed.
+    // It also allows wiping: the named disk was partitioned and never
+    // formatted (refused without allow_wipe: the next test).
     let unit = std::fs::read_to_string(repo().join("images/unit.example.toml"))
         .unwrap()
-        .replace("# disk.serial = \"S4EWNX0R123456\"", "disk.serial = \"pick-me\"");
+        .replace(
+            "# disk.serial = \"S4EWNX0R123456\"",
+            "disk.serial = \"pick-me\"\nallow_wipe = true",
+        );
     assert!(unit.contains("disk.serial = \"pick-me\""));
     let stick = seeded_copy(&stick, dir.path(), &unit);
     let other = dir.path().join("other.raw");
     let named = dir.path().join("named.raw");
     // The other disk is larger and comes first: neither "only" nor order decides.
     std::fs::File::create(&other).unwrap().set_len(10 << 30).unwrap();
+    std::fs::File::create(&named).unwrap().set_len(8 << 30).unwrap();
+    let (ok, out) = sh(Command::new("sgdisk").args(["-o", "-n", "1:0:+1G"]).arg(&named));
+    assert!(ok, "{out}");
     let log = dir.path().join("console.log");
     let r = run(builder()
         .args([
@@ -175,6 +192,8 @@ fn with_two_disks_the_unit_configs_rule_picks_the_named_one() {
     assert_eq!(chosen["config"], "seed:unit.toml");
     assert!(table(&other).is_none(), "the other disk was written");
     let t = table(&named).expect("the named disk has no partition table");
+    // Its old table (one partition) was wiped: it holds the appliance's four.
+    assert_eq!(t["partitions"].as_array().unwrap().len(), 4, "{t}");
     // The unit config went along, on the installed disk's seed.
     let seed = &t["partitions"][2];
     let (off, len) = (
@@ -186,7 +205,7 @@ fn with_two_disks_the_unit_configs_rule_picks_the_named_one() {
 }
 
 #[test]
-fn a_disk_with_a_partition_table_and_no_filesystem_is_refused_unless_wiping_is_allowed() {
+fn a_disk_with_a_partition_table_and_no_filesystem_is_refused() {
     let img = shared_image();
     let stick = img.path.with_file_name("flypack-installer.img");
     let dir = tempfile::tempdir().unwrap();
@@ -229,12 +248,6 @@ fn a_disk_with_a_partition_table_and_no_filesystem_is_refused_unless_wiping_is_a
         before[..],
         "the refused disk was written"
     );
-    // With the unit config on the stick allowing it, the disk is imaged.
-    let unit = "version = 1\nhostname = \"fp-wipe-01\"\n[install]\nallow_wipe = true\n";
-    let allowed = seeded_copy(&stick, dir.path(), unit);
-    let log = dir.path().join("allowed.log");
-    let r = boot(&allowed, &log, "\"event\":\"done\"");
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, console_tail(&log, 60));
-    let t = table(&disk).expect("the disk has no partition table after the install");
-    assert_eq!(t["partitions"].as_array().unwrap().len(), 4, "{t}");
+    // With allow_wipe in the unit config such a disk is imaged: the test
+    // above (one installer boot serves both).
 }

@@ -5,7 +5,7 @@
 //! state directories bind-mounted from a temp dir.
 //!
 //! Needs root, iproute2, dbus and systemd-networkd. This kernel has no 8021q
-//! module, so VLANs are tested in QEMU instead (tests/tests/provision.rs).
+//! module, so VLANs are tested in QEMU instead (tests/tests/restore.rs, the unit-life test).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
