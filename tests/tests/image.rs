@@ -271,9 +271,10 @@ fn a_changed_overlay_reuses_the_cached_rootfs_and_an_unreachable_gateway_is_no_g
 
     // The rebuilt image's first boot, seeded with a unit config whose
     // gateway does not answer (one boot serves both checks: each costs
-    // minutes under emulation). Every stage and service still comes up;
-    // the verdict is NO-GO for that one reason, the network change is
-    // rolled back, and the unit stays reachable and says why.
+    // minutes under emulation). Every service still comes up; the verdict
+    // is NO-GO because the config could not be applied (the addresses it
+    // names are then missing too), the network change is rolled back, and
+    // the unit stays reachable and says why.
     let (key, public) = keygen(dir.path());
     let unit = example_unit_with_key(&public).replace(
         "addresses = [\"192.168.50.10/24\", \"fd50::10/64\"]",
@@ -283,7 +284,7 @@ fn a_changed_overlay_reuses_the_cached_rootfs_and_an_unreachable_gateway_is_no_g
     let s = Session::start(&copy, &key, &dir.path().join("console.log"), &[]);
     assert_eq!(s.status.verdict, Verdict::NoGo, "{:?}", s.status);
     let qa = s.status.qa.as_ref().expect("QA ran");
-    assert_eq!(qa.critical, ["net.config-applied"], "{:?}", s.status);
+    assert!(qa.critical.iter().any(|c| c == "net.config-applied"), "{:?}", s.status);
     assert!(
         s.status.reasons.iter().any(|r| r.contains("net.config-applied")
             && r.contains("gateway 192.168.50.1 does not answer")
