@@ -496,7 +496,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
             "match = { name = \"enp0s4\" }\ntuning = { gro = false }",
         );
         assert_ne!(tuned, changed, "the example unit's media NIC is matched by MAC");
-        std::fs::write(&f, tuned).unwrap();
+        std::fs::write(&f, &tuned).unwrap();
         s.put(&f, "/tmp/tuned.toml");
         let (code, out) = s.ssh("sudo firstboot network apply --unit /tmp/tuned.toml");
         assert_eq!(code, 0, "{out}");
@@ -512,10 +512,15 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
             ["192.168.50.10/24", "fd50::10/64"]
         );
 
-        // A changed hostname and address, applied the way an engineer would.
-        let renamed = example_unit_with_key(&public)
+        // A changed hostname and address, applied the way an engineer would
+        // (on the config now running: VLAN 101, the media NIC tuned).
+        // Not merged with the VLAN and match changes above: going back from
+        // VLAN 101 matched by name to VLAN 100 matched by MAC in one apply
+        // failed to verify here, and so did its rollback (stop 16's note).
+        let renamed = tuned
             .replace("hostname = \"fp-demo-01\"", "hostname = \"fp-renamed-07\"")
             .replace("\"192.168.50.10/24\"", "\"192.168.50.77/24\"");
+        assert!(renamed.contains("fp-renamed-07") && renamed.contains("192.168.50.77/24"));
         let u = dir.path().join("renamed.toml");
         std::fs::write(&u, &renamed).unwrap();
         s.put(&u, "/tmp/renamed.toml");
