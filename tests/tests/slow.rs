@@ -73,8 +73,19 @@ fn the_default_image_boots_under_bios_to_go_even_starved() {
         stack.duration_ms.unwrap_or(0) as f64 / 1000.0,
         stack.attempts
     );
+    // Why an earlier attempt failed, from firstboot's errors on the console.
+    let failures: Vec<&str> = b
+        .console
+        .lines()
+        .filter(|l| l.contains("failed") || l.contains("giving up"))
+        .collect();
     // The stack came up on its first attempt: no stage failed for slowness.
-    assert_eq!(stack.attempts, 1, "{stack:?}");
+    assert_eq!(
+        stack.attempts,
+        1,
+        "{stack:?}\nconsole lines that say why:\n{}",
+        failures.join("\n")
+    );
     // (config is resolved again by every run, the early one and the main one.)
     assert!(
         status
@@ -82,7 +93,8 @@ fn the_default_image_boots_under_bios_to_go_even_starved() {
             .iter()
             .filter(|s| s.name != "config")
             .all(|s| s.attempts <= 1),
-        "{:?}",
-        status.stages
+        "{:?}\nconsole lines that say why:\n{}",
+        status.stages,
+        failures.join("\n")
     );
 }
