@@ -2,12 +2,13 @@
 //! share. The API version is negotiated (Debian 12's Engine 20.10 speaks
 //! 1.41).
 //!
-//! Timeouts. A quick API call (inspect, create, start) keeps bollard's
-//! request timeout of 120 s, far above what it takes even on a starved
-//! machine. Work whose length scales with the hardware (loading an image
-//! archive) runs with no request timeout and is bounded by progress instead:
-//! it fails only when no byte has moved and Docker has reported nothing for
-//! [`STALL`].
+//! Timeouts. A quick API call (inspect, ping) keeps bollard's request
+//! timeout of 120 s. Creating and starting containers scales with the
+//! machine: firstboot's stack client waits up to [`STALL`] for each call.
+//! Work whose length scales with the hardware and reports progress (loading
+//! an image archive) runs with no request timeout and is bounded by progress
+//! instead: it fails only when no byte has moved and Docker has reported
+//! nothing for [`STALL`].
 //!
 //! [`Daemon`] runs a private dockerd (its own data root, socket and exec
 //! root, no networking): builder uses it to fill the image's Docker store at

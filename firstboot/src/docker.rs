@@ -65,9 +65,15 @@ pub struct ServiceState {
     pub gave_up: Option<String>,
 }
 
-/// Connects to the local daemon (waiting up to [`DAEMON_WAIT`] for it).
+/// Connects to the local daemon (waiting up to [`DAEMON_WAIT`] for it), for
+/// bringing the stack up. Its requests time out after [`engine::STALL`], not
+/// bollard's 120 s: creating and starting a container (a network namespace,
+/// a veth pair, firewall rules, runc) is work that scales with the machine,
+/// and a starved first boot under emulation spent 295 s in the stack stage
+/// and once needed a second attempt at it. A daemon that answers nothing for
+/// the stall period is stuck, as everywhere else.
 pub async fn connect() -> Result<Docker> {
-    engine::connect(None, DAEMON_WAIT).await
+    Ok(engine::connect(None, DAEMON_WAIT).await?.with_timeout(engine::STALL))
 }
 
 /// Connects to a daemon that should already be running (status, QA,
@@ -530,14 +536,15 @@ pub async fn up(
         }
     }
     // Start every service whose dependencies meet their conditions, in the
-    // compose order; the others wait for theirs (started services are not
-    // held up by a slow dependency of another one).
+    // compose order, together; the others wait for theirs (started services
+    // are not held up by a slow dependency of another one).
     let mut out: Vec<ServiceState> = Vec::new();
     let mut pending: Vec<&Service> = stack.services.iter().collect();
     let mut waiter = Waiter::new(engine::STALL);
     while !pending.is_empty() {
         let mut blocked = Vec::new();
         let mut still = Vec::new();
+        let mut ready_now: Vec<&Service> = Vec::new();
         let before = out.len();
         for s in pending {
             let mut ready = true;
@@ -567,11 +574,19 @@ pub async fn up(
                 }
             }
             if ready {
-                out.push(ensure_container(d, stack, s, image_ids).await?);
+                ready_now.push(s);
             } else {
                 still.push(s);
             }
         }
+        // The services ready in this pass start together: creating and
+        // starting a container is mostly waiting on dockerd, runc and the
+        // firewall rules, and one at a time they took 38 s of a first boot
+        // under emulation. A service that depends on one of them waits for
+        // the next pass.
+        let started =
+            futures::future::try_join_all(ready_now.iter().map(|s| ensure_container(d, stack, s, image_ids))).await?;
+        out.extend(started);
         if !still.is_empty() && out.len() == before && blocked.is_empty() {
             bail!(
                 "services {:?} depend on services that never start (a dependency cycle?)",
@@ -693,6 +708,7 @@ async fn ensure_container(
         }
     }
     let o = observe(d, &name).await?;
+    tracing::info!("stack: {} {action}, {}", s.name, o.state());
     Ok(ServiceState {
         name: s.name.clone(),
         state: o.state(),

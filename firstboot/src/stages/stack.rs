@@ -30,7 +30,10 @@ pub fn bring_up(
 ) -> Result<(Vec<String>, Vec<ServiceState>)> {
     docker::block_on(async {
         progress("waiting for the Docker daemon");
+        let t0 = std::time::Instant::now();
         let d = docker::connect().await?;
+        // Where a slow stack stage spends its time, in the journal.
+        tracing::info!("stack: Docker answered after {:.1} s", t0.elapsed().as_secs_f64());
         let mut notes = docker::load_images(&d, root, &cfg.images, progress).await?;
         // A restored unit: volumes get their data back before any container starts.
         for v in &stack.volumes {
@@ -56,6 +59,7 @@ pub fn bring_up(
         }
         let ids: HashMap<String, String> = cfg.images.iter().map(|i| (i.reference.clone(), i.id.clone())).collect();
         let states = docker::up(&d, stack, &ids, progress).await?;
+        tracing::info!("stack: services settled after {:.1} s", t0.elapsed().as_secs_f64());
         Ok((notes, states))
     })
 }
