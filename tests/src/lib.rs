@@ -30,8 +30,12 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Where end-to-end artefacts go (kept between runs, under target/).
+/// `FLYPACK_E2E_DIR` moves it (CI keeps its compiled crates in a cache
+/// but builds its images afresh in each clone).
 pub fn e2e_dir() -> PathBuf {
-    let d = target_dir().join("e2e");
+    let d = std::env::var_os("FLYPACK_E2E_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("e2e"));
     std::fs::create_dir_all(&d).expect("creating target/e2e");
     d
 }
