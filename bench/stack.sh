@@ -27,7 +27,7 @@ trap cleanup EXIT
 docker version >/dev/null || { echo "no Docker daemon (start one: dockerd --data-root DIR &)"; exit 1; }
 
 echo "== 1. bring-up on this machine's dockerd =="
-FLYPACK_FIRSTBOOT="$bin/firstboot" FLYPACK_EXPORTER="$bin/flypack-exporter" "$bin/builder" images --out "$work/images" >/dev/null 2>&1
+FLYPACK_FIRSTBOOT="$bin/firstboot" FLYPACK_EXPORTER="$bin/flypack-exporter" FLYPACK_WEB="$bin/flypack-web" "$bin/builder" images --out "$work/images" >/dev/null 2>&1
 cp -r compose/monitoring "$work/fpbench"
 python3 - "$work" <<'PY'
 import json, sys

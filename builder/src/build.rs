@@ -78,6 +78,10 @@ pub fn manifest(plan: &Plan, rootfs: &Rootfs) -> Result<Manifest> {
             sha256: plan.firstboot.sha256.clone(),
             glibc_required: plan.firstboot.glibc_required.clone(),
         },
+        webapp: Some(BinaryInfo {
+            sha256: plan.webapp.sha256.clone(),
+            glibc_required: plan.webapp.glibc_required.clone(),
+        }),
         disk: plan.disk.info(),
         container_images: Vec::new(),
         docker_store: None,

@@ -77,6 +77,11 @@ pub enum Command {
     /// made or altered without it is refused by every restore).
     #[command(subcommand)]
     BackupKey(BackupKeyCommand),
+    /// Make the fleet's CA for the units' web apps: a phone installs its
+    /// certificate once and then trusts every unit it signed (`customize` or
+    /// `flash` with --fleet-ca). Its key never goes on a unit.
+    #[command(subcommand)]
+    FleetCa(FleetCaCommand),
     /// Check a profile's packages against the suite's security (and updates)
     /// index, as `builder build` does before it builds: lists every package
     /// with a newer version there, and the waivers that let one through.
@@ -101,6 +106,27 @@ pub struct SecurityCheckArgs {
     /// Cache folder [default: as for build].
     #[arg(long, env = "FLYPACK_CACHE")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `builder fleet-ca`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCaCommand {
+    /// Make a new fleet CA: FILE (its certificate and key; secret, mode
+    /// 0600) and FILE with the extension .crt (the certificate phones install).
+    New {
+        /// The fleet's name, in the CA's name ("Flypack fleet CA (NAME)").
+        #[arg(long)]
+        name: String,
+        /// Where to write it.
+        #[arg(long, default_value = "fleet-ca.pem")]
+        out: PathBuf,
+    },
+    /// Print a fleet CA's SHA-256 fingerprint (what a phone shows before it trusts it).
+    Show {
+        /// The fleet CA file.
+        #[arg(default_value = "fleet-ca.pem")]
+        ca: PathBuf,
+    },
 }
 
 /// `builder backup-key`.
@@ -165,6 +191,11 @@ pub struct FlashArgs {
     /// Also write the unit part of this fleet backup key into the seed partition.
     #[arg(long, value_name = "KEY")]
     pub backup_key: Option<PathBuf>,
+
+    /// Also sign a web app certificate for the --unit config's names with this
+    /// fleet CA (`builder fleet-ca new`) and write it into the seed partition.
+    #[arg(long, value_name = "CA", requires = "unit")]
+    pub fleet_ca: Option<PathBuf>,
 }
 
 /// `builder restore`.
@@ -219,6 +250,10 @@ pub struct ImagesArgs {
     /// The flypack-exporter binary [default: next to this builder].
     #[arg(long, env = "FLYPACK_EXPORTER")]
     pub exporter: Option<PathBuf>,
+
+    /// The flypack-web binary (the unit's web app) [default: next to this builder].
+    #[arg(long, env = "FLYPACK_WEB")]
+    pub webapp: Option<PathBuf>,
 }
 
 /// `builder customize`.
@@ -240,7 +275,14 @@ pub struct CustomizeArgs {
     #[arg(long, value_name = "KEY")]
     pub backup_key: Option<PathBuf>,
 
-    /// Remove unit.toml, fleet.toml and backup-key.toml from the seed (before writing new ones).
+    /// Sign a web app certificate for the --unit config's names with this
+    /// fleet CA (`builder fleet-ca new`) and write it, with the CA's
+    /// certificate, as tls-ca.crt, tls-unit.crt and tls-unit.key (the CA's
+    /// key never goes on the seed).
+    #[arg(long, value_name = "CA", requires = "unit")]
+    pub fleet_ca: Option<PathBuf>,
+
+    /// Remove unit.toml, fleet.toml, backup-key.toml and the TLS files from the seed (before writing new ones).
     #[arg(long)]
     pub clear: bool,
 }
@@ -268,6 +310,10 @@ pub struct BuildArgs {
     /// The flypack-exporter binary for the stack [default: next to this builder].
     #[arg(long, env = "FLYPACK_EXPORTER")]
     pub exporter: Option<PathBuf>,
+
+    /// The flypack-web binary to install (the unit's web app) [default: next to this builder].
+    #[arg(long, env = "FLYPACK_WEB")]
+    pub webapp: Option<PathBuf>,
 
     /// Print the build plan as JSON and stop.
     #[arg(long)]

@@ -27,6 +27,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Doctor => cmd::doctor::run(&rep),
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),
         cli::Command::BackupKey(c) => cmd::backup_key::run(c, &rep),
+        cli::Command::FleetCa(c) => cmd::fleet_ca::run(c, &rep),
         cli::Command::SecurityCheck(a) => cmd::security_check::run(a, &rep),
         cli::Command::Man { out } => {
             use clap::CommandFactory;

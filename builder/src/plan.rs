@@ -35,6 +35,8 @@ pub struct Options {
     pub firstboot: PathBuf,
     /// The flypack-exporter binary (for the stack's video-exporter image).
     pub exporter: PathBuf,
+    /// The flypack-web binary (the unit's web app) to put in the image.
+    pub webapp: PathBuf,
     /// Rebuild the root filesystem even if a cached one matches.
     pub refresh_rootfs: bool,
     /// Fixed identifiers (tests); random when `None`.
@@ -74,6 +76,8 @@ pub struct Plan {
     pub gate: crate::stages::gate::GatePlan,
     /// Our binaries.
     pub firstboot: ProgramPlan,
+    /// The web app.
+    pub webapp: ProgramPlan,
     /// Boot loader.
     pub boot: BootPlan,
     /// Disk layout.
@@ -304,7 +308,8 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         .map(|o| overlay::plan(o).with_context(|| format!("overlay {}", o.display())))
         .collect::<Result<Vec<_>>>()?;
 
-    let firstboot = program(&opts.firstboot, &d.suite)?;
+    let firstboot = program(&opts.firstboot, &d.suite, "firstboot", "firstboot", "firstboot")?;
+    let webapp = program(&opts.webapp, &d.suite, "flypack-web", "flypack-web", "webapp")?;
     let stack = stack_plan(profile, opts)?;
 
     let ids = opts.ids.clone().unwrap_or_else(Ids::random);
@@ -345,6 +350,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         .part("builder-exe", builder_exe_digest())
         .part("rootfs", &key)
         .part("firstboot", &firstboot.sha256)
+        .part("webapp", &webapp.sha256)
         .part(
             "users",
             serde_json::to_vec(&profile.users).context("serialising users")?,
@@ -395,6 +401,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         backup_key: profile.backup_key.clone(),
         gate,
         firstboot,
+        webapp,
         boot,
         disk,
         outputs,
@@ -485,7 +492,8 @@ fn stack_plan(profile: &Profile, opts: &Options) -> Result<Option<StackPlan>> {
                     } else {
                         PathBuf::from(b)
                     };
-                    let info = program(&p, &d.suite).with_context(|| format!("stack image {reference}"))?;
+                    let info =
+                        program(&p, &d.suite, b, b, "exporter").with_context(|| format!("stack image {reference}"))?;
                     k.part("binary", reference).part("sha", &info.sha256);
                     paths.push(p);
                 }
@@ -538,16 +546,18 @@ fn dir_digest(dir: &Path) -> Result<String> {
     Ok(h.finish())
 }
 
-fn program(path: &Path, suite: &str) -> Result<ProgramPlan> {
+/// One of our binaries (`name`, from cargo package `package`, given with
+/// `--flag`), checked to run on the image's suite.
+fn program(path: &Path, suite: &str, name: &str, package: &str, flag: &str) -> Result<ProgramPlan> {
     if !path.is_file() {
         anyhow::bail!(
-            "firstboot binary {} not found: build it with `cargo build --release -p firstboot` \
-             (builder looks next to itself), or pass --firstboot PATH",
-            path.display()
+            "{name} binary {} not found: build it with `cargo build --release -p {package}` \
+             (builder looks next to itself), or pass --{flag} PATH",
+            path.display(),
         );
     }
     let target = elfcheck::suite_glibc(suite).context("unknown suite glibc")?;
-    let info = elfcheck::check_runs_on(path, target, "firstboot")?;
+    let info = elfcheck::check_runs_on(path, target, name)?;
     Ok(ProgramPlan {
         path: path.to_path_buf(),
         sha256: sha256_file(path)?,

@@ -72,6 +72,8 @@ pub mod target {
     pub const ISSUE_FILE: &str = "run/flypack/status.issue";
     /// The firstboot binary.
     pub const FIRSTBOOT_BIN: &str = "usr/bin/firstboot";
+    /// The web app's binary.
+    pub const WEBAPP_BIN: &str = "usr/bin/flypack-web";
     /// Where systemd units we ship are installed.
     pub const UNIT_DIR: &str = "usr/lib/systemd/system";
 }

@@ -29,6 +29,9 @@ pub struct Manifest {
     pub packages: Vec<Package>,
     /// The firstboot binary inside.
     pub firstboot: BinaryInfo,
+    /// The web app's binary inside (images before it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webapp: Option<BinaryInfo>,
     /// The disk layout.
     pub disk: DiskInfo,
     /// Container images inside the image.

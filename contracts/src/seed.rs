@@ -16,6 +16,15 @@ pub const FLEET_FILE: &str = "fleet.toml";
 /// The unit part of the fleet's backup key on the seed (`builder customize
 /// --backup-key`); it wins over the one in the image.
 pub const BACKUP_KEY_FILE: &str = "backup-key.toml";
+/// The fleet CA certificate the unit's web app chains to (`builder
+/// customize --fleet-ca`); with the two below.
+pub const TLS_CA_FILE: &str = "tls-ca.crt";
+/// The unit certificate the fleet CA signed for this unit's names.
+pub const TLS_CERT_FILE: &str = "tls-unit.crt";
+/// The unit certificate's key.
+pub const TLS_KEY_FILE: &str = "tls-unit.key";
+/// The TLS files, all three or none.
+pub const TLS_FILES: [&str; 3] = [TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE];
 
 /// Finds the seed partition (offset, length) of a Flypack image or disk,
 /// from its partition table (`sfdisk --json`).
@@ -47,10 +56,30 @@ pub struct SeedFiles {
     pub fleet: Option<String>,
     /// `backup-key.toml`.
     pub backup_key: Option<String>,
+    /// `tls-ca.crt`, `tls-unit.crt`, `tls-unit.key` (PEM), when all three are there.
+    pub tls: Option<SeedTls>,
     /// Every file name at the top level.
     pub names: Vec<String>,
     /// Volume label.
     pub label: String,
+}
+
+/// The web app's TLS files a fleet CA signed (PEM text, unchecked here:
+/// firstboot checks them against the unit config before using them).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SeedTls {
+    /// The fleet CA certificate.
+    pub ca: String,
+    /// The unit certificate (chain).
+    pub cert: String,
+    /// The unit key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for SeedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedTls").field("ca", &self.ca).finish_non_exhaustive()
+    }
 }
 
 /// A read-only file for fatfs (which wants Write in its type).
@@ -91,11 +120,23 @@ fn find<'a, T: fatfs::ReadWriteSeek>(
     Ok(None)
 }
 
+/// The largest seed file read (a unit config is a few KiB; the seed is
+/// written by whoever holds the disk, so nothing is read without a bound).
+pub const MAX_FILE: u64 = 1 << 20;
+
 fn read_text<T: fatfs::ReadWriteSeek>(e: fatfs::DirEntry<'_, T>) -> Result<String> {
     let mut s = Vec::new();
     e.to_file()
+        .take(MAX_FILE + 1)
         .read_to_end(&mut s)
         .with_context(|| format!("reading {} on the seed", e.file_name()))?;
+    if s.len() as u64 > MAX_FILE {
+        bail!(
+            "{} on the seed is larger than {} KiB: it cannot be a Flypack file",
+            e.file_name(),
+            MAX_FILE >> 10
+        );
+    }
     String::from_utf8(s).with_context(|| format!("{} on the seed is not UTF-8 text: save it as UTF-8", e.file_name()))
 }
 
@@ -131,6 +172,26 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
     }
     if let Some(e) = find(&root, BACKUP_KEY_FILE)? {
         out.backup_key = Some(read_text(e)?);
+    }
+    let mut tls = Vec::new();
+    for name in TLS_FILES {
+        if let Some(e) = find(&root, name)? {
+            tls.push(read_text(e)?);
+        }
+    }
+    match tls.len() {
+        0 => {}
+        3 => {
+            let key = tls.pop().expect("three");
+            let cert = tls.pop().expect("three");
+            let ca = tls.pop().expect("three");
+            out.tls = Some(SeedTls { ca, cert, key });
+        }
+        _ => bail!(
+            "the seed has only some of {}: write all three with `builder customize IMAGE --unit FILE --fleet-ca CA`, \
+             or remove them",
+            TLS_FILES.join(", ")
+        ),
     }
     Ok(out)
 }
@@ -250,6 +311,37 @@ mod tests {
         write(img.path(), off, len, &[("unit.toml.txt", b"x")], &[UNIT_FILE]).unwrap();
         let e = read(img.path(), off, len).unwrap_err().to_string();
         assert!(e.contains("rename it to unit.toml"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_come_all_three_or_are_refused() {
+        let img = image();
+        let (off, len) = (1 << 20, 16 << 20);
+        write(
+            img.path(),
+            off,
+            len,
+            &[(TLS_CA_FILE, b"ca"), (TLS_CERT_FILE, b"crt")],
+            &[],
+        )
+        .unwrap();
+        let e = read(img.path(), off, len).unwrap_err().to_string();
+        assert!(e.contains("only some of tls-ca.crt") && e.contains("--fleet-ca"), "{e}");
+        write(img.path(), off, len, &[(TLS_KEY_FILE, b"key")], &[]).unwrap();
+        let t = read(img.path(), off, len).unwrap().tls.unwrap();
+        assert_eq!((t.ca.as_str(), t.cert.as_str(), t.key.as_str()), ("ca", "crt", "key"));
+        // The key is never printed.
+        assert!(!format!("{t:?}").contains("key\""), "{t:?}");
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_unread() {
+        let img = image();
+        let (off, len) = (1 << 20, 16 << 20);
+        let big = vec![b'#'; (MAX_FILE + 1) as usize];
+        write(img.path(), off, len, &[(UNIT_FILE, &big)], &[]).unwrap();
+        let e = read(img.path(), off, len).unwrap_err().to_string();
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub mod compose;
 pub mod docker;
 pub mod flash;
 pub mod man;
+pub mod pki;
 pub mod rt;

@@ -56,6 +56,7 @@ pub const IDENTITY_PATHS: &[&str] = &[
     "/etc/flypack/tls",
     "/etc/flypack/secrets",
     "/var/lib/flypack/webapp/users.json",
+    "/var/lib/flypack/webapp/sessions.json",
 ];
 
 /// What `firstboot backup` was asked to do.

@@ -135,15 +135,15 @@ fn converges_after_a_crash_at_every_point() {
     let stages: Vec<String> = base_attempts.keys().cloned().collect();
     assert_eq!(
         stages.len(),
-        9,
-        "restore, config, identity, netconf, firewall, disk, network, stack, qa: {stages:?}"
+        10,
+        "restore, config, identity, netconf, firewall, disk, network, stack, webapp, qa: {stages:?}"
     );
     for (stage, (state, n)) in &base_attempts {
         assert!(state == "done" || state == "skipped", "{stage}: {state}");
         assert_eq!(*n, 1, "{stage} ran {n} times in a clean run");
     }
     let order = [
-        "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "qa",
+        "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "webapp", "qa",
     ];
     let mut points: Vec<(String, String)> = Vec::new();
     for s in order {

@@ -59,9 +59,11 @@ pub struct Bins {
     pub firstboot: PathBuf,
     /// flypack-exporter.
     pub exporter: PathBuf,
+    /// flypack-web.
+    pub webapp: PathBuf,
 }
 
-/// The `builder`, `firstboot` and `flypack-exporter` binaries under test.
+/// The `builder`, `firstboot`, `flypack-exporter` and `flypack-web` binaries under test.
 ///
 /// Under cargo-nextest (the README's test command) they are the ones its
 /// build of the workspace made, beside this test's own binary (dev profile:
@@ -80,7 +82,7 @@ pub fn bins() -> &'static Bins {
                 assert!(
                     std::env::var_os("NEXTEST_RUN_ID").is_some(),
                     "run the end-to-end tests with `cargo nextest run` (README), or set FLYPACK_BIN_DIR to a folder \
-                     holding test builds of builder, firstboot and flypack-exporter: plain `cargo test` holds cargo's build lock"
+                     holding test builds of builder, firstboot, flypack-exporter and flypack-web: plain `cargo test` holds cargo's build lock"
                 );
                 // target/<profile folder>/deps/<this test> -> target/<profile folder>
                 let exe = std::env::current_exe().expect("the test's own path");
@@ -105,7 +107,7 @@ pub fn bins() -> &'static Bins {
                     .expect("running cargo test --no-run");
                 assert!(
                     st.success(),
-                    "cargo test --workspace --no-run (the builder, firstboot and flypack-exporter under test) failed"
+                    "cargo test --workspace --no-run (the builder, firstboot, flypack-exporter and flypack-web under test) failed"
                 );
                 dir
             }
@@ -114,10 +116,11 @@ pub fn bins() -> &'static Bins {
             builder: dir.join("builder"),
             firstboot: dir.join("firstboot"),
             exporter: dir.join("flypack-exporter"),
+            webapp: dir.join("flypack-web"),
         };
         assert!(
-            b.builder.is_file() && b.firstboot.is_file() && b.exporter.is_file(),
-            "no builder/firstboot/flypack-exporter in {}",
+            b.builder.is_file() && b.firstboot.is_file() && b.exporter.is_file() && b.webapp.is_file(),
+            "no builder/firstboot/flypack-exporter/flypack-web in {}",
             dir.display()
         );
         b
@@ -130,6 +133,7 @@ pub fn builder() -> Command {
     let mut c = Command::new(&b.builder);
     c.env("FLYPACK_FIRSTBOOT", &b.firstboot)
         .env("FLYPACK_EXPORTER", &b.exporter)
+        .env("FLYPACK_WEB", &b.webapp)
         .current_dir(repo())
         .stdin(Stdio::null());
     c

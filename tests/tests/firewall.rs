@@ -98,6 +98,231 @@ impl Drop for Vm {
     }
 }
 
+/// curl from the management LAN; (exit code, stdout and stderr).
+fn curl(ns: &Netns, args: &[&str]) -> (i32, String) {
+    let o = ns
+        .exec()
+        .args(["curl", "--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl (.ci/deps installs it)");
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// The web app as a phone on the management LAN meets it: plain HTTP only
+/// redirects and offers the CA; HTTPS chains to that CA and names the
+/// unit by name and address; the first admin enrols with the one-time code
+/// the console showed; the live figures list the unit's VLAN and multicast
+/// group; the verdict waited for all of it; and its systemd unit is
+/// hardened.
+fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
+    let webapp = vm.status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "webapp")
+        .unwrap_or_else(|| panic!("no webapp stage: {}", vm.status));
+    assert_eq!(webapp["state"], "done", "{webapp}");
+    let detail = webapp["detail"].as_str().unwrap();
+
+    let (code, out) = curl(
+        ns,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("http://{MGMT}/status?x=1"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("308 https://{MGMT}/status?x=1"), "plain HTTP redirects");
+    let ca = dir.join("ca.pem");
+    let (code, out) = curl(
+        ns,
+        &["--fail", "-o", ca.to_str().unwrap(), &format!("http://{MGMT}/ca.pem")],
+    );
+    assert_eq!(code, 0, "{out}");
+    // What a phone shows before trusting it is what the unit announced.
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(detail.contains(&format!("SHA-256 {fp}")), "{detail} vs {fp}");
+    assert!(detail.contains("the unit's own CA"), "{detail}");
+    let cacert = ["--fail", "--cacert", ca.to_str().unwrap()];
+    for (url, resolve) in [
+        (format!("https://{MGMT}/healthz"), None),
+        (
+            "https://fp-scan-01.local/healthz".to_string(),
+            Some(format!("fp-scan-01.local:443:{MGMT}")),
+        ),
+        (
+            "https://fp-scan-01/healthz".to_string(),
+            Some(format!("fp-scan-01:443:{MGMT}")),
+        ),
+    ] {
+        let mut args: Vec<&str> = cacert.to_vec();
+        if let Some(r) = &resolve {
+            args.extend(["--resolve", r]);
+        }
+        args.push(&url);
+        let (code, out) = curl(ns, &args);
+        assert_eq!(code, 0, "{url} with the unit's CA: {out}");
+    }
+    // A name the certificate does not carry is refused.
+    let (code, out) = curl(
+        ns,
+        &[
+            &cacert[..],
+            &["--resolve", &format!("other:443:{MGMT}"), "https://other/healthz"],
+        ]
+        .concat(),
+    );
+    assert_ne!(code, 0, "{out}");
+
+    // The console showed a one-time code for the first admin.
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+    let code_line = console
+        .lines()
+        .rev()
+        .find(|l| l.contains("enter the one-time code"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no enrolment code on the console:\n{}",
+                console_tail(&dir.join("console.log"), 40)
+            )
+        });
+    let enrol = code_line
+        .split("one-time code ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let jar = dir.join("cookies");
+    let jar = jar.to_str().unwrap();
+    let https = |path: &str| format!("https://{MGMT}{path}");
+    let (code, page) = curl(ns, &[&cacert[..], &["-c", jar, "-b", jar, &https("/enrol")]].concat());
+    assert_eq!(code, 0, "{page}");
+    let pre = page
+        .split("name=\"pre\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no pre-session field: {page}"));
+    // A wrong code is refused.
+    let (_, out) = curl(
+        ns,
+        &[
+            &cacert[..],
+            &["-o", "/dev/null", "-w", "%{http_code}", "-c", jar, "-b", jar],
+            &[
+                "--data-urlencode",
+                "code=AAAA-BBBB-CCCC",
+                "--data-urlencode",
+                "name=admin",
+            ],
+            &[
+                "--data-urlencode",
+                "password=correct horse battery",
+                "--data-urlencode",
+                "password2=correct horse battery",
+            ],
+            &["--data-urlencode", &format!("pre={pre}"), &https("/enrol")],
+        ]
+        .concat(),
+    );
+    assert!(out.starts_with("403"), "a wrong enrolment code: {out}");
+    let (code, out) = curl(
+        ns,
+        &[
+            &["--cacert", ca.to_str().unwrap()][..],
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-c",
+                jar,
+                "-b",
+                jar,
+            ],
+            &[
+                "--data-urlencode",
+                &format!("code={enrol}"),
+                "--data-urlencode",
+                "name=admin",
+            ],
+            &[
+                "--data-urlencode",
+                "password=correct horse battery",
+                "--data-urlencode",
+                "password2=correct horse battery",
+            ],
+            &["--data-urlencode", &format!("pre={pre}"), &https("/enrol")],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("303 ") && out.ends_with("/status"), "enrolment: {out}");
+    let (code, status) = curl(ns, &[&cacert[..], &["-b", jar, &https("/status")]].concat());
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("fp-scan-01"), "{status}");
+    // The live figures (what the live page draws) list the unit's VLAN and
+    // its multicast group, within a few samples.
+    let mut live = String::new();
+    for _ in 0..30 {
+        let (code, out) = curl(ns, &[&cacert[..], &["-b", jar, &https("/api/live")]].concat());
+        assert_eq!(code, 0, "{out}");
+        live = out;
+        if live.contains("\"media.100\"") && live.contains("239.100.0.1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(live.contains("\"media.100\"") && live.contains("239.100.0.1"), "{live}");
+    // Without the session, nothing.
+    let (_, out) = curl(
+        ns,
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &https("/api/live"),
+        ],
+    );
+    assert!(out.starts_with("401") || out.starts_with("303"), "no session: {out}");
+    // Its own user, not root, and only the capability to bind 80 and 443.
+    let (code, out) = ssh(
+        ns,
+        vm,
+        "p=$(pgrep -x flypack-web); stat -c %U /proc/$p; grep -E '^Cap(Eff|Bnd)' /proc/$p/status",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("flypack-web"), "{out}");
+    assert!(
+        out.contains("CapEff:\t0000000000000400") && out.contains("CapBnd:\t0000000000000400"),
+        "{out}"
+    );
+}
+
 fn ssh(ns: &Netns, vm: &Vm, cmd: &str) -> (i32, String) {
     for _ in 0..10 {
         let o = ns
@@ -200,6 +425,7 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
         "version = 1\nhostname = \"fp-scan-01\"\n\
          [[interfaces]]\nlabel = \"mgmt\"\nmatch = {{ mac = \"52:54:00:f1:00:01\" }}\naddresses = [\"{MGMT}/24\"]\ngateway = \"10.77.0.1\"\n\
          [[interfaces]]\nlabel = \"media\"\nmatch = {{ mac = \"52:54:00:f1:00:02\" }}\naddresses = [\"{MEDIA}/24\"]\n\
+         [[vlans]]\nname = \"media.100\"\nparent = \"media\"\nid = 100\naddresses = [\"10.100.0.10/24\"]\n\
          [multicast]\ngroups = [{{ group = \"239.100.0.1\", interface = \"media\", port = 5000 }}]\n\
          [qa]\nwaivers = [{{ check = \"time.sync\", reason = \"no NTP in the scan rig\", expires = \"2099-12-31\" }}]\n\
          [access]\nssh_authorized_keys = [{public:?}]\n"
@@ -209,9 +435,9 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
     let vm = boot_in(&ns, &copy, key, &dir.path().join("console.log"));
     assert_eq!(vm.status["verdict"], "GO", "{}", vm.status);
 
-    // From the management LAN: SSH (the web app's ports are allowed but
-    // nothing listens there yet). From the media LAN: nothing.
-    assert_eq!(open_tcp(&ns, MGMT), BTreeSet::from([22]), "management LAN");
+    // From the management LAN: SSH and the web app (HTTPS, and HTTP for the
+    // redirect and the CA). From the media LAN: nothing.
+    assert_eq!(open_tcp(&ns, MGMT), BTreeSet::from([22, 80, 443]), "management LAN");
     assert_eq!(open_tcp(&ns, MEDIA), BTreeSet::new(), "media LAN");
     let (code, out) = ssh(
         &ns,
@@ -279,6 +505,8 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
         4,
         "{out}"
     );
+
+    web_app_checks(&ns, &vm, dir.path());
 
     // The firewall is what keeps them out: without its table, the exporters
     // (host network, every interface) answer on the media LAN.

@@ -324,6 +324,11 @@ impl TapMkdir for PathBuf {
     }
 }
 
+/// What must survive a restore: the machine-id, an SSH host key, the web
+/// app's TLS material.
+const FACTS: &str = "cat /etc/machine-id && sudo cat /etc/ssh/ssh_host_ed25519_key.pub && \
+                     sudo sha256sum /etc/flypack/tls/ca.crt /etc/flypack/tls/unit.crt /etc/flypack/tls/unit.key";
+
 /// One unit's life, on as few boots as its checks allow (a boot under
 /// software emulation costs minutes): the power is cut while it provisions;
 /// the next boot converges to GO with its seeded config applied (addresses,
@@ -337,9 +342,23 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
     let (key, public) = keygen(dir.path());
     let copy = seeded_copy(&img.path, dir.path(), &example_unit_with_key(&public));
     let fleet_key = new_key(dir.path(), "fleet.key");
+    // The fleet's CA signs the unit's web app certificate onto the seed.
+    let fleet_ca = dir.path().join("fleet-ca.pem");
+    let r = run(builder()
+        .args(["--json", "fleet-ca", "new", "--name", "e2e", "--out"])
+        .arg(&fleet_ca));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fleet_fp = r.event("result").expect("a result")["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = run(builder()
         .arg("customize")
         .arg(&copy)
+        .arg("--unit")
+        .arg(dir.path().join("unit.toml"))
+        .arg("--fleet-ca")
+        .arg(&fleet_ca)
         .arg("--backup-key")
         .arg(&fleet_key));
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -419,6 +438,29 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         assert_eq!(global_addrs(&vlan), ["10.100.0.10/24"]);
         let (code, out) = s.ssh("sudo firstboot status");
         assert_eq!(code, 0, "{out}");
+        // The web app serves the fleet-signed certificate from the seed,
+        // for the unit's names; the fleet CA's key never reached the unit.
+        let webapp = s
+            .status
+            .stages
+            .iter()
+            .find(|st| st.name == "webapp")
+            .expect("a webapp stage");
+        let detail = webapp.detail.clone().unwrap_or_default();
+        assert!(
+            detail.contains("the fleet CA") && detail.contains(&fleet_fp) && !detail.contains("does not name"),
+            "{detail}"
+        );
+        let (code, out) = s.ssh(
+            "sudo ls /etc/flypack/tls && sudo curl -fsS --cacert /etc/flypack/tls/ca.crt \
+             --resolve fp-demo-01.local:443:127.0.0.1 https://fp-demo-01.local/healthz && sudo cat /etc/flypack/tls/ca.crt",
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("ca.key"), "{out}");
+        assert!(
+            out.ends_with(&std::fs::read_to_string(dir.path().join("fleet-ca.crt")).unwrap()),
+            "{out}"
+        );
         let (_, out) = s.ssh("sudo firstboot config --explain");
         assert!(out.contains("=> using seed:unit.toml"), "{out}");
         let (code, out) = s.ssh("sudo firstboot qa --format junit");
@@ -556,9 +598,9 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         let (code, out) = s.ssh(&format!("sudo install -m 644 -o flypack {remote} /tmp/unit.age"));
         assert_eq!(code, 0, "{out}");
         s.get("/tmp/unit.age", &dir.path().join("unit.flypack-backup.age"));
-        let (code, facts) = s.ssh("cat /etc/machine-id && sudo cat /etc/ssh/ssh_host_ed25519_key.pub");
+        let (code, facts) = s.ssh(FACTS);
         assert_eq!(code, 0, "{facts}");
-        assert!(facts.contains("ssh-ed25519 "), "{facts}");
+        assert!(facts.contains("ssh-ed25519 ") && facts.contains("unit.key"), "{facts}");
         facts
     };
     std::fs::remove_file(&copy).unwrap();
@@ -604,9 +646,25 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         flypack_contracts::status::StageState::Done,
         "{restore_stage:?}"
     );
-    let (code, facts) = s.ssh("cat /etc/machine-id && sudo cat /etc/ssh/ssh_host_ed25519_key.pub");
+    let (code, facts) = s.ssh(FACTS);
     assert_eq!(code, 0, "{facts}");
-    assert_eq!(facts, before, "machine-id or SSH host key differ after the restore");
+    assert_eq!(
+        facts, before,
+        "machine-id, SSH host key or web app TLS differ after the restore"
+    );
+    // The restored unit serves its fleet certificate, which names it by its
+    // old name: the stage says so, with the fix.
+    let webapp = s
+        .status
+        .stages
+        .iter()
+        .find(|st| st.name == "webapp")
+        .expect("a webapp stage");
+    let detail = webapp.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains(&fleet_fp) && detail.contains("does not name fp-renamed-07") && detail.contains("--fleet-ca"),
+        "{detail}"
+    );
     let (code, addrs) = s.ssh("ip -br addr show dev enp0s4");
     assert_eq!(code, 0, "{addrs}");
     assert!(addrs.contains("192.168.50.77/24"), "{addrs}");

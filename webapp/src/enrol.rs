@@ -32,8 +32,23 @@ pub enum EnrolError {
     Wrong,
 }
 
+/// Gives `path` the owner of its folder: root runs `enrol-code` (over SSH,
+/// or firstboot's stage), the web app runs as its own user and must read
+/// and spend the code.
+fn own_like_parent(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent() else { return Ok(()) };
+    let d = std::fs::metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
+    let f = std::fs::metadata(path).with_context(|| format!("inspecting {}", path.display()))?;
+    if (f.uid(), f.gid()) != (d.uid(), d.gid()) {
+        std::os::unix::fs::chown(path, Some(d.uid()), Some(d.gid()))
+            .with_context(|| format!("giving {} the owner of {}", path.display(), dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Makes a new code valid for `ttl`, replacing any pending one; returns it
-/// (`XXXX-XXXX-XXXX`, about 59 bits).
+/// (`XXXX-XXXX-XXXX`, about 59 bits). Its hash is owned like the state folder.
 pub fn create_code(root: &Path, ttl: Duration) -> Result<String> {
     let mut raw = [0u8; 12];
     crate::security::random_bytes(&mut raw);
@@ -57,6 +72,7 @@ pub fn create_code(root: &Path, ttl: Duration) -> Result<String> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     flypack_contracts::atomic::write_atomic(&path, &serde_json::to_vec(&f).context("serialising")?, 0o600)?;
+    own_like_parent(&path)?;
     Ok(code)
 }
 

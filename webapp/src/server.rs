@@ -29,8 +29,9 @@ pub struct Running {
 
 /// Binds the listeners and serves (on the current tokio runtime).
 pub async fn start(root: &Path, config: Config) -> Result<Running> {
-    let tls = crate::tls::server_config(root)
-        .context("no usable TLS material: firstboot's webapp stage makes it (or run `flypack-web tls --root ROOT`)")?;
+    let tls = crate::tls::server_config(root).context(
+        "no usable TLS material: `flypack-web tls` makes it (flypack-web.service runs it as root before it starts)",
+    )?;
     let https_addr = config.listen.https;
     let http_addr = config.listen.http;
     let state = crate::state::build(root, config)?;

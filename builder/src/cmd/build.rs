@@ -19,6 +19,7 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
             .exporter
             .clone()
             .unwrap_or_else(|| super::sibling("flypack-exporter")),
+        webapp: args.webapp.clone().unwrap_or_else(|| super::sibling("flypack-web")),
         refresh_rootfs: args.refresh_rootfs,
         ids: None,
     };

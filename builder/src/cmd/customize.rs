@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use flypack_contracts::seed;
 use serde_json::json;
 
@@ -19,29 +19,21 @@ pub fn run(args: &CustomizeArgs, rep: &Reporter) -> Result<i32> {
     if args.unit.is_none() && args.fleet.is_none() && args.backup_key.is_none() && !args.clear {
         bail!("nothing to do: give --unit FILE, --fleet FILE, --backup-key KEY, or --clear");
     }
-    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
-    let mut summary = Vec::new();
-    if let Some(u) = &args.unit {
-        let text = std::fs::read_to_string(u).with_context(|| format!("reading {}", u.display()))?;
-        let unit = flypack_contracts::unit::parse_unit(u, &text)?;
-        summary.push(format!("unit.toml (hostname {})", unit.hostname));
-        files.push((seed::UNIT_FILE, text.into_bytes()));
-    }
-    if let Some(f) = &args.fleet {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let fleet = flypack_contracts::unit::parse_fleet(f, &text)?;
-        summary.push(format!("fleet.toml ({} units)", fleet.units.len()));
-        files.push((seed::FLEET_FILE, text.into_bytes()));
-    }
-    if let Some(k) = &args.backup_key {
-        let unit = flypack_engine::backup::UnitKey::load(k)?;
-        summary.push(format!("backup-key.toml ({} recipient(s))", unit.recipients.len()));
-        files.push((seed::BACKUP_KEY_FILE, unit.to_toml().into_bytes()));
-    }
+    let (files, summary) = super::seed_files::collect(&super::seed_files::Wanted {
+        unit: args.unit.as_deref(),
+        fleet: args.fleet.as_deref(),
+        backup_key: args.backup_key.as_deref(),
+        fleet_ca: args.fleet_ca.as_deref(),
+    })?;
     let (offset, len) = seed_partition(&args.image)?;
     let mut remove = Vec::new();
     if args.clear {
         remove.extend([seed::UNIT_FILE, seed::FLEET_FILE, seed::BACKUP_KEY_FILE]);
+        remove.extend(seed::TLS_FILES);
+    } else if args.unit.is_some() && args.fleet_ca.is_none() {
+        // A certificate signed for another unit config's names must not
+        // stay beside this one.
+        remove.extend(seed::TLS_FILES);
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
     seed::write(&args.image, offset, len, &refs, &remove)?;

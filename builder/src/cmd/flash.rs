@@ -1,6 +1,6 @@
 //! `builder flash`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::FlashArgs;
@@ -10,21 +10,12 @@ use crate::progress::{Mode, Reporter};
 /// Flashes and reports.
 pub fn run(a: &FlashArgs, rep: &Reporter) -> Result<i32> {
     // Every seed file is checked before the target is touched.
-    let mut seed = Vec::new();
-    if let Some(u) = &a.unit {
-        let text = std::fs::read_to_string(u).with_context(|| format!("reading {}", u.display()))?;
-        flypack_contracts::unit::parse_unit(u, &text)?;
-        seed.push((flypack_contracts::seed::UNIT_FILE, text.into_bytes()));
-    }
-    if let Some(f) = &a.fleet {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        flypack_contracts::unit::parse_fleet(f, &text)?;
-        seed.push((flypack_contracts::seed::FLEET_FILE, text.into_bytes()));
-    }
-    if let Some(k) = &a.backup_key {
-        let unit = flypack_engine::backup::UnitKey::load(k)?;
-        seed.push((flypack_contracts::seed::BACKUP_KEY_FILE, unit.to_toml().into_bytes()));
-    }
+    let (seed, _) = super::seed_files::collect(&super::seed_files::Wanted {
+        unit: a.unit.as_deref(),
+        fleet: a.fleet.as_deref(),
+        backup_key: a.backup_key.as_deref(),
+        fleet_ca: a.fleet_ca.as_deref(),
+    })?;
     let o = Options {
         image: a.image.clone(),
         bmap: a.bmap.clone(),

@@ -20,6 +20,7 @@ pub fn run(args: &ImagesArgs, rep: &Reporter) -> Result<i32> {
             .exporter
             .clone()
             .unwrap_or_else(|| super::sibling("flypack-exporter")),
+        webapp: args.webapp.clone().unwrap_or_else(|| super::sibling("flypack-web")),
         refresh_rootfs: false,
         ids: None,
     };

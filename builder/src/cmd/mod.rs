@@ -7,9 +7,11 @@ pub mod build;
 pub mod customize;
 pub mod doctor;
 pub mod flash;
+pub mod fleet_ca;
 pub mod images;
 pub mod restore;
 pub mod security_check;
+pub mod seed_files;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ pub fn run(a: &SecurityCheckArgs, rep: &Reporter) -> Result<i32> {
         cache_dir: a.cache_dir.clone().unwrap_or_else(super::default_cache_dir),
         firstboot: super::sibling_firstboot(),
         exporter: super::sibling("flypack-exporter"),
+        webapp: super::sibling("flypack-web"),
         refresh_rootfs: false,
         ids: None,
     };

@@ -37,6 +37,7 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
             "flypack-firstboot-early.service",
             "flypack-firstboot.service",
             "flypack-status.service",
+            "flypack-web.service",
         ],
     )?;
     tree::systemctl_root(&root, "enable", &["flypack-installer.service"])?;

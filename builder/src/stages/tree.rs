@@ -43,7 +43,15 @@ pub const UNITS: &[(&str, &str)] = &[
         "flypack-backup.timer",
         include_str!("../../../firstboot/systemd/flypack-backup.timer"),
     ),
+    (
+        "flypack-web.service",
+        include_str!("../../../webapp/systemd/flypack-web.service"),
+    ),
 ];
+
+/// The web app's user (systemd-sysusers, run on the tree at build time:
+/// Debian's image does not run sysusers on boot).
+const WEBAPP_SYSUSERS: &str = include_str!("../../../webapp/systemd/flypack-web.sysusers");
 
 /// Units enabled in every image.
 const ENABLE: &[&str] = &[
@@ -51,6 +59,7 @@ const ENABLE: &[&str] = &[
     "flypack-firstboot.service",
     "flypack-status.service",
     "flypack-backup.timer",
+    "flypack-web.service",
     "systemd-networkd.service",
     "systemd-resolved.service",
     // Loads the unit's firewall (/etc/nftables.conf, written by firstboot)
@@ -164,11 +173,20 @@ fn install_programs(plan: &Plan, root: &Path) -> Result<()> {
         .arg(&man)
         .run()
         .context("writing firstboot's man pages")?;
+    let web = fs::read(&plan.webapp.path).with_context(|| format!("reading {}", plan.webapp.path.display()))?;
+    replace_file(&root.join(target::WEBAPP_BIN), &web, 0o755)?;
     let unit_dir = root.join(target::UNIT_DIR);
     fs::create_dir_all(&unit_dir).with_context(|| format!("creating {}", unit_dir.display()))?;
     for (name, text) in UNITS {
         replace_file(&unit_dir.join(name), text.as_bytes(), 0o644)?;
     }
+    let sysusers = root.join("usr/lib/sysusers.d/flypack-web.conf");
+    replace_file(&sysusers, WEBAPP_SYSUSERS.as_bytes(), 0o644)?;
+    Cmd::new("systemd-sysusers")
+        .arg(format!("--root={}", root.display()))
+        .arg(&sysusers)
+        .run()
+        .context("creating the web app's user (systemd-sysusers)")?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod network;
 pub mod qa;
 pub mod restore;
 pub mod stack;
+pub mod webapp;
 
 use crate::runner::Stage;
 
@@ -24,6 +25,7 @@ pub fn all() -> Vec<Box<dyn Stage>> {
         Box::new(disk::Disk),
         Box::new(network::Network),
         Box::new(stack::StackStage),
+        Box::new(webapp::WebApp),
         Box::new(qa::Qa),
     ]
 }
@@ -40,7 +42,7 @@ mod tests {
         assert_eq!(
             super::names(),
             [
-                "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "qa"
+                "restore", "config", "identity", "netconf", "firewall", "disk", "network", "stack", "webapp", "qa"
             ]
         );
         let early: Vec<&str> = super::all().iter().filter(|s| s.early()).map(|s| s.name()).collect();

@@ -11,7 +11,7 @@ use crate::state::{AppState, Current};
 fn missing() -> Response {
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
-        "This unit has no CA certificate yet (firstboot's webapp stage makes it).",
+        "This unit has no CA certificate yet (`flypack-web tls` makes it when the service starts).",
     )
 }
 
