@@ -106,6 +106,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         need: Need::Build,
     },
     Requirement {
+        what: "systemd-sysusers",
+        package: "systemd",
+        why: "creates the web app's user in the image (systemd-sysusers --root)",
+        need: Need::Build,
+    },
+    Requirement {
         what: "qemu-system-x86_64",
         package: "qemu-system-x86",
         why: "boots images (builder boot)",
