@@ -212,6 +212,16 @@ fn outputs_are_consistent_and_filesystems_clean() {
         .arg("ls /etc/systemd/system/multi-user.target.wants")
         .arg(img.root_fs()));
     assert!(ok && ls.contains("flypack-firstboot.service"), "{ls}");
+    // So is the web app, with its own user (made at build time).
+    assert!(ls.contains("flypack-web.service"), "{ls}");
+    let (ok, passwd) = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /etc/passwd")
+        .arg(img.root_fs()));
+    assert!(
+        ok && passwd.contains("flypack-web:x:") && passwd.contains(":/usr/sbin/nologin"),
+        "{passwd}"
+    );
     let (ok, ls) = sh(Command::new("debugfs")
         .arg("-R")
         .arg("stat /etc/systemd/system/systemd-firstboot.service")
