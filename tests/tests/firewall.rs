@@ -224,34 +224,13 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         .nth(1)
         .and_then(|r| r.split('"').next())
         .unwrap_or_else(|| panic!("no pre-session field: {page}"));
-    // A wrong code is refused.
-    let (_, out) = curl(
-        ns,
-        &[
-            &cacert[..],
-            &["-o", "/dev/null", "-w", "%{http_code}", "-c", jar, "-b", jar],
+    // The enrolment form, posted with `code`: (curl's exit, "STATUS REDIRECT").
+    let enrol_with = |code: &str| {
+        curl(
+            ns,
             &[
-                "--data-urlencode",
-                "code=AAAA-BBBB-CCCC",
-                "--data-urlencode",
-                "name=admin",
-            ],
-            &[
-                "--data-urlencode",
-                "password=correct horse battery",
-                "--data-urlencode",
-                "password2=correct horse battery",
-            ],
-            &["--data-urlencode", &format!("pre={pre}"), &https("/enrol")],
-        ]
-        .concat(),
-    );
-    assert!(out.starts_with("403"), "a wrong enrolment code: {out}");
-    let (code, out) = curl(
-        ns,
-        &[
-            &["--cacert", ca.to_str().unwrap()][..],
-            &[
+                "--cacert",
+                ca.to_str().unwrap(),
                 "-o",
                 "/dev/null",
                 "-w",
@@ -260,23 +239,24 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
                 jar,
                 "-b",
                 jar,
-            ],
-            &[
                 "--data-urlencode",
-                &format!("code={enrol}"),
+                &format!("code={code}"),
                 "--data-urlencode",
                 "name=admin",
-            ],
-            &[
                 "--data-urlencode",
                 "password=correct horse battery",
                 "--data-urlencode",
                 "password2=correct horse battery",
+                "--data-urlencode",
+                &format!("pre={pre}"),
+                &https("/enrol"),
             ],
-            &["--data-urlencode", &format!("pre={pre}"), &https("/enrol")],
-        ]
-        .concat(),
-    );
+        )
+    };
+    // A wrong code is refused.
+    let (_, out) = enrol_with("AAAA-BBBB-CCCC");
+    assert!(out.starts_with("403"), "a wrong enrolment code: {out}");
+    let (code, out) = enrol_with(enrol);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("303 ") && out.ends_with("/status"), "enrolment: {out}");
     let (code, status) = curl(ns, &[&cacert[..], &["-b", jar, &https("/status")]].concat());

@@ -324,6 +324,16 @@ impl TapMkdir for PathBuf {
     }
 }
 
+/// What the status says the web app stage did.
+fn webapp_detail(status: &flypack_contracts::status::Status) -> String {
+    let webapp = status
+        .stages
+        .iter()
+        .find(|st| st.name == "webapp")
+        .expect("a webapp stage");
+    webapp.detail.clone().unwrap_or_default()
+}
+
 /// What must survive a restore: the machine-id, an SSH host key, the web
 /// app's TLS material.
 const FACTS: &str = "cat /etc/machine-id && sudo cat /etc/ssh/ssh_host_ed25519_key.pub && \
@@ -440,13 +450,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         assert_eq!(code, 0, "{out}");
         // The web app serves the fleet-signed certificate from the seed,
         // for the unit's names; the fleet CA's key never reached the unit.
-        let webapp = s
-            .status
-            .stages
-            .iter()
-            .find(|st| st.name == "webapp")
-            .expect("a webapp stage");
-        let detail = webapp.detail.clone().unwrap_or_default();
+        let detail = webapp_detail(&s.status);
         assert!(
             detail.contains("the fleet CA") && detail.contains(&fleet_fp) && !detail.contains("does not name"),
             "{detail}"
@@ -654,13 +658,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
     );
     // The restored unit serves its fleet certificate, which names it by its
     // old name: the stage says so, with the fix.
-    let webapp = s
-        .status
-        .stages
-        .iter()
-        .find(|st| st.name == "webapp")
-        .expect("a webapp stage");
-    let detail = webapp.detail.clone().unwrap_or_default();
+    let detail = webapp_detail(&s.status);
     assert!(
         detail.contains(&fleet_fp) && detail.contains("does not name fp-renamed-07") && detail.contains("--fleet-ca"),
         "{detail}"
