@@ -116,46 +116,70 @@ fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
+/// Deletes the stale VLANs that exist; returns their parents (sorted, once each).
+fn delete_stale(stale: &[String], notes: &mut Vec<String>) -> Result<Vec<String>> {
+    let mut parents = Vec::new();
+    for name in stale {
+        if let Some(parent) = netlink::delete_link(name)? {
+            notes.push(format!("deleted {name} so networkd recreates it"));
+            parents.extend(parent);
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    Ok(parents)
+}
+
 /// Makes running services pick up changed files.
 pub fn reload(root: &Root, old: &Files, new: &Files, ch: &Changes) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     if !root.is_live() || ch.is_empty() {
         return Ok(notes);
     }
-    let mut parents = Vec::new();
-    for name in stale_netdevs(old, new) {
-        if let Some(parent) = netlink::delete_link(&name)? {
-            notes.push(format!("deleted {name} so networkd recreates it"));
-            parents.extend(parent);
-        }
-    }
+    let stale = stale_netdevs(old, new);
     if ch.touches(|p| p.ends_with(".link")) {
-        // .link files are applied by udev when a NIC appears.
+        // .link files are applied by udev when a NIC appears; networkd must
+        // not act on a NIC udev is still processing (systemd #30056).
         if let Err(e) = Cmd::new("udevadm")
-            .args(["trigger", "--action=add", "--subsystem-match=net"])
+            .args(["trigger", "--settle", "--action=add", "--subsystem-match=net"])
             .run()
         {
             notes.push(format!("NIC tuning not applied now ({e}); it applies at the next boot"));
         }
     }
-    if ch.touches(|p| p.starts_with(netfiles::NETWORK_DIR)) {
-        Cmd::new("networkctl")
-            .arg("reload")
+    if !stale.is_empty() && systemd_running() {
+        // networkd (252) never changes a netdev that exists (systemd #9627),
+        // and a running networkd recreates a deleted VLAN from the definition
+        // it read at its start (systemd #34907, fixed in 257), which
+        // `networkctl reload` does not replace when the parent's .network
+        // changed too: the VLAN came back with its old Id and the apply and
+        // its rollback both failed to verify. So: a restart first (the new
+        // process holds only the new files), then the stale VLANs are
+        // deleted and their parents reconfigured, which recreates them.
+        Cmd::new("systemctl")
+            .args(["restart", "systemd-networkd.service"])
             .run()
-            .context("reloading systemd-networkd (networkctl reload)")?;
-    }
-    if !parents.is_empty() {
-        // networkd (252) keeps a netdev's old definition in memory across
-        // `networkctl reload`: only a restart reads the changed .netdev. It
-        // then recreates the deleted VLAN when it configures the parent.
-        if systemd_running() {
-            Cmd::new("systemctl")
-                .args(["restart", "systemd-networkd.service"])
+            .context("restarting systemd-networkd to recreate a changed VLAN")?;
+        let parents = delete_stale(&stale, &mut notes)?;
+        if !parents.is_empty() {
+            Cmd::new("networkctl")
+                .arg("reconfigure")
+                .args(&parents)
                 .run()
-                .context("restarting systemd-networkd to recreate a changed VLAN")?;
-        } else {
-            parents.sort();
-            parents.dedup();
+                .context("reconfiguring the VLANs' parent links")?;
+        }
+    } else {
+        // Without systemd (the namespace rig runs networkd by hand) the
+        // reload reads the files; a changed VLAN is recreated by the
+        // reconfigured parent.
+        let parents = delete_stale(&stale, &mut notes)?;
+        if ch.touches(|p| p.starts_with(netfiles::NETWORK_DIR)) {
+            Cmd::new("networkctl")
+                .arg("reload")
+                .run()
+                .context("reloading systemd-networkd (networkctl reload)")?;
+        }
+        if !parents.is_empty() {
             Cmd::new("networkctl")
                 .arg("reconfigure")
                 .args(&parents)

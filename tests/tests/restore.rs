@@ -516,10 +516,14 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         // The VLAN id changes: networkd (systemd 252) would keep the old one;
         // firstboot deletes it over netlink so it is recreated.
         let changed = example_unit_with_key(&public).replace("id = 100", "id = 101");
-        let f = dir.path().join("changed.toml");
-        std::fs::write(&f, &changed).unwrap();
-        s.put(&f, "/tmp/changed.toml");
-        let (code, out) = s.ssh("sudo firstboot network apply --unit /tmp/changed.toml");
+        // `firstboot network apply` of a unit config written here.
+        let apply = |name: &str, unit: &str| {
+            let f = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&f, unit).unwrap();
+            s.put(&f, &format!("/tmp/{name}.toml"));
+            s.ssh(&format!("sudo firstboot network apply --unit /tmp/{name}.toml"))
+        };
+        let (code, out) = apply("changed", &changed);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("applied; verified"), "{out}");
         let vlan = s.ip_json("-d addr show dev media.100");
@@ -542,9 +546,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
             "match = { name = \"enp0s4\" }\ntuning = { gro = false }",
         );
         assert_ne!(tuned, changed, "the example unit's media NIC is matched by MAC");
-        std::fs::write(&f, &tuned).unwrap();
-        s.put(&f, "/tmp/tuned.toml");
-        let (code, out) = s.ssh("sudo firstboot network apply --unit /tmp/tuned.toml");
+        let (code, out) = apply("tuned", &tuned);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("applied; verified"), "{out}");
         let (_, out) = s.ssh("sudo udevadm info --query=property /sys/class/net/enp0s4");
@@ -558,22 +560,41 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
             ["192.168.50.10/24", "fd50::10/64"]
         );
 
-        // A changed hostname and address, applied the way an engineer would
-        // (on the config now running: VLAN 101, the media NIC tuned).
-        // Not merged with the VLAN and match changes above: going back from
-        // VLAN 101 matched by name to VLAN 100 matched by MAC in one apply
-        // failed to verify here, and so did its rollback (stop 16's note).
-        let renamed = tuned
+        // A change of the VLAN's Id and of its parent's match in one apply,
+        // which fails (the gateway it adds does not answer): the rollback,
+        // which changes both back, verifies, and the VLAN has its old Id.
+        // (networkd 252 recreated a deleted VLAN from its old definition:
+        // both this apply and its rollback once failed to verify.)
+        let example = example_unit_with_key(&public);
+        let bad = example
+            .replace("id = 100", "id = 102")
+            .replace("mtu = 1500", "mtu = 1500\ngateway = \"192.168.50.1\"");
+        assert!(bad.contains("id = 102") && bad.contains("gateway = \"192.168.50.1\""));
+        let (code, out) = apply("bad", &bad);
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            out.contains("gateway 192.168.50.1 does not answer")
+                && out.contains("rolled back to the previous config, which verified"),
+            "{out}"
+        );
+        let vlan = s.ip_json("-d link show dev media.100");
+        assert_eq!(vlan[0]["linkinfo"]["info_data"]["id"], 101, "{vlan}");
+
+        // A changed hostname and address, applied the way an engineer would,
+        // together with going back from VLAN 101 on the NIC matched by name
+        // (tuned) to VLAN 100 on the NIC matched by MAC.
+        let renamed = example
             .replace("hostname = \"fp-demo-01\"", "hostname = \"fp-renamed-07\"")
             .replace("\"192.168.50.10/24\"", "\"192.168.50.77/24\"");
         assert!(renamed.contains("fp-renamed-07") && renamed.contains("192.168.50.77/24"));
-        let u = dir.path().join("renamed.toml");
-        std::fs::write(&u, &renamed).unwrap();
-        s.put(&u, "/tmp/renamed.toml");
-        let (code, out) = s.ssh(
-            "sudo firstboot network apply --unit /tmp/renamed.toml && sudo hostnamectl set-hostname fp-renamed-07",
-        );
+        let (code, out) = apply("renamed", &renamed);
         assert_eq!(code, 0, "{out}");
+        assert!(out.contains("applied; verified"), "{out}");
+        let (code, out) = s.ssh("sudo hostnamectl set-hostname fp-renamed-07");
+        assert_eq!(code, 0, "{out}");
+        let vlan = s.ip_json("-d addr show dev media.100");
+        assert_eq!(vlan[0]["linkinfo"]["info_data"]["id"], 100, "{vlan}");
+        assert_eq!(global_addrs(&vlan), ["10.100.0.10/24"]);
         // Metrics: a probe series, flushed to disk.
         let (code, out) = s.ssh(
             "curl -fsS --data-binary 'flypack_restore_probe{unit=\"x\"} 42' http://127.0.0.1:8428/api/v1/import/prometheus \
