@@ -262,6 +262,63 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
     let (code, status) = curl(ns, &[&cacert[..], &["-b", jar, &https("/status")]].concat());
     assert_eq!(code, 0, "{status}");
     assert!(status.contains("fp-scan-01"), "{status}");
+    // The admin re-runs QA: the web app's service cannot gain privileges,
+    // so the action goes through the root helper on its socket, and the
+    // job's events carry firstboot's report.
+    let csrf = status
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token on /status: {status}"));
+    let (code, out) = curl(
+        ns,
+        &[
+            &cacert[..],
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-b",
+                jar,
+                "--data-urlencode",
+                &format!("csrf={csrf}"),
+                &https("/actions/qa"),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{out}");
+    let job = out
+        .strip_prefix("303 ")
+        .and_then(|u| u.split("/jobs/").nth(1))
+        .unwrap_or_else(|| panic!("Re-run QA did not start a job: {out}"));
+    let (code, events) = curl(
+        ns,
+        &[&cacert[..], &["-N", "-b", jar, &https(&format!("/jobs/{job}/events"))]].concat(),
+    );
+    assert_eq!(code, 0, "{events}");
+    assert!(
+        events.contains("event: end\ndata: succeeded") && events.contains("net.firewall"),
+        "the QA job through the privileged helper: {events}"
+    );
+    // The helper runs only the allow-list, for the web app's group only.
+    let (code, out) = ssh(
+        ns,
+        vm,
+        "sudo -u flypack-web flypack-web privileged call -- /usr/bin/firstboot network rollback; echo exit=$?; \
+         flypack-web privileged call -- /usr/bin/firstboot qa --format json; echo exit=$?",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("refused by the privileged helper") && out.contains("exit=126"),
+        "an action off the allow-list: {out}"
+    );
+    assert!(
+        out.contains("Permission denied") && out.contains("exit=1"),
+        "a user outside the web app's group reached the helper: {out}"
+    );
+
     // The live figures (what the live page draws) list the unit's VLAN and
     // its multicast group, within a few samples.
     let mut live = String::new();

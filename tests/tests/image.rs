@@ -222,6 +222,12 @@ fn outputs_are_consistent_and_filesystems_clean() {
         ok && passwd.contains("flypack-web:x:") && passwd.contains(":/usr/sbin/nologin"),
         "{passwd}"
     );
+    // And the socket of its privileged helper.
+    let (ok, ls) = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg("ls /etc/systemd/system/sockets.target.wants")
+        .arg(img.root_fs()));
+    assert!(ok && ls.contains("flypack-web-privileged.socket"), "{ls}");
     let (ok, ls) = sh(Command::new("debugfs")
         .arg("-R")
         .arg("stat /etc/systemd/system/systemd-firstboot.service")

@@ -1,10 +1,11 @@
 //! The allow-list of privileged actions: named actions mapped to the argv
 //! of a `firstboot` subcommand (never a shell), behind a configurable
-//! prefix (`sudo -n` by default), with every argument validated first.
+//! prefix (the root helper's client by default, `crate::privileged`), with
+//! every argument validated first, here and again by the helper.
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
 use crate::jobs::{JobKind, JobSpec};
@@ -118,6 +119,33 @@ impl Action {
         a
     }
 
+    /// The action whose firstboot arguments are exactly `args`, validated as
+    /// the web app validates its forms (the privileged helper's check: it
+    /// trusts nothing the web app sends). Anything else is an error.
+    pub fn from_args(root: &Path, args: &[String]) -> Result<Action> {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let action = match a.as_slice() {
+            ["qa", "--format", "json"] => Action::Qa,
+            ["backup", "--json"] => Action::Backup,
+            ["stack", "restart", service] => restart(root, service)?,
+            ["network", "apply", "--unit", file, "--confirm-within", secs] => pending_network(root, file, secs)?,
+            ["network", "confirm"] => Action::NetworkConfirm,
+            ["waiver", "add", check, "--reason", reason, "--expires", expires] => waiver_add(check, reason, expires)?,
+            ["waiver", "remove", check] => waiver_remove(check)?,
+            _ => {
+                let shown: String = args.join(" ").chars().take(200).collect();
+                bail!("`firstboot {shown}` is not an allowed action")
+            }
+        };
+        if action.args() != args {
+            bail!(
+                "the arguments of {} are not in the form the web app sends",
+                action.name()
+            );
+        }
+        Ok(action)
+    }
+
     /// The job that runs it.
     pub fn job(&self, cfg: &Config) -> JobSpec {
         JobSpec {
@@ -217,6 +245,48 @@ pub fn network_apply(root: &Path, text: &str, confirm_within: u32) -> Result<Act
     })
 }
 
+/// A network change the web app wrote ([`network_apply`]): a regular file
+/// (not a link) named as it names them, directly in its folder, that parses
+/// as a unit config; a confirmation period of 10 s to 1 h.
+fn pending_network(root: &Path, file: &str, secs: &str) -> Result<Action> {
+    let dir = Path::new(crate::paths::NETWORK);
+    let p = Path::new(file);
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let well_named = name
+        .strip_prefix("unit-")
+        .and_then(|n| n.strip_suffix(".toml"))
+        .and_then(|n| n.split_once('-'))
+        .is_some_and(|(t, h)| {
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_digit())
+                && h.len() == 8
+                && h.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+    if p.parent() != Some(dir) || !well_named {
+        bail!(
+            "{file:?} is not a network change the web app wrote (unit-TIME-HEX.toml in {})",
+            dir.display()
+        );
+    }
+    let on_disk = crate::paths::under(root, file);
+    let meta = std::fs::symlink_metadata(&on_disk).with_context(|| format!("reading {file}"))?;
+    if !meta.file_type().is_file() || meta.len() > 1 << 20 {
+        bail!("{file} is not a regular file of at most 1 MiB");
+    }
+    let text = std::fs::read_to_string(&on_disk).with_context(|| format!("reading {file}"))?;
+    if let Err(e) = flypack_contracts::unit::parse_unit(Path::new("unit.toml"), &text) {
+        bail!("{file} does not parse as a unit config: {e}");
+    }
+    let confirm_within: u32 = match secs.parse() {
+        Ok(n) if (10..=3600).contains(&n) => n,
+        _ => bail!("{secs:?} is not a confirmation period of 10 to 3600 seconds"),
+    };
+    Ok(Action::NetworkApply {
+        file: file.to_string(),
+        confirm_within,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,9 +296,18 @@ mod tests {
         let cfg = Config::default();
         assert_eq!(
             Action::Qa.argv(&cfg),
-            ["sudo", "-n", "/usr/bin/firstboot", "qa", "--format", "json"]
+            [
+                "/usr/bin/flypack-web",
+                "privileged",
+                "call",
+                "--",
+                "/usr/bin/firstboot",
+                "qa",
+                "--format",
+                "json"
+            ]
         );
-        assert_eq!(Action::Backup.argv(&cfg)[3..], ["backup", "--json"]);
+        assert_eq!(Action::Backup.argv(&cfg)[5..], ["backup", "--json"]);
         assert_eq!(
             Action::Restart {
                 service: "vmagent".into()

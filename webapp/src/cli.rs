@@ -28,6 +28,36 @@ pub enum Command {
     HashPassword,
     /// Make sure the TLS material exists and names the unit (what firstboot's webapp stage does); print what was done.
     Tls(RootArgs),
+    /// The root helper for the allow-listed actions (the web app's service cannot gain privileges).
+    #[command(subcommand)]
+    Privileged(PrivilegedCommand),
+}
+
+/// `flypack-web privileged ...`.
+#[derive(Debug, Subcommand)]
+pub enum PrivilegedCommand {
+    /// Ask the helper to run `FIRSTBOOT ARGS...`; print its output, exit with its code (126: refused).
+    ///
+    /// The web app's command prefix for its actions. FIRSTBOOT is ignored:
+    /// the helper always runs /usr/bin/firstboot, and only the allow-listed
+    /// subcommands.
+    Call {
+        /// The helper's socket.
+        #[arg(long, default_value = crate::privileged::SOCKET)]
+        socket: PathBuf,
+        /// FIRSTBOOT ARGS...
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Serve one request on stdin/stdout (systemd's flypack-web-privileged@.service, as root).
+    Serve {
+        /// Act on the system under this directory instead of / (tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The firstboot program to run.
+        #[arg(long, default_value = crate::privileged::FIRSTBOOT)]
+        firstboot: PathBuf,
+    },
 }
 
 /// Where the unit's files are.

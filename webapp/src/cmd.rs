@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, EnrolArgs, RootArgs, ServeArgs};
+use crate::cli::{Cli, Command, EnrolArgs, PrivilegedCommand, RootArgs, ServeArgs};
 use crate::config::Config;
 
 /// Runs a parsed command line.
@@ -15,6 +15,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::EnrolCode(a) => enrol_code(a),
         Command::HashPassword => hash_password(),
         Command::Tls(a) => tls(a),
+        Command::Privileged(PrivilegedCommand::Call { socket, argv }) => {
+            let code = crate::privileged::call(&socket, &argv)?;
+            std::process::exit(code)
+        }
+        Command::Privileged(PrivilegedCommand::Serve { root, firstboot }) => {
+            crate::privileged::serve(&root, &firstboot, std::io::stdin().lock(), std::io::stdout().lock())
+        }
     }
 }
 

@@ -89,8 +89,10 @@ pub struct InitialAdmin {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Actions {
-    /// Put before every privileged command (the unit's sudoers allows exactly
-    /// `/usr/bin/firstboot ...` for the web app's user).
+    /// Put before every privileged command: by default the client of the
+    /// root helper (`flypack-web privileged call --`, which runs only the
+    /// allow-listed firstboot subcommands); `sudo -n` where a sudoers rule
+    /// allows it; empty to run firstboot as the web app's user (tests).
     pub command_prefix: Vec<String>,
     /// The firstboot program.
     pub firstboot: String,
@@ -169,7 +171,12 @@ impl Default for Login {
 impl Default for Actions {
     fn default() -> Self {
         Actions {
-            command_prefix: vec!["sudo".into(), "-n".into()],
+            command_prefix: vec![
+                "/usr/bin/flypack-web".into(),
+                "privileged".into(),
+                "call".into(),
+                "--".into(),
+            ],
             firstboot: "/usr/bin/firstboot".into(),
             confirm_within_seconds: 120,
         }
@@ -252,6 +259,9 @@ impl Config {
         if self.actions.firstboot.is_empty() {
             bail!("actions.firstboot: empty");
         }
+        if !(10..=3600).contains(&self.actions.confirm_within_seconds) {
+            bail!("actions.confirm_within_seconds: expected 10 to 3600 (the privileged helper refuses others)");
+        }
         if self.jobs.ansible_runner.is_empty() {
             bail!("jobs.ansible_runner: empty");
         }
@@ -269,7 +279,10 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.listen.https.to_string(), "0.0.0.0:443");
         assert_eq!(c.listen.http.unwrap().to_string(), "0.0.0.0:80");
-        assert_eq!(c.actions.command_prefix, ["sudo", "-n"]);
+        assert_eq!(
+            c.actions.command_prefix,
+            ["/usr/bin/flypack-web", "privileged", "call", "--"]
+        );
         assert_eq!(c.sources.exporter_url, "http://127.0.0.1:9150/metrics");
         assert_eq!(c.login.enrol_minutes, 30);
     }

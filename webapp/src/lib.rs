@@ -25,6 +25,7 @@ pub mod live;
 pub mod pages;
 pub mod paths;
 pub mod plain;
+pub mod privileged;
 pub mod procfs;
 pub mod prom;
 pub mod proxy;

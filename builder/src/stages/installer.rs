@@ -38,6 +38,7 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
             "flypack-firstboot.service",
             "flypack-status.service",
             "flypack-web.service",
+            "flypack-web-privileged.socket",
         ],
     )?;
     tree::systemctl_root(&root, "enable", &["flypack-installer.service"])?;

@@ -47,6 +47,14 @@ pub const UNITS: &[(&str, &str)] = &[
         "flypack-web.service",
         include_str!("../../../webapp/systemd/flypack-web.service"),
     ),
+    (
+        "flypack-web-privileged.socket",
+        include_str!("../../../webapp/systemd/flypack-web-privileged.socket"),
+    ),
+    (
+        "flypack-web-privileged@.service",
+        include_str!("../../../webapp/systemd/flypack-web-privileged@.service"),
+    ),
 ];
 
 /// The web app's user (systemd-sysusers, run on the tree at build time:
@@ -60,6 +68,7 @@ const ENABLE: &[&str] = &[
     "flypack-status.service",
     "flypack-backup.timer",
     "flypack-web.service",
+    "flypack-web-privileged.socket",
     "systemd-networkd.service",
     "systemd-resolved.service",
     // Loads the unit's firewall (/etc/nftables.conf, written by firstboot)
