@@ -100,9 +100,14 @@ impl Drop for Vm {
 
 /// curl from the management LAN; (exit code, stdout and stderr).
 fn curl(ns: &Netns, args: &[&str]) -> (i32, String) {
+    curl_within(ns, 60, args)
+}
+
+/// [`curl`] allowed `secs` seconds, for what runs on the unit meanwhile.
+fn curl_within(ns: &Netns, secs: u64, args: &[&str]) -> (i32, String) {
     let o = ns
         .exec()
-        .args(["curl", "--silent", "--show-error", "--max-time", "60"])
+        .args(["curl", "--silent", "--show-error", "--max-time", &secs.to_string()])
         .args(args)
         .output()
         .expect("curl (.ci/deps installs it)");
@@ -293,9 +298,18 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         .strip_prefix("303 ")
         .and_then(|u| u.split("/jobs/").nth(1))
         .unwrap_or_else(|| panic!("Re-run QA did not start a job: {out}"));
-    let (code, events) = curl(
+    // The stream ends when the job does. QA takes 10 s on an idle guest;
+    // beside the starved boot on CI it took over 60 s, so the wait is the
+    // stall period, as everywhere a guest works.
+    let started = std::time::Instant::now();
+    let (code, events) = curl_within(
         ns,
+        flypack_engine::docker::STALL.as_secs(),
         &[&cacert[..], &["-N", "-b", jar, &https(&format!("/jobs/{job}/events"))]].concat(),
+    );
+    println!(
+        "firewall: the QA job from the web app took {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     assert_eq!(code, 0, "{events}");
     assert!(
