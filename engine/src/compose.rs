@@ -181,7 +181,7 @@ pub struct RawService {
     /// Dropped capabilities (`ALL` drops every one).
     #[serde(default)]
     pub cap_drop: Vec<String>,
-    /// Security options (`no-new-privileges:true`).
+    /// Security options (`no-new-privileges=true`).
     #[serde(default)]
     pub security_opt: Vec<String>,
     /// A read-only root filesystem.

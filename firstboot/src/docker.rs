@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
+use bollard::exec::StartExecResults;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, ExecConfig, HealthConfig, HealthStatusEnum,
+    HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -27,8 +28,9 @@ use bollard::query_parameters::{
 };
 use flypack_contracts::manifest::ContainerImage;
 pub use flypack_contracts::status::ServiceState as State;
-use flypack_engine::compose::{Condition, Service, Source, Stack};
+use flypack_engine::compose::{Condition, Health, Service, Source, Stack};
 use flypack_engine::docker as engine;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 /// The docker-compose version the labels claim (Debian 12's docker-compose).
@@ -41,8 +43,13 @@ pub const DAEMON_WAIT: Duration = Duration::from_secs(600);
 
 /// After Docker has declared a service unhealthy (its start period and its
 /// retries are spent), how many more failed probes before firstboot gives up
-/// on it. Counted in probes, not seconds, so a slow machine gets as many.
-pub const EXTRA_PROBES: i64 = 12;
+/// on it. Counted in probes, not seconds, so a slow machine gets as many
+/// (at the stack's 30 s interval, two more minutes).
+pub const EXTRA_PROBES: i64 = 4;
+
+/// How often firstboot runs a health test itself while Docker still calls
+/// the service "starting" (see [`Prober`]).
+pub const OWN_PROBE_EVERY: Duration = Duration::from_secs(3);
 
 /// Restarts after which a crashing service is given up on.
 pub const MAX_RESTARTS: i64 = 5;
@@ -391,6 +398,98 @@ pub async fn observe(d: &Docker, name: &str) -> Result<Observed> {
     })
 }
 
+/// Runs a service's health test once in its container, as Docker's probe
+/// does (an exec as the container's user, bounded by the test's timeout).
+/// `None` when it passes; otherwise what it said.
+pub async fn probe(d: &Docker, container: &str, h: &Health) -> Option<String> {
+    let cmd: Vec<String> = match h.test.split_first() {
+        Some((k, rest)) if k == "CMD" => rest.to_vec(),
+        Some((k, rest)) if k == "CMD-SHELL" => vec!["/bin/sh".into(), "-c".into(), rest.join(" ")],
+        _ => return Some(format!("no test to run: {:?}", h.test)),
+    };
+    let timeout = Duration::from_nanos(u64::try_from(h.timeout_ns).unwrap_or(0).max(1_000_000_000));
+    let run = async {
+        let exec = d
+            .create_exec(
+                container,
+                ExecConfig {
+                    cmd: Some(cmd),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut text = String::new();
+        if let StartExecResults::Attached { mut output, .. } = d.start_exec(&exec.id, None).await? {
+            while let Some(chunk) = output.next().await {
+                if text.len() < 200 {
+                    text.push_str(&chunk?.to_string());
+                }
+            }
+        }
+        let code = d.inspect_exec(&exec.id).await?.exit_code;
+        Ok::<_, bollard::errors::Error>((code, text))
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Err(_) => Some(format!("the test took over {} s", timeout.as_secs())),
+        Ok(Err(e)) => Some(format!("the test could not run: {e}")),
+        Ok(Ok((Some(0), _))) => None,
+        Ok(Ok((code, text))) => Some(format!(
+            "exit code {}: {}",
+            code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
+            text.trim().chars().take(200).collect::<String>()
+        )),
+    }
+}
+
+/// What firstboot sees of a stack's services: Docker's state, and, while
+/// Docker still calls a service "starting", the service's own health test
+/// run by firstboot (at most every [`OWN_PROBE_EVERY`]).
+///
+/// Why: a probe is an exec into the container (runc, a shim, a mount), a
+/// second or more of CPU under emulation, so the stack probes every 30 s
+/// once up; Docker 20.10 has no faster start interval and runs the first
+/// probe one interval after the start. A passing test is what Docker's next
+/// probe will report, so the service counts as healthy from then on; Docker's
+/// own "unhealthy" or a stopped container always wins.
+#[derive(Debug, Default)]
+pub struct Prober {
+    last: HashMap<String, Instant>,
+    passed: HashMap<String, String>,
+}
+
+impl Prober {
+    /// Observes one service of `stack`.
+    pub async fn observe(&mut self, d: &Docker, stack: &Stack, s: &Service) -> Result<Observed> {
+        let name = container_name(stack, &s.name);
+        let mut o = observe(d, &name).await?;
+        let Some(h) = s.health.as_ref().filter(|_| o.state() == State::Starting) else {
+            self.passed.remove(&s.name);
+            return Ok(o);
+        };
+        if !self.passed.contains_key(&s.name) && self.last.get(&s.name).is_none_or(|t| t.elapsed() >= OWN_PROBE_EVERY) {
+            self.last.insert(s.name.clone(), Instant::now());
+            match probe(d, &name, h).await {
+                None => {
+                    tracing::info!("stack: {}'s health test passed (firstboot's probe)", s.name);
+                    self.passed
+                        .insert(s.name.clone(), time::OffsetDateTime::now_utc().to_string());
+                }
+                Some(why) => {
+                    tracing::debug!("stack: {}'s health test: {why}", s.name);
+                    o.last_output = why;
+                }
+            }
+        }
+        if let Some(at) = self.passed.get(&s.name) {
+            o.state = Some(State::Healthy);
+            o.last_probe = Some(format!("firstboot's probe at {at}"));
+        }
+        Ok(o)
+    }
+}
+
 /// What a wait wants of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
@@ -541,6 +640,7 @@ pub async fn up(
     let mut out: Vec<ServiceState> = Vec::new();
     let mut pending: Vec<&Service> = stack.services.iter().collect();
     let mut waiter = Waiter::new(engine::STALL);
+    let mut prober = Prober::default();
     while !pending.is_empty() {
         let mut blocked = Vec::new();
         let mut still = Vec::new();
@@ -556,7 +656,7 @@ pub async fn up(
                     ready = false;
                     continue;
                 }
-                let o = observe(d, &container_name(stack, dep)).await?;
+                let o = prober.observe(d, stack, dep_svc).await?;
                 match waiter.judge(dep_svc, Want::Condition(*cond), &o) {
                     Verdict::Reached => {}
                     Verdict::GaveUp(why) => {
@@ -611,7 +711,7 @@ pub async fn up(
         let mut waiting = Vec::new();
         for o in out.iter_mut().filter(|o| o.gave_up.is_none()) {
             let s = stack.service(&o.name).context("a stack service")?;
-            let seen = observe(d, &container_name(stack, &o.name)).await?;
+            let seen = prober.observe(d, stack, s).await?;
             o.state = seen.state();
             match waiter.judge(s, Want::Up, &seen) {
                 Verdict::Reached => {}
@@ -722,8 +822,9 @@ async fn ensure_container(
 /// The live state of every service of `stack`.
 pub async fn states(d: &Docker, stack: &Stack) -> Result<Vec<ServiceState>> {
     let mut out = Vec::new();
+    let mut prober = Prober::default();
     for s in &stack.services {
-        let o = observe(d, &container_name(stack, &s.name)).await?;
+        let o = prober.observe(d, stack, s).await?;
         out.push(ServiceState {
             name: s.name.clone(),
             state: o.state(),
@@ -807,7 +908,7 @@ mod tests {
     #[test]
     fn waits_are_judged_by_docker_not_by_the_clock() {
         let st = stack();
-        let vm = st.service("victoriametrics").unwrap(); // health check, 12 retries
+        let vm = st.service("victoriametrics").unwrap(); // health check, 3 retries
         let healthy = Want::Condition(Condition::ServiceHealthy);
         let started = Want::Condition(Condition::ServiceStarted);
         let cases: &[(Want, Observed, &str)] = &[
@@ -816,12 +917,12 @@ mod tests {
             (Want::Up, seen(State::Starting, 3, 0, "t1"), "waiting"),
             (started, seen(State::Starting, 0, 0, ""), "reached"),
             (healthy, seen(State::Starting, 0, 0, ""), "waiting"),
-            (Want::Up, seen(State::Unhealthy, 12, 0, "t1"), "waiting"),
-            (Want::Up, seen(State::Unhealthy, 23, 0, "t1"), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 3, 0, "t1"), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 6, 0, "t1"), "waiting"),
             (
                 Want::Up,
-                seen(State::Unhealthy, 24, 0, "t1"),
-                "unhealthy: 24 health probes",
+                seen(State::Unhealthy, 7, 0, "t1"),
+                "unhealthy: 7 health probes",
             ),
             (Want::Up, seen(State::Restarting, 0, 4, ""), "waiting"),
             (

@@ -529,7 +529,7 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
                 && !l.contains("user=root")
                 && l.contains("ro=true")
                 && l.contains("drop=[ALL]")
-                && l.contains("no-new-privileges:true"),
+                && l.contains("no-new-privileges=true"),
             "{l}"
         );
     }

@@ -33,7 +33,7 @@ fn the_monitoring_stack_parses_in_start_order() {
     // Least privilege, as written.
     for svc in &s.services {
         assert_eq!(svc.cap_drop, ["ALL"], "{}", svc.name);
-        assert_eq!(svc.security_opt, ["no-new-privileges:true"], "{}", svc.name);
+        assert_eq!(svc.security_opt, ["no-new-privileges=true"], "{}", svc.name);
         assert!(svc.read_only, "{}", svc.name);
         assert!(
             svc.user.as_deref().is_some_and(|u| !u.starts_with("0") && u != "root"),
@@ -45,7 +45,7 @@ fn the_monitoring_stack_parses_in_start_order() {
     let h = vm.health.as_ref().unwrap();
     assert_eq!(
         (h.interval_ns, h.retries, h.start_period_ns),
-        (5_000_000_000, 12, 60_000_000_000)
+        (30_000_000_000, 3, 60_000_000_000)
     );
     let agent = s.service("vmagent").unwrap();
     // vmagent queues what it scrapes until VictoriaMetrics answers: it
