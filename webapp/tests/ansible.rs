@@ -1,0 +1,129 @@
+//! The playbooks under `ansible/`, the way the web app's Jobs page runs them:
+//! everything passes `ansible-lint` (production profile) and a syntax check,
+//! and the diagnostics bundle is made for real through ansible-runner on this
+//! machine, with the job spec the web app builds (its inventory, extra vars
+//! and ANSIBLE_CONFIG). On a unit the same playbook reads the unit's own
+//! journal, QA report and containers; here it reads this machine's, and what
+//! is missing (no firstboot, no QA report) must be recorded, never fatal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use flypack_web::actions::{playbook_job, playbooks};
+use flypack_web::config::Config;
+use flypack_web::jobs::{JobState, Jobs};
+
+fn ansible_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ansible")
+        .canonicalize()
+        .unwrap()
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let o = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?}: {e} (.ci/deps installs ansible-core, ansible-lint, python3-ansible-runner)")
+    });
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_playbook_passes_ansible_lint_and_a_syntax_check() {
+    let dir = ansible_dir();
+    // From the folder, as a user runs it: ansible.cfg's roles_path applies.
+    let (ok, out) = run(Command::new("ansible-lint")
+        .args(["--offline", "--profile", "production", "--nocolor"])
+        .current_dir(&dir));
+    assert!(ok, "ansible-lint:\n{out}");
+    assert!(out.contains("Passed with production profile"), "{out}");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir.join("playbooks")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yml") {
+            let (ok, out) = run(Command::new("ansible-playbook")
+                .arg("--syntax-check")
+                .arg(&p)
+                .current_dir(&dir));
+            assert!(ok, "{}: {out}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no playbooks in {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_diagnostics_bundle_is_made_through_ansible_runner_as_the_web_app_runs_it() {
+    let dir = ansible_dir();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.jobs.playbooks_dir = dir.join("playbooks");
+    cfg.jobs.ansible_cfg = dir.join("ansible.cfg");
+    cfg.jobs.command_prefix = vec![];
+    assert!(
+        playbooks(&cfg).iter().any(|p| p == "diagnostics.yml"),
+        "{:?}",
+        playbooks(&cfg)
+    );
+    let jobs = Jobs::load(scratch.path(), 10, Duration::from_secs(5)).unwrap();
+    let spec = playbook_job(&cfg, Path::new("/"), "diagnostics.yml").unwrap();
+    assert!(!spec.mutating, "diagnostics only reads: it may run beside a change");
+    let job = jobs.start(spec, "engineer").unwrap();
+    jobs.wait_idle().await;
+    let events = job.events_from(0);
+    let text: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {:?} {}", e.stream, e.event, e.text))
+        .collect();
+    assert_eq!(job.meta().state, JobState::Succeeded, "{}", text.join("\n"));
+    // ansible-runner's events reach the job's stream, task by task.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.stream == "ansible" && e.event.as_deref() == Some("runner_on_ok")),
+        "{}",
+        text.join("\n")
+    );
+    // The bundle is in the job's files (what the web app offers for download).
+    let files = job.files();
+    let bundle = files
+        .iter()
+        .find(|(n, _)| n.starts_with("diagnostics-") && n.ends_with(".tar.gz"))
+        .unwrap_or_else(|| panic!("no bundle among {files:?}"));
+    let path = job.dir().join("files").join(&bundle.0);
+    let (ok, list) = run(Command::new("tar").arg("tzf").arg(&path));
+    assert!(ok, "{list}");
+    for want in [
+        "journal.txt",
+        "status.json",
+        "network/ip-addr.json",
+        "network/ip-route.json",
+        "network/nft-ruleset.txt",
+        "containers/ps.txt",
+        "files/etc_os-release",
+    ] {
+        assert!(
+            list.lines().any(|l| l.ends_with(want)),
+            "{want} not in the bundle:\n{list}"
+        );
+    }
+    // A source that is missing is written down in the bundle, with why.
+    let (ok, status) = run(Command::new("tar")
+        .arg("xzOf")
+        .arg(&path)
+        .arg("--wildcards")
+        .arg("*/status.json"));
+    assert!(ok, "{status}");
+    if Command::new("firstboot").arg("--version").output().is_err() {
+        assert!(status.contains("# firstboot status --json: exit"), "{status}");
+    }
+}
