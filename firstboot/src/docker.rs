@@ -822,9 +822,15 @@ async fn ensure_container(
 /// The live state of every service of `stack`.
 pub async fn states(d: &Docker, stack: &Stack) -> Result<Vec<ServiceState>> {
     let mut out = Vec::new();
-    let mut prober = Prober::default();
-    for s in &stack.services {
-        let o = prober.observe(d, stack, s).await?;
+    // Together: a starting service's probe is an exec of a second or more.
+    let seen = futures::future::try_join_all(
+        stack
+            .services
+            .iter()
+            .map(|s| async move { Prober::default().observe(d, stack, s).await }),
+    )
+    .await?;
+    for (s, o) in stack.services.iter().zip(seen) {
         out.push(ServiceState {
             name: s.name.clone(),
             state: o.state(),
