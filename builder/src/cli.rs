@@ -87,6 +87,12 @@ pub enum Command {
     /// with a newer version there, and the waivers that let one through.
     /// Exits 1 when the build would be refused.
     SecurityCheck(SecurityCheckArgs),
+    /// Write the fleet's Ansible inventory from fleet inventories (one file
+    /// per flypack): every unit under its hostname, reached at its management
+    /// address, in the groups flypack_NAME, role_ROLE and segment_NET (its
+    /// management subnet, or segment_dhcp). The outer playbooks of `ansible/`
+    /// run against it; regenerate it when a fleet file changes, never edit it.
+    Inventory(InventoryArgs),
     /// Write the man pages (builder.1 and one per subcommand) into DIR.
     #[command(hide = true)]
     Man {
@@ -326,6 +332,22 @@ pub struct BuildArgs {
     /// Boot the image in QEMU once built (like `builder boot IMAGE --expect-ready 600`).
     #[arg(long)]
     pub boot: bool,
+}
+
+/// `builder inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Fleet inventories (fleet.toml), one per flypack.
+    #[arg(required = true)]
+    pub fleets: Vec<PathBuf>,
+
+    /// Write it here (YAML, replaced only once complete) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// The user Ansible logs in as (the image's sudo user).
+    #[arg(long, default_value = "flypack")]
+    pub user: String,
 }
 
 /// `builder validate`.

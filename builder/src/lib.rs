@@ -23,6 +23,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     match &cli.command {
         cli::Command::Build(a) => cmd::build::run(a, &rep),
         cli::Command::Validate(a) => cmd::validate::run(a, &rep),
+        cli::Command::Inventory(a) => cmd::inventory::run(a, &rep),
         cli::Command::Boot(a) => cmd::boot::run(a, &rep),
         cli::Command::Doctor => cmd::doctor::run(&rep),
         cli::Command::Customize(a) => cmd::customize::run(a, &rep),

@@ -1030,6 +1030,10 @@ pub struct FleetUnit {
 pub struct RawFleet {
     /// [`FLEET_SCHEMA`].
     pub version: u32,
+    /// The flypack's name (lower-case letters, digits, '-'): its group in the
+    /// fleet's Ansible inventory (`builder inventory`). Firstboot ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flypack: Option<String>,
     /// Units.
     #[serde(default)]
     pub units: Vec<FleetUnit>,
@@ -1038,6 +1042,8 @@ pub struct RawFleet {
 /// A validated fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fleet {
+    /// The flypack's name, when the file gives one.
+    pub flypack: Option<String>,
     /// Entries: (serial, macs, config).
     pub units: Vec<(Option<String>, Vec<MacAddr>, Unit)>,
 }
@@ -1082,6 +1088,15 @@ impl Fleet {
     }
 }
 
+/// A flypack's name: 1 to 32 lower-case letters, digits and '-', starting
+/// with a letter.
+pub fn valid_flypack_name(n: &str) -> bool {
+    (1..=32).contains(&n.len())
+        && n.starts_with(|c: char| c.is_ascii_lowercase())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Parses and validates a fleet inventory.
 pub fn parse_fleet(file: &Path, text: &str) -> Result<Fleet, ConfigErrors> {
     let raw: RawFleet = parse_toml(file, text).map_err(|e| ConfigErrors(vec![e]))?;
@@ -1091,6 +1106,17 @@ pub fn parse_fleet(file: &Path, text: &str) -> Result<Fleet, ConfigErrors> {
             file,
             "version",
             format!("expected {FLEET_SCHEMA}, found {}", raw.version),
+        ));
+    }
+    if let Some(n) = &raw.flypack
+        && !valid_flypack_name(n)
+    {
+        errs.push(ConfigError::new(
+            file,
+            "flypack",
+            format!(
+                "{n:?}: expected 1 to 32 lower-case letters, digits and '-', starting with a letter (e.g. \"truck-a\")"
+            ),
         ));
     }
     let mut serials = BTreeSet::new();
@@ -1137,7 +1163,10 @@ pub fn parse_fleet(file: &Path, text: &str) -> Result<Fleet, ConfigErrors> {
         }
     }
     if errs.is_empty() {
-        Ok(Fleet { units })
+        Ok(Fleet {
+            flypack: raw.flypack,
+            units,
+        })
     } else {
         Err(ConfigErrors(errs))
     }

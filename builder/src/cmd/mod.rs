@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod flash;
 pub mod fleet_ca;
 pub mod images;
+pub mod inventory;
 pub mod restore;
 pub mod security_check;
 pub mod seed_files;
