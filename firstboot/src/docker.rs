@@ -914,7 +914,7 @@ mod tests {
     #[test]
     fn waits_are_judged_by_docker_not_by_the_clock() {
         let st = stack();
-        let vm = st.service("victoriametrics").unwrap(); // health check, 3 retries
+        let vm = st.service("victoriametrics").unwrap(); // health check, 5 retries
         let healthy = Want::Condition(Condition::ServiceHealthy);
         let started = Want::Condition(Condition::ServiceStarted);
         let cases: &[(Want, Observed, &str)] = &[
@@ -923,12 +923,12 @@ mod tests {
             (Want::Up, seen(State::Starting, 3, 0, "t1"), "waiting"),
             (started, seen(State::Starting, 0, 0, ""), "reached"),
             (healthy, seen(State::Starting, 0, 0, ""), "waiting"),
-            (Want::Up, seen(State::Unhealthy, 3, 0, "t1"), "waiting"),
-            (Want::Up, seen(State::Unhealthy, 6, 0, "t1"), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 5, 0, "t1"), "waiting"),
+            (Want::Up, seen(State::Unhealthy, 8, 0, "t1"), "waiting"),
             (
                 Want::Up,
-                seen(State::Unhealthy, 7, 0, "t1"),
-                "unhealthy: 7 health probes",
+                seen(State::Unhealthy, 9, 0, "t1"),
+                "unhealthy: 9 health probes",
             ),
             (Want::Up, seen(State::Restarting, 0, 4, ""), "waiting"),
             (

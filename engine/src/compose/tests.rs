@@ -45,7 +45,7 @@ fn the_monitoring_stack_parses_in_start_order() {
     let h = vm.health.as_ref().unwrap();
     assert_eq!(
         (h.interval_ns, h.retries, h.start_period_ns),
-        (30_000_000_000, 3, 60_000_000_000)
+        (30_000_000_000, 5, 60_000_000_000)
     );
     let agent = s.service("vmagent").unwrap();
     // vmagent queues what it scrapes until VictoriaMetrics answers: it
