@@ -152,15 +152,23 @@ pub fn reload(root: &Root, old: &Files, new: &Files, ch: &Changes) -> Result<Vec
         // and a running networkd recreates a deleted VLAN from the definition
         // it read at its start (systemd #34907, fixed in 257), which
         // `networkctl reload` does not replace when the parent's .network
-        // changed too: the VLAN came back with its old Id and the apply and
-        // its rollback both failed to verify. So: a restart first (the new
-        // process holds only the new files), then the stale VLANs are
-        // deleted and their parents reconfigured, which recreates them.
-        Cmd::new("systemctl")
-            .args(["restart", "systemd-networkd.service"])
-            .run()
-            .context("restarting systemd-networkd to recreate a changed VLAN")?;
-        let parents = delete_stale(&stale, &mut notes)?;
+        // changed too: the VLAN came back with its old Id. So it is
+        // restarted first (the new process holds only the new files), and
+        // the stale VLANs are deleted. A networkd that met the old VLAN
+        // before the deletion then never recreated it (a rollback in CI found
+        // no VLAN at all), so it is restarted once more with them gone, and
+        // creates them from the new files. Restarts, not stop and start:
+        // networkd keeps its DHCP leases across a restart.
+        let restart = |why: &str| {
+            Cmd::new("systemctl")
+                .args(["restart", "systemd-networkd.service"])
+                .run()
+                .with_context(|| format!("restarting systemd-networkd {why}"))
+        };
+        restart("to recreate a changed VLAN")?;
+        let deleted = delete_stale(&stale, &mut notes);
+        restart("after deleting a changed VLAN")?;
+        let parents = deleted?;
         if !parents.is_empty() {
             Cmd::new("networkctl")
                 .arg("reconfigure")
