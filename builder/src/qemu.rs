@@ -11,6 +11,9 @@ use anyhow::{Context, Result, bail};
 use flypack_contracts::cmd::{Cmd, Sink};
 use flypack_contracts::status::{Status, parse_status_line};
 
+/// How long a line asked for with `--until` may follow the status line.
+pub const UNTIL_GRACE: Duration = Duration::from_secs(15);
+
 /// The context of an error starting QEMU (`builder boot` exits 125 on it).
 pub const QEMU_START_FAILED: &str = "QEMU could not start";
 
@@ -294,17 +297,31 @@ impl Vm {
         Ok(())
     }
 
-    /// Follows the console until the status line, QEMU's exit, or `timeout`
+    /// Follows the console until the status line (or, with [`Vm::until`],
+    /// that line, which may follow the status line by up to [`UNTIL_GRACE`]),
+    /// QEMU's exit, or `timeout`
     /// (`None`: no status expected, wait for exit).
     pub fn wait(&mut self, timeout: Option<Duration>, echo: &mut dyn FnMut(&str)) -> Result<Outcome> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // The status line and the line asked for (--until) may reach the
+        // console in either order (stdout and stderr are separate streams):
+        // after the status line, the asked-for line still gets a moment.
+        let mut status: Option<(Status, Instant)> = None;
         loop {
             let mut found = None;
             self.poll(echo, &mut found)?;
             if let Some(l) = self.until_hit.take() {
                 return Ok(Outcome::Line(l));
             }
-            if let (Some(s), Some(_)) = (found, timeout) {
+            if status.is_none()
+                && let (Some(s), Some(_)) = (found, timeout)
+            {
+                status = Some((s, Instant::now()));
+            }
+            if let Some((_, at)) = &status
+                && (self.until.is_none() || at.elapsed() >= UNTIL_GRACE)
+            {
+                let (s, _) = status.take().expect("just matched");
                 return Ok(Outcome::Ready(Box::new(s)));
             }
             if let Some(status) = self.try_exit()? {
