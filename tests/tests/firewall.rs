@@ -564,6 +564,28 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
         "{out}"
     );
 
+    // AppArmor's profiles were compiled when the image was built, for this
+    // kernel's features (builder's tree stage): the cache folder the running
+    // kernel reads holds them, and they are older than this boot, so
+    // apparmor.service loaded them without compiling (7 s at first boot).
+    let (code, out) = ssh(
+        &ns,
+        &vm,
+        "d=$(sudo apparmor_parser --print-cache-dir) && boot=$(date -d \"$(uptime -s)\" +%s) && \
+         for p in lsb_release usr.sbin.chronyd usr.bin.tcpdump; do echo \"$p $(sudo stat -c %Z $d/$p) $boot\"; done",
+    );
+    assert_eq!(code, 0, "the AppArmor cache for this kernel is missing: {out}");
+    for l in out.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (made, boot): (i64, i64) = (f[1].parse().expect(l), f[2].parse().expect(l));
+        assert!(
+            made < boot,
+            "{}: compiled at boot, not at build time ({l}): has Debian's kernel changed its AppArmor \
+             features? Capture them again (builder/src/stages/apparmor-kernel-features-bookworm)",
+            f[0]
+        );
+    }
+
     web_app_checks(&ns, &vm, dir.path());
 
     // The firewall is what keeps them out: without its table, the exporters

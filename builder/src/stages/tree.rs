@@ -145,6 +145,8 @@ pub fn run(
     }
     make_clonable(&root)?;
     systemctl(&root)?;
+    stage.progress("compiling AppArmor profiles");
+    apparmor_cache(plan, &root)?;
 
     let (used_bytes, inodes) = usage(&root)?;
     stage.done(&format!(
@@ -399,6 +401,75 @@ fn make_clonable(root: &Path) -> Result<()> {
     }
     for p in ["var/lib/systemd/random-seed", "var/lib/systemd/credential.secret"] {
         flypack_contracts::atomic::remove_any(&root.join(p))?;
+    }
+    Ok(())
+}
+
+/// The AppArmor features of the kernel a bookworm image boots (Debian 12's
+/// 6.1), as `aa-features-abi -x` printed them on a booted unit.
+const APPARMOR_KERNEL_FEATURES: &str = include_str!("apparmor-kernel-features-bookworm");
+
+/// Compiles the image's AppArmor profiles into the cache folder the booting
+/// kernel will look in (its name is a hash of the kernel's features), so
+/// apparmor.service loads them at boot instead of compiling them: 16-17 s
+/// on the first boot's critical path under emulation, every unit, every
+/// time. The image's own parser does it (chroot), never loading anything
+/// into the build machine's kernel; it needs a /proc to write its cache, so
+/// it runs in a throwaway mount and PID namespace with its own /proc
+/// (`unshare --mount-proc`): nothing stays mounted. A kernel with other
+/// features (a newer kernel) looks in another folder and compiles at boot,
+/// as before.
+fn apparmor_cache(plan: &Plan, root: &Path) -> Result<()> {
+    const PARSER: &str = "/sbin/apparmor_parser";
+    const FEATURES: &str = "tmp/flypack-apparmor-kernel-features";
+    if plan.rootfs.suite != "bookworm" || !root.join(PARSER.trim_start_matches('/')).exists() {
+        return Ok(());
+    }
+    let features = root.join(FEATURES);
+    replace_file(&features, APPARMOR_KERNEL_FEATURES.as_bytes(), 0o644)?;
+    let compiled = Cmd::new("unshare")
+        .args(["--fork", "--pid"])
+        .arg(format!("--mount-proc={}", root.join("proc").display()))
+        .arg("chroot")
+        .arg(root)
+        .args([
+            PARSER,
+            "--skip-kernel-load",
+            "--write-cache",
+            "--quiet",
+            "--kernel-features",
+            &format!("/{FEATURES}"),
+            "--",
+            "/etc/apparmor.d",
+        ])
+        .run()
+        .context("compiling the image's AppArmor profiles (apparmor_parser in the image)");
+    flypack_contracts::atomic::remove_any(&features)?;
+    compiled?;
+    // The parser exits 0 even when it could not write its cache: check that
+    // every profile has its cache file.
+    let cache = root.join("var/cache/apparmor");
+    let dirs: Vec<PathBuf> = fs::read_dir(&cache)
+        .with_context(|| format!("listing {}", cache.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    let [dir] = dirs.as_slice() else {
+        bail!(
+            "expected one AppArmor cache folder in {}, found {dirs:?}",
+            cache.display()
+        );
+    };
+    let profiles = root.join("etc/apparmor.d");
+    for e in fs::read_dir(&profiles).with_context(|| format!("listing {}", profiles.display()))? {
+        let e = e?;
+        if e.file_type()?.is_file() && !dir.join(e.file_name()).is_file() {
+            bail!(
+                "apparmor_parser wrote no cache for {} in {}",
+                e.path().display(),
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
