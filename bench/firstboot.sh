@@ -12,6 +12,8 @@
 #   - firstboot's peak resident memory (VmHWM of each run; goal <= 20 MiB),
 #   - seconds from QEMU start to the FLYPACK-STATUS line,
 #   - `systemd-analyze security` of our units (first round),
+#   - the boot path before firstboot's stages (first round): systemd-analyze
+#     time, the critical chain to flypack-firstboot.service, the slowest units,
 #   - after the verdict: how busy the idle unit keeps its vCPUs (30 s of
 #     /proc/stat; the stack's health probes are execs, costly under TCG) and
 #     how long a `firstboot qa` re-run takes on it.
@@ -43,6 +45,10 @@ for i in $(seq 1 "$rounds"); do
     # The hardening of our units, for the record.
     ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i "$work/key" -p "$port" flypack@127.0.0.1 \
       'for u in flypack-firstboot flypack-firstboot-early flypack-backup flypack-status; do printf "%s: " $u; systemd-analyze security --no-pager $u.service | tail -1; done' > "$work/security" || true
+    # Where the boot's time goes before firstboot's stages: the kernel and
+    # userspace split, the chain that held firstboot back, the slowest units.
+    ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i "$work/key" -p "$port" flypack@127.0.0.1 \
+      'systemd-analyze --no-pager time; systemd-analyze --no-pager critical-chain flypack-firstboot.service; systemd-analyze --no-pager blame | head -12' > "$work/boot" 2>&1 || true
   fi
   kill $pid; wait $pid 2>/dev/null || true
 done
@@ -72,6 +78,8 @@ print(f"  {'total':<9} {statistics.median(totals)/1000:6.2f} s   from the first 
 print(f"QEMU start to FLYPACK-STATUS: median {statistics.median(ready):.1f} s  ({', '.join(f'{r:.1f}' for r in ready)})")
 print(f"idle unit after the verdict: vCPUs busy median {statistics.median(busy):.0f} %  ({', '.join(f'{b:.0f}' for b in busy)}) over 30 s")
 print(f"firstboot qa re-run on it: median {statistics.median(qa):.1f} s  ({', '.join(f'{q:.1f}' for q in qa)})")
+print("boot path (first round; systemd-analyze time, critical-chain flypack-firstboot.service, blame):")
+print(open(f"{work}/boot").read().rstrip() or "  (not read)")
 print("systemd-analyze security (first round):")
 print(open(f"{work}/security").read().rstrip() or "  (not read)")
 print(f"firstboot peak RSS (VmHWM) per run: max {max(rss)/1024:.1f} MiB  ({', '.join(f'{r/1024:.1f}' for r in rss)})  goal <= 20 MiB")
