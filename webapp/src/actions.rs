@@ -367,7 +367,12 @@ mod tests {
 
 /// The allowed playbooks: every `*.yml`/`*.yaml` file in the playbooks folder.
 pub fn playbooks(cfg: &Config) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(&cfg.jobs.playbooks_dir)
+    playbooks_in(&cfg.jobs.playbooks_dir)
+}
+
+/// Every `*.yml`/`*.yaml` regular file (not a link) in `dir`, sorted.
+pub fn playbooks_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -389,6 +394,10 @@ fn valid_playbook_name(n: &str) -> bool {
 /// The job that runs an allowed playbook with ansible-runner on this unit
 /// (local connection). Its extra vars: `flypack_artifacts_dir` (the job's
 /// `files/`, offered for download) and `flypack_root`.
+///
+/// With `jobs.run_as_root` (the default) the root helper runs it
+/// ([`crate::privileged`]): the helper lays out the run itself from its own
+/// playbooks folder, and only the playbook's name crosses the socket.
 pub fn playbook_job(cfg: &Config, root: &Path, playbook: &str) -> Result<JobSpec> {
     if !playbooks(cfg).iter().any(|p| p == playbook) {
         bail!(
@@ -398,6 +407,29 @@ pub fn playbook_job(cfg: &Config, root: &Path, playbook: &str) -> Result<JobSpec
         );
     }
     let dir = crate::jobs::JOB_DIR;
+    let mutating = !cfg.jobs.read_only.iter().any(|r| r == playbook);
+    if cfg.jobs.run_as_root {
+        return Ok(JobSpec {
+            kind: JobKind::Ansible,
+            name: playbook.to_string(),
+            title: format!("Ansible: {playbook}"),
+            argv: [
+                crate::privileged::WEB_APP,
+                "privileged",
+                "playbook",
+                playbook,
+                "--files-to",
+                &format!("{dir}/files"),
+            ]
+            .map(str::to_string)
+            .to_vec(),
+            env: vec![],
+            mutating,
+            role: Role::Engineer,
+            ansible_events: true,
+            files: vec![],
+        });
+    }
     let mut argv = cfg.jobs.command_prefix.clone();
     argv.extend(
         [
@@ -414,8 +446,25 @@ pub fn playbook_job(cfg: &Config, root: &Path, playbook: &str) -> Result<JobSpec
         ]
         .map(str::to_string),
     );
+    Ok(JobSpec {
+        kind: JobKind::Ansible,
+        name: playbook.to_string(),
+        title: format!("Ansible: {playbook}"),
+        argv,
+        env: vec![],
+        mutating,
+        role: Role::Engineer,
+        ansible_events: true,
+        files: runner_files(&format!("{dir}/files"), root, &cfg.jobs.ansible_cfg),
+    })
+}
+
+/// ansible-runner's input files for a run on this unit: the local inventory,
+/// the extra vars (`flypack_artifacts_dir`, `flypack_root`, nothing else) and
+/// the environment (ANSIBLE_CONFIG when `ansible_cfg` exists).
+pub fn runner_files(artifacts_dir: &str, root: &Path, ansible_cfg: &Path) -> Vec<(String, Vec<u8>)> {
     let extravars = serde_json::json!({
-        "flypack_artifacts_dir": format!("{dir}/files"),
+        "flypack_artifacts_dir": artifacts_dir,
         "flypack_root": root.to_string_lossy(),
     });
     let mut envvars = serde_json::json!({
@@ -423,27 +472,17 @@ pub fn playbook_job(cfg: &Config, root: &Path, playbook: &str) -> Result<JobSpec
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
     });
-    if cfg.jobs.ansible_cfg.is_file() {
-        envvars["ANSIBLE_CONFIG"] = serde_json::Value::String(cfg.jobs.ansible_cfg.to_string_lossy().into_owned());
+    if ansible_cfg.is_file() {
+        envvars["ANSIBLE_CONFIG"] = serde_json::Value::String(ansible_cfg.to_string_lossy().into_owned());
     }
-    Ok(JobSpec {
-        kind: JobKind::Ansible,
-        name: playbook.to_string(),
-        title: format!("Ansible: {playbook}"),
-        argv,
-        env: vec![],
-        mutating: !cfg.jobs.read_only.iter().any(|r| r == playbook),
-        role: Role::Engineer,
-        ansible_events: true,
-        files: vec![
-            (
-                "inventory/hosts".into(),
-                b"localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n".to_vec(),
-            ),
-            ("env/extravars".into(), extravars.to_string().into_bytes()),
-            ("env/envvars".into(), envvars.to_string().into_bytes()),
-        ],
-    })
+    vec![
+        (
+            "inventory/hosts".into(),
+            b"localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n".to_vec(),
+        ),
+        ("env/extravars".into(), extravars.to_string().into_bytes()),
+        ("env/envvars".into(), envvars.to_string().into_bytes()),
+    ]
 }
 
 #[cfg(test)]
@@ -459,6 +498,21 @@ mod playbook_tests {
         let mut cfg = Config::default();
         cfg.jobs.playbooks_dir = dir.path().to_path_buf();
         assert_eq!(playbooks(&cfg), ["diagnostics.yml", "update.yml"]);
+        // As root (the default): only the name goes to the helper.
+        let j = playbook_job(&cfg, Path::new("/"), "diagnostics.yml").unwrap();
+        assert_eq!(
+            j.argv,
+            [
+                "/usr/bin/flypack-web",
+                "privileged",
+                "playbook",
+                "diagnostics.yml",
+                "--files-to",
+                "{job_dir}/files"
+            ]
+        );
+        assert!(j.files.is_empty());
+        cfg.jobs.run_as_root = false;
         let j = playbook_job(&cfg, Path::new("/"), "diagnostics.yml").unwrap();
         assert!(!j.mutating);
         assert_eq!(j.argv[..4], ["ansible-runner", "run", "{job_dir}", "--playbook"]);

@@ -49,6 +49,21 @@ pub enum PrivilegedCommand {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Ask the helper to run the playbook NAME as root; print its events, copy its artifacts into DIR, exit with its code (126: refused).
+    ///
+    /// The web app's command for an Ansible job. The helper runs only the
+    /// playbooks in its own folder (/usr/share/flypack/ansible/playbooks),
+    /// with an input it lays out itself.
+    Playbook {
+        /// The helper's socket.
+        #[arg(long, default_value = crate::privileged::SOCKET)]
+        socket: PathBuf,
+        /// The playbook's file name (diagnostics.yml).
+        name: String,
+        /// Copy the run's artifacts (the playbook's downloads) into this folder.
+        #[arg(long, value_name = "DIR")]
+        files_to: PathBuf,
+    },
     /// Serve one request on stdin/stdout (systemd's flypack-web-privileged@.service, as root).
     Serve {
         /// Act on the system under this directory instead of / (tests).
@@ -57,6 +72,9 @@ pub enum PrivilegedCommand {
         /// The firstboot program to run.
         #[arg(long, default_value = crate::privileged::FIRSTBOOT)]
         firstboot: PathBuf,
+        /// The ansible-runner program to run.
+        #[arg(long, default_value = "/usr/bin/ansible-runner")]
+        ansible_runner: PathBuf,
     },
 }
 

@@ -19,9 +19,23 @@ pub fn run(cli: Cli) -> Result<()> {
             let code = crate::privileged::call(&socket, &argv)?;
             std::process::exit(code)
         }
-        Command::Privileged(PrivilegedCommand::Serve { root, firstboot }) => {
-            crate::privileged::serve(&root, &firstboot, std::io::stdin().lock(), std::io::stdout().lock())
+        Command::Privileged(PrivilegedCommand::Playbook { socket, name, files_to }) => {
+            let code = crate::privileged::playbook(&socket, &name, &files_to)?;
+            std::process::exit(code)
         }
+        Command::Privileged(PrivilegedCommand::Serve {
+            root,
+            firstboot,
+            ansible_runner,
+        }) => crate::privileged::serve(
+            &root,
+            &crate::privileged::Programs {
+                firstboot,
+                ansible_runner,
+            },
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        ),
     }
 }
 

@@ -110,7 +110,12 @@ pub struct Jobs {
     pub ansible_cfg: PathBuf,
     /// The ansible-runner program.
     pub ansible_runner: String,
-    /// Put before ansible-runner (empty: run as the web app's user).
+    /// Run playbooks as root through the root helper (`flypack-web privileged
+    /// playbook`), which runs only its own playbooks folder's
+    /// (/usr/share/flypack/ansible/playbooks). When false, ansible-runner runs
+    /// as the web app's user, from `playbooks_dir` (tests).
+    pub run_as_root: bool,
+    /// Put before ansible-runner when not run as root.
     pub command_prefix: Vec<String>,
     /// Playbooks that change nothing (they may run beside a mutating job).
     pub read_only: Vec<String>,
@@ -189,6 +194,7 @@ impl Default for Jobs {
             playbooks_dir: PathBuf::from("/usr/share/flypack/ansible/playbooks"),
             ansible_cfg: PathBuf::from("/usr/share/flypack/ansible/ansible.cfg"),
             ansible_runner: "ansible-runner".into(),
+            run_as_root: true,
             command_prefix: vec![],
             read_only: vec!["diagnostics.yml".into()],
             keep: 50,

@@ -69,6 +69,7 @@ async fn the_diagnostics_bundle_is_made_through_ansible_runner_as_the_web_app_ru
     cfg.jobs.playbooks_dir = dir.join("playbooks");
     cfg.jobs.ansible_cfg = dir.join("ansible.cfg");
     cfg.jobs.command_prefix = vec![];
+    cfg.jobs.run_as_root = false;
     assert!(
         playbooks(&cfg).iter().any(|p| p == "diagnostics.yml"),
         "{:?}",
@@ -125,5 +126,80 @@ async fn the_diagnostics_bundle_is_made_through_ansible_runner_as_the_web_app_ru
     assert!(ok, "{status}");
     if Command::new("firstboot").arg("--version").output().is_err() {
         assert!(status.contains("# firstboot status --json: exit"), "{status}");
+    }
+}
+
+/// As on a unit: the job asks the root helper (`flypack-web privileged
+/// playbook`), which runs the playbook from its own folder with an input it
+/// lays out itself; the artifacts come back into the job's folder. The
+/// helper serves here on a socket in a temporary root whose Ansible folder
+/// is this repository's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_diagnostics_bundle_is_made_through_the_root_helper() {
+    use flypack_web::privileged::{ANSIBLE_DIR, Programs, RUNS, serve};
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("root");
+    let ansible = root.join(ANSIBLE_DIR);
+    std::fs::create_dir_all(ansible.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(ansible_dir(), &ansible).unwrap();
+    let sock = scratch.path().join("helper.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let helper_root = root.clone();
+    let helper = std::thread::spawn(move || {
+        let (c, _) = listener.accept().unwrap();
+        let programs = Programs {
+            firstboot: PathBuf::from("/bin/false"),
+            ansible_runner: PathBuf::from("ansible-runner"),
+        };
+        serve(&helper_root, &programs, c.try_clone().unwrap(), c).unwrap();
+    });
+
+    let mut cfg = Config::default();
+    cfg.jobs.playbooks_dir = ansible.join("playbooks");
+    assert!(cfg.jobs.run_as_root, "the default is the root helper");
+    let mut spec = playbook_job(&cfg, &root, "diagnostics.yml").unwrap();
+    spec.argv[0] = env!("CARGO_BIN_EXE_flypack-web").into();
+    spec.argv
+        .extend(["--socket".into(), sock.to_string_lossy().into_owned()]);
+    let jobs = Jobs::load(&scratch.path().join("web"), 10, Duration::from_secs(5)).unwrap();
+    let job = jobs.start(spec, "engineer").unwrap();
+    jobs.wait_idle().await;
+    helper.join().unwrap();
+    let events = job.events_from(0);
+    let text: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {:?} {}", e.stream, e.event, e.text))
+        .collect();
+    assert_eq!(job.meta().state, JobState::Succeeded, "{}", text.join("\n"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.stream == "ansible" && e.event.as_deref() == Some("runner_on_ok")),
+        "{}",
+        text.join("\n")
+    );
+    // The run was laid out by the helper, under its own root.
+    let runs: Vec<_> = std::fs::read_dir(root.join(RUNS)).unwrap().collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    // The bundle came back into the job's files.
+    let files = job.files();
+    let bundle = files
+        .iter()
+        .find(|(n, _)| n.starts_with("diagnostics-") && n.ends_with(".tar.gz"))
+        .unwrap_or_else(|| panic!("no bundle among {files:?}"));
+    let (ok, list) = run(Command::new("tar")
+        .arg("tzf")
+        .arg(job.dir().join("files").join(&bundle.0)));
+    assert!(ok, "{list}");
+    for want in [
+        "journal.txt",
+        "status.json",
+        "network/ip-addr.json",
+        "containers/ps.txt",
+    ] {
+        assert!(
+            list.lines().any(|l| l.ends_with(want)),
+            "{want} not in the bundle:\n{list}"
+        );
     }
 }
