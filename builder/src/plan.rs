@@ -68,6 +68,8 @@ pub struct Plan {
     pub unit_defaults: String,
     /// The fleet inventory baked into the image.
     pub fleet: Option<String>,
+    /// The Ansible folder installed at /usr/share/flypack/ansible.
+    pub ansible: Option<PathBuf>,
     /// The unit part of the fleet's backup key (a secret: not printed, not
     /// in the plan inside the image; its digest is in the plan's).
     #[serde(skip)]
@@ -372,6 +374,9 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
     for o in &overlays {
         h.part("overlay", &o.digest);
     }
+    if let Some(a) = &profile.ansible {
+        h.part("ansible", dir_digest(a)?);
+    }
     if let Some(s) = &stack {
         h.part("stack", &s.archive_key)
             .part("compose", dir_digest(&s.compose_dir)?)
@@ -398,6 +403,7 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         users: profile.users.clone(),
         unit_defaults: profile.unit_defaults.clone(),
         fleet: profile.fleet.clone(),
+        ansible: profile.ansible.clone(),
         backup_key: profile.backup_key.clone(),
         gate,
         firstboot,

@@ -245,6 +245,12 @@ pub struct RawProfile {
     /// A fleet inventory baked into the image (relative to the profile).
     #[serde(default)]
     pub fleet: Option<String>,
+    /// The Ansible folder (ansible.cfg, playbooks/, roles/) the unit's web
+    /// app runs its jobs from, installed at /usr/share/flypack/ansible
+    /// (relative to the profile). Needs ansible-core and
+    /// python3-ansible-runner among the packages.
+    #[serde(default)]
+    pub ansible: Option<String>,
     /// Users to create.
     #[serde(default)]
     pub users: Vec<User>,
@@ -623,6 +629,8 @@ pub struct Profile {
     pub fleet: Option<String>,
     /// The unit part of the fleet's backup key (TOML text, validated).
     pub backup_key: Option<String>,
+    /// The Ansible folder for the web app's jobs (absolute).
+    pub ansible: Option<PathBuf>,
     /// Users.
     pub users: Vec<User>,
     /// Disk sizes, root computed.
@@ -891,6 +899,37 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         ),
     };
     let fleet = raw.fleet.as_ref().and_then(|rel| read_checked("fleet", rel, true));
+    let ansible = raw.ansible.as_ref().and_then(|rel| {
+        let p = base.join(rel);
+        if !p.join("playbooks").is_dir() {
+            err(
+                "ansible",
+                format!(
+                    "{} is not an Ansible folder (no playbooks/ in it); the path is relative to the profile",
+                    p.display()
+                ),
+            );
+            return None;
+        }
+        let missing: Vec<&str> = ["ansible-core", "python3-ansible-runner"]
+            .into_iter()
+            .filter(|m| {
+                !d.packages
+                    .iter()
+                    .any(|p| p.as_str().split(['=', '/', ':']).next() == Some(*m))
+            })
+            .collect();
+        if !missing.is_empty() {
+            err(
+                "ansible",
+                format!(
+                    "the unit runs the playbooks with ansible-runner: add {} to debian.packages",
+                    missing.join(" and ")
+                ),
+            );
+        }
+        Some(p)
+    });
     let backup_key = raw.backup.as_ref().and_then(|b| {
         let p = base.join(&b.key);
         let text = match std::fs::read_to_string(&p) {
@@ -1128,6 +1167,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
         unit_defaults,
         fleet,
         backup_key,
+        ansible,
         users: raw.users,
         disk: DiskSizes {
             total: k.size.0,

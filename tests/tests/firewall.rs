@@ -275,38 +275,45 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         .nth(1)
         .and_then(|r| r.split('"').next())
         .unwrap_or_else(|| panic!("no CSRF token on /status: {status}"));
-    let (code, out) = curl(
-        ns,
-        &[
-            &cacert[..],
-            &[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{redirect_url}",
-                "-b",
-                jar,
-                "--data-urlencode",
-                &format!("csrf={csrf}"),
-                &https("/actions/qa"),
-            ],
+    // Starts a job with a form post (`fields` beside the CSRF token) and
+    // follows its event stream to its end: (the job's id, curl's exit, the
+    // events). QA takes 10 s on an idle guest; beside the starved boot on CI
+    // it took over 60 s, so the wait is the stall period, as everywhere a
+    // guest works.
+    let run_job = |path: &str, fields: &[&str]| -> (String, i32, String) {
+        let mut args: Vec<String> = [
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-b",
+            jar,
+            "--data-urlencode",
         ]
-        .concat(),
-    );
-    assert_eq!(code, 0, "{out}");
-    let job = out
-        .strip_prefix("303 ")
-        .and_then(|u| u.split("/jobs/").nth(1))
-        .unwrap_or_else(|| panic!("Re-run QA did not start a job: {out}"));
-    // The stream ends when the job does. QA takes 10 s on an idle guest;
-    // beside the starved boot on CI it took over 60 s, so the wait is the
-    // stall period, as everywhere a guest works.
+        .map(str::to_string)
+        .to_vec();
+        args.push(format!("csrf={csrf}"));
+        for f in fields {
+            args.extend(["--data-urlencode".to_string(), f.to_string()]);
+        }
+        args.push(https(path));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out) = curl(ns, &[&cacert[..], &args[..]].concat());
+        assert_eq!(code, 0, "{out}");
+        let job = out
+            .strip_prefix("303 ")
+            .and_then(|u| u.split("/jobs/").nth(1))
+            .unwrap_or_else(|| panic!("{path} {fields:?} did not start a job: {out}"))
+            .to_string();
+        let (code, events) = curl_within(
+            ns,
+            flypack_engine::docker::STALL.as_secs(),
+            &[&cacert[..], &["-N", "-b", jar, &https(&format!("/jobs/{job}/events"))]].concat(),
+        );
+        (job, code, events)
+    };
     let started = std::time::Instant::now();
-    let (code, events) = curl_within(
-        ns,
-        flypack_engine::docker::STALL.as_secs(),
-        &[&cacert[..], &["-N", "-b", jar, &https(&format!("/jobs/{job}/events"))]].concat(),
-    );
+    let (_, code, events) = run_job("/actions/qa", &[]);
     println!(
         "firewall: the QA job from the web app took {:.1} s",
         started.elapsed().as_secs_f64()
@@ -316,6 +323,50 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         events.contains("event: end\ndata: succeeded") && events.contains("net.firewall"),
         "the QA job through the privileged helper: {events}"
     );
+    // An Ansible job from the Jobs page: the diagnostics playbook runs as
+    // root through the same helper (only its name crosses the socket), and
+    // its bundle comes back as the job's download. Root shows in what it
+    // holds: the stack's containers (`docker ps`) and the whole journal.
+    let started = std::time::Instant::now();
+    let (job, code, events) = run_job("/jobs", &["playbook=diagnostics.yml"]);
+    println!(
+        "firewall: the diagnostics playbook from the web app took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "{events}");
+    assert!(
+        events.contains("event: end\ndata: succeeded") && events.contains("runner_on_ok"),
+        "the diagnostics playbook through the privileged helper: {events}"
+    );
+    let (code, page) = curl(
+        ns,
+        &[&cacert[..], &["-b", jar, &https(&format!("/jobs/{job}"))]].concat(),
+    );
+    assert_eq!(code, 0, "{page}");
+    let page = page.replace("&#x2F;", "/");
+    let href = page
+        .split("href=\"")
+        .filter_map(|r| r.split('"').next())
+        .find(|h| h.contains("/files/diagnostics-") && h.ends_with(".tar.gz"))
+        .unwrap_or_else(|| panic!("no bundle to download on the job's page: {page}"));
+    let bundle = dir.join("diagnostics.tar.gz");
+    let (code, out) = curl(
+        ns,
+        &[&cacert[..], &["-b", jar, "-o", bundle.to_str().unwrap(), &https(href)]].concat(),
+    );
+    assert_eq!(code, 0, "{out}");
+    let ps = Command::new("tar")
+        .arg("xzOf")
+        .arg(&bundle)
+        .args(["--wildcards", "*/containers/ps.txt"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        ps.contains("victoriametrics") && ps.contains("node-exporter"),
+        "the bundle's docker ps (run as root) lists the stack: {ps}"
+    );
+
     // The helper runs only the allow-list, for the web app's group only.
     let (code, out) = ssh(
         ns,

@@ -32,6 +32,10 @@ fn default_text() -> String {
             ),
         )
         .replace(
+            "ansible = \"../ansible\"",
+            &format!("ansible = {:?}", repo().join("ansible").display().to_string()),
+        )
+        .replace(
             "overlays = [\"../overlays/base\"]",
             &format!("overlays = [{:?}]", repo().join("overlays/base").display().to_string()),
         )
@@ -174,6 +178,18 @@ fn bad_profiles_name_the_key_and_the_fix() {
             "fleet = \"/nonexistent.toml\"\nunit_defaults = ",
             "fleet",
             "cannot read /nonexistent.toml",
+        ),
+        (
+            "ansible = ",
+            "ansible = \"/nonexistent\"\n#",
+            "ansible",
+            "is not an Ansible folder (no playbooks/ in it)",
+        ),
+        (
+            "\"ansible-core\", \"python3-ansible-runner\",",
+            "\"python3-ansible-runner\",",
+            "ansible",
+            "add ansible-core to debian.packages",
         ),
         (
             "formats = [\"raw\"]",

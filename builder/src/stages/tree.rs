@@ -139,6 +139,10 @@ pub fn run(
     stage.progress("writing system files");
     write_system_files(plan, manifest, &root)?;
     install_ssh_keys(plan, &root)?;
+    if let Some(ansible) = &plan.ansible {
+        stage.progress("adding the Ansible folder");
+        install_ansible(ansible, &root)?;
+    }
     if let (Some(stack), Some(store)) = (&plan.stack, store) {
         stage.progress("adding the container stack");
         install_stack(stack, store, manifest, &root)?;
@@ -200,6 +204,36 @@ fn install_programs(plan: &Plan, root: &Path) -> Result<()> {
         .context("creating the web app's user (systemd-sysusers)")?;
     Ok(())
 }
+
+/// Copies the Ansible folder to /usr/share/flypack/ansible, root's and
+/// read-only to everyone else: the web app's root helper runs playbooks
+/// only from there.
+fn install_ansible(src: &Path, root: &Path) -> Result<()> {
+    let dst = root.join(ANSIBLE_DIR);
+    flypack_contracts::atomic::remove_any(&dst)?;
+    fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+    Cmd::new("cp")
+        .args(["-r", "--no-preserve=ownership,mode"])
+        .arg(format!("{}/.", src.display()))
+        .arg(&dst)
+        .run()
+        .with_context(|| format!("copying the Ansible folder {}", src.display()))?;
+    Cmd::new("chown")
+        .args(["-R", "root:root"])
+        .arg(&dst)
+        .run()
+        .context("chown of the Ansible folder")?;
+    Cmd::new("chmod")
+        .args(["-R", "u=rwX,go=rX"])
+        .arg(&dst)
+        .run()
+        .context("chmod of the Ansible folder")?;
+    Ok(())
+}
+
+/// Where the Ansible folder goes in the image (the web app's root helper's
+/// `ANSIBLE_DIR`).
+const ANSIBLE_DIR: &str = "usr/share/flypack/ansible";
 
 /// Copies the compose folder in, links the Docker store (the images) in, and
 /// writes the stack config.
