@@ -60,6 +60,7 @@ sed -i 's/^net.core.netdev_max_backlog = .*/net.core.netdev_max_backlog = 12000/
 sed -e "s|preseed = \"flypack.preseed\"|preseed = \"$PWD/images/flypack.preseed\"|" \
     -e "s|unit_defaults = \"flypack.unit.toml\"|unit_defaults = \"$PWD/images/flypack.unit.toml\"|" \
     -e "s|compose = \"../compose/monitoring/docker-compose.yml\"|compose = \"$PWD/compose/monitoring/docker-compose.yml\"|" \
+    -e "s|ansible = \"../ansible\"|ansible = \"$PWD/ansible\"|" \
     -e "s|overlays = \[\"../overlays/base\"\]|overlays = [\"$work/overlay\"]|" images/flypack.toml > "$work/warm.toml"
 t0=$(now)
 FLYPACK_CACHE="$work/c" "$builder" --json build "$work/warm.toml" --out "$work/o" > "$work/warm.json" 2>/dev/null
