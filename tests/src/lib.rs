@@ -652,7 +652,10 @@ pub fn default_profile_text(overlays: Option<&[&Path]>) -> String {
             "overlays = [\"../overlays/base\"]",
             &format!("overlays = [{overlay_list}]"),
         )
-        .replace("ansible = \"../ansible\"", &format!("ansible = {}", q(repo().join("ansible"))))
+        .replace(
+            "ansible = \"../ansible\"",
+            &format!("ansible = {}", q(repo().join("ansible"))),
+        )
         // Copies need no USB stick of their own: the shared image carries one.
         .replace("[installer]\nenabled = true", "[installer]\nenabled = false")
 }
