@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use flypack_web::actions::{playbook_job, playbooks};
 use flypack_web::config::Config;
-use flypack_web::jobs::{JobState, Jobs};
+use flypack_web::jobs::{Job, JobState, Jobs};
 
 fn ansible_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,6 +35,41 @@ fn run(cmd: &mut Command) -> (bool, String) {
             String::from_utf8_lossy(&o.stderr)
         ),
     )
+}
+
+/// Asserts that a diagnostics job succeeded, that ansible-runner's events
+/// reached its stream task by task, and that its bundle is among the job's
+/// files (what the web app offers for download) holding `wants`; returns
+/// the bundle's path.
+fn assert_bundle_made(job: &Job, wants: &[&str]) -> PathBuf {
+    let events = job.events_from(0);
+    let text: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {:?} {}", e.stream, e.event, e.text))
+        .collect();
+    assert_eq!(job.meta().state, JobState::Succeeded, "{}", text.join("\n"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.stream == "ansible" && e.event.as_deref() == Some("runner_on_ok")),
+        "{}",
+        text.join("\n")
+    );
+    let files = job.files();
+    let bundle = files
+        .iter()
+        .find(|(n, _)| n.starts_with("diagnostics-") && n.ends_with(".tar.gz"))
+        .unwrap_or_else(|| panic!("no bundle among {files:?}"));
+    let path = job.dir().join("files").join(&bundle.0);
+    let (ok, list) = run(Command::new("tar").arg("tzf").arg(&path));
+    assert!(ok, "{list}");
+    for want in wants {
+        assert!(
+            list.lines().any(|l| l.ends_with(want)),
+            "{want} not in the bundle:\n{list}"
+        );
+    }
+    path
 }
 
 #[test]
@@ -80,43 +115,18 @@ async fn the_diagnostics_bundle_is_made_through_ansible_runner_as_the_web_app_ru
     assert!(!spec.mutating, "diagnostics only reads: it may run beside a change");
     let job = jobs.start(spec, "engineer").unwrap();
     jobs.wait_idle().await;
-    let events = job.events_from(0);
-    let text: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} {:?} {}", e.stream, e.event, e.text))
-        .collect();
-    assert_eq!(job.meta().state, JobState::Succeeded, "{}", text.join("\n"));
-    // ansible-runner's events reach the job's stream, task by task.
-    assert!(
-        events
-            .iter()
-            .any(|e| e.stream == "ansible" && e.event.as_deref() == Some("runner_on_ok")),
-        "{}",
-        text.join("\n")
+    let path = assert_bundle_made(
+        &job,
+        &[
+            "journal.txt",
+            "status.json",
+            "network/ip-addr.json",
+            "network/ip-route.json",
+            "network/nft-ruleset.txt",
+            "containers/ps.txt",
+            "files/etc_os-release",
+        ],
     );
-    // The bundle is in the job's files (what the web app offers for download).
-    let files = job.files();
-    let bundle = files
-        .iter()
-        .find(|(n, _)| n.starts_with("diagnostics-") && n.ends_with(".tar.gz"))
-        .unwrap_or_else(|| panic!("no bundle among {files:?}"));
-    let path = job.dir().join("files").join(&bundle.0);
-    let (ok, list) = run(Command::new("tar").arg("tzf").arg(&path));
-    assert!(ok, "{list}");
-    for want in [
-        "journal.txt",
-        "status.json",
-        "network/ip-addr.json",
-        "network/ip-route.json",
-        "network/nft-ruleset.txt",
-        "containers/ps.txt",
-        "files/etc_os-release",
-    ] {
-        assert!(
-            list.lines().any(|l| l.ends_with(want)),
-            "{want} not in the bundle:\n{list}"
-        );
-    }
     // A source that is missing is written down in the bundle, with why.
     let (ok, status) = run(Command::new("tar")
         .arg("xzOf")
@@ -165,41 +175,17 @@ async fn the_diagnostics_bundle_is_made_through_the_root_helper() {
     let job = jobs.start(spec, "engineer").unwrap();
     jobs.wait_idle().await;
     helper.join().unwrap();
-    let events = job.events_from(0);
-    let text: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} {:?} {}", e.stream, e.event, e.text))
-        .collect();
-    assert_eq!(job.meta().state, JobState::Succeeded, "{}", text.join("\n"));
-    assert!(
-        events
-            .iter()
-            .any(|e| e.stream == "ansible" && e.event.as_deref() == Some("runner_on_ok")),
-        "{}",
-        text.join("\n")
-    );
     // The run was laid out by the helper, under its own root.
     let runs: Vec<_> = std::fs::read_dir(root.join(RUNS)).unwrap().collect();
     assert_eq!(runs.len(), 1, "{runs:?}");
     // The bundle came back into the job's files.
-    let files = job.files();
-    let bundle = files
-        .iter()
-        .find(|(n, _)| n.starts_with("diagnostics-") && n.ends_with(".tar.gz"))
-        .unwrap_or_else(|| panic!("no bundle among {files:?}"));
-    let (ok, list) = run(Command::new("tar")
-        .arg("tzf")
-        .arg(job.dir().join("files").join(&bundle.0)));
-    assert!(ok, "{list}");
-    for want in [
-        "journal.txt",
-        "status.json",
-        "network/ip-addr.json",
-        "containers/ps.txt",
-    ] {
-        assert!(
-            list.lines().any(|l| l.ends_with(want)),
-            "{want} not in the bundle:\n{list}"
-        );
-    }
+    assert_bundle_made(
+        &job,
+        &[
+            "journal.txt",
+            "status.json",
+            "network/ip-addr.json",
+            "containers/ps.txt",
+        ],
+    );
 }
