@@ -513,22 +513,27 @@ mod tests {
         p
     }
 
-    fn unit_with_playbooks(root: &Path) {
+    /// A scratch root holding the helper's playbooks folder (diagnostics.yml,
+    /// and linked.yml, a link to a playbook outside it), and the programs
+    /// with the stand-in runner.
+    fn unit_with_playbooks() -> (tempfile::TempDir, Programs) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
         let pb = root.join(ANSIBLE_DIR).join("playbooks");
         std::fs::create_dir_all(&pb).unwrap();
         std::fs::write(pb.join("diagnostics.yml"), "- hosts: all\n").unwrap();
         std::fs::write(root.join("outside.yml"), "- hosts: all\n").unwrap();
         std::os::unix::fs::symlink(root.join("outside.yml"), pb.join("linked.yml")).unwrap();
+        let p = Programs {
+            firstboot: PathBuf::from("/bin/false"),
+            ansible_runner: fake_runner(root),
+        };
+        (d, p)
     }
 
     #[test]
     fn a_playbook_runs_from_the_helpers_own_folder_with_an_input_it_lays_out() {
-        let d = tempfile::tempdir().unwrap();
-        unit_with_playbooks(d.path());
-        let p = Programs {
-            firstboot: PathBuf::from("/bin/false"),
-            ansible_runner: fake_runner(d.path()),
-        };
+        let (d, p) = unit_with_playbooks();
         let r = ask_with(d.path(), &p, b"{\"playbook\":\"diagnostics.yml\"}\n");
         let text = format!("{r:?}");
         assert!(text.contains("playbook_on_start"), "{text}");
@@ -562,12 +567,7 @@ mod tests {
 
     #[test]
     fn a_playbook_outside_the_helpers_folder_is_refused_and_nothing_runs() {
-        let d = tempfile::tempdir().unwrap();
-        unit_with_playbooks(d.path());
-        let p = Programs {
-            firstboot: PathBuf::from("/bin/false"),
-            ansible_runner: fake_runner(d.path()),
-        };
+        let (d, p) = unit_with_playbooks();
         for req in [
             r#"{"playbook":"../../../../outside.yml"}"#.to_string(),
             r#"{"playbook":"linked.yml"}"#.into(),
@@ -587,12 +587,7 @@ mod tests {
 
     #[test]
     fn old_runs_are_pruned() {
-        let d = tempfile::tempdir().unwrap();
-        unit_with_playbooks(d.path());
-        let p = Programs {
-            firstboot: PathBuf::from("/bin/false"),
-            ansible_runner: fake_runner(d.path()),
-        };
+        let (d, p) = unit_with_playbooks();
         for _ in 0..KEEP_RUNS + 3 {
             ask_with(d.path(), &p, b"{\"playbook\":\"diagnostics.yml\"}\n");
         }
