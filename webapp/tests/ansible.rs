@@ -135,8 +135,70 @@ async fn the_diagnostics_bundle_is_made_through_ansible_runner_as_the_web_app_ru
         .arg("*/status.json"));
     assert!(ok, "{status}");
     if Command::new("firstboot").arg("--version").output().is_err() {
-        assert!(status.contains("# firstboot status --json: exit"), "{status}");
+        assert!(status.contains("# firstboot status --json: not found"), "{status}");
     }
+}
+
+/// The bundle's module (roles/diagnostics/library/flypack_bundle.py) makes
+/// tar members only inside the bundle's folder, reads only regular files
+/// (a FIFO would hang the job), and leaves nothing behind when it refuses.
+#[test]
+fn the_bundle_refuses_paths_that_leave_it_and_reads_no_fifo() {
+    let dir = ansible_dir();
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("out");
+    let root = scratch.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+    let (ok, o) = run(Command::new("mkfifo").arg(root.join("etc/fifo")));
+    assert!(ok, "{o}");
+    let playbook = |vars: &str| {
+        run(Command::new("timeout")
+            .args(["120", "ansible-playbook", "playbooks/diagnostics.yml", "-e"])
+            .arg(format!(
+                "flypack_artifacts_dir={} flypack_root={}",
+                out.display(),
+                root.display()
+            ))
+            .args(["-e", vars])
+            .current_dir(&dir))
+    };
+    for (vars, why) in [
+        (
+            r#"{"diagnostics_commands": [{"file": "../../escaped", "argv": ["true"]}]}"#,
+            "file must be a relative path inside the bundle",
+        ),
+        (
+            r#"{"diagnostics_commands": [{"file": "/etc/cron.d/x", "argv": ["true"]}]}"#,
+            "file must be a relative path inside the bundle",
+        ),
+        (
+            r#"{"diagnostics_files": ["../../etc/shadow"]}"#,
+            "expected a path relative to root",
+        ),
+        (
+            r#"{"diagnostics_commands": [{"file": "x", "argv": "id; reboot"}]}"#,
+            "argv must be a non-empty list of strings",
+        ),
+    ] {
+        let (ok, o) = playbook(vars);
+        assert!(!ok && o.contains(why), "{vars}: {o}");
+        assert!(
+            !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+            "{vars}: something was written"
+        );
+    }
+    let (ok, o) = playbook(
+        r#"{"diagnostics_files": ["etc/fifo", "etc/os-release"], "diagnostics_commands": [{"file": "id.txt", "argv": ["id", "-u"]}]}"#,
+    );
+    assert!(ok, "{o}");
+    assert!(o.contains("etc/fifo: not a regular file"), "{o}");
+    let bundles: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(bundles.len(), 1, "one bundle and no partial file: {bundles:?}");
+    let (ok, list) = run(Command::new("tar").arg("tzvf").arg(&bundles[0]));
+    assert!(ok, "{list}");
+    assert!(list.contains("/files/etc_os-release") && list.contains("/id.txt"), "{list}");
+    assert!(!list.contains("fifo") && !list.contains(".."), "{list}");
 }
 
 /// As on a unit: the job asks the root helper (`flypack-web privileged
