@@ -197,7 +197,10 @@ fn the_bundle_refuses_paths_that_leave_it_and_reads_no_fifo() {
     assert_eq!(bundles.len(), 1, "one bundle and no partial file: {bundles:?}");
     let (ok, list) = run(Command::new("tar").arg("tzvf").arg(&bundles[0]));
     assert!(ok, "{list}");
-    assert!(list.contains("/files/etc_os-release") && list.contains("/id.txt"), "{list}");
+    assert!(
+        list.contains("/files/etc_os-release") && list.contains("/id.txt"),
+        "{list}"
+    );
     assert!(!list.contains("fifo") && !list.contains(".."), "{list}");
 }
 
@@ -250,4 +253,102 @@ async fn the_diagnostics_bundle_is_made_through_the_root_helper() {
             "containers/ps.txt",
         ],
     );
+}
+
+/// Writes an executable stand-in for firstboot that prints `stdout` and
+/// exits with `code`, whatever its arguments; returns its path.
+fn stand_in(dir: &Path, name: &str, stdout: &str, code: i32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let body = dir.join(format!("{name}.out"));
+    std::fs::write(&body, stdout).unwrap();
+    std::fs::write(&path, format!("#!/bin/sh\ncat '{}'\nexit {code}\n", body.display())).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Runs a playbook from the Ansible folder with extra vars; returns whether
+/// it succeeded and its output.
+fn playbook(name: &str, vars: &[String]) -> (bool, String) {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", "ansible-playbook"])
+        .arg(format!("playbooks/{name}"))
+        .current_dir(ansible_dir());
+    for v in vars {
+        cmd.args(["-e", v]);
+    }
+    run(&mut cmd)
+}
+
+/// The QA playbook keeps the report with the job, reports no change (QA is
+/// a check), and fails on NO-GO naming the failed check and its fix. The
+/// real firstboot runs it in the firewall end-to-end test; here a stand-in
+/// prints a report.
+#[test]
+fn the_qa_playbook_keeps_the_report_and_fails_on_no_go_with_the_fix() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let report = |verdict: &str, outcome: &str| {
+        serde_json::json!({
+            "schema": 1, "hostname": "fp-test-01", "time": "now", "version": "0",
+            "verdict": verdict,
+            "checks": [{"id": "net.link", "title": "links up", "severity": "critical",
+                        "outcome": outcome, "evidence": "media: no carrier",
+                        "fix": "plug the media cable into port 2"}]
+        })
+        .to_string()
+    };
+    let go = stand_in(scratch.path(), "go", &report("GO", "pass"), 0);
+    let (ok, o) = playbook(
+        "qa.yml",
+        &[
+            format!("qa_firstboot={}", go.display()),
+            format!("flypack_artifacts_dir={}", out.display()),
+        ],
+    );
+    assert!(ok && o.contains("fp-test-01: GO") && o.contains("changed=0"), "{o}");
+    let kept = std::fs::read_to_string(out.join("qa-fp-test-01.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&kept).unwrap()["verdict"],
+        "GO"
+    );
+    let no_go = stand_in(scratch.path(), "nogo", &report("NO-GO", "fail"), 1);
+    let (ok, o) = playbook("qa.yml", &[format!("qa_firstboot={}", no_go.display())]);
+    assert!(
+        !ok && o.contains("fp-test-01: NO-GO")
+            && o.contains("net.link (media: no carrier; fix: plug the media cable into port 2)"),
+        "{o}"
+    );
+    // An exit code QA never gives is a failure of the run itself.
+    let broken = stand_in(scratch.path(), "broken", "Segmentation fault", 139);
+    let (ok, o) = playbook("qa.yml", &[format!("qa_firstboot={}", broken.display())]);
+    assert!(!ok && o.contains("\"rc\": 139"), "{o}");
+}
+
+/// The stack playbook reports a change only when `firstboot stack up` did
+/// something to a service, and fails when a critical service is not
+/// healthy (its exit 1).
+#[test]
+fn the_stack_playbook_reports_a_change_only_when_a_service_was_touched() {
+    let scratch = tempfile::tempdir().unwrap();
+    let states = |vm: &str, action: &str| {
+        serde_json::json!([
+            {"name": "victoriametrics", "state": vm, "critical": true, "container": "abc", "action": action},
+            {"name": "node-exporter", "state": "healthy", "critical": true, "container": "def", "action": "unchanged"}
+        ])
+        .to_string()
+    };
+    for (name, vm, action, code, changed) in [
+        ("same", "healthy", "unchanged", 0, "changed=0"),
+        ("fixed", "healthy", "recreated", 0, "changed=1"),
+    ] {
+        let fb = stand_in(scratch.path(), name, &states(vm, action), code);
+        let (ok, o) = playbook("stack.yml", &[format!("stack_firstboot={}", fb.display())]);
+        assert!(ok && o.contains(changed), "{name}: {o}");
+        assert!(o.contains(&format!("victoriametrics: {vm} ({action})")), "{o}");
+    }
+    let sick = stand_in(scratch.path(), "sick", &states("unhealthy", "started"), 1);
+    let (ok, o) = playbook("stack.yml", &[format!("stack_firstboot={}", sick.display())]);
+    assert!(!ok && o.contains("unhealthy"), "{o}");
 }
