@@ -352,3 +352,69 @@ fn the_stack_playbook_reports_a_change_only_when_a_service_was_touched() {
     let (ok, o) = playbook("stack.yml", &[format!("stack_firstboot={}", sick.display())]);
     assert!(!ok && o.contains("unhealthy"), "{o}");
 }
+
+/// The housekeeping playbook removes all but the newest backups and says
+/// when the journal gave space back; a second run changes nothing; a bound
+/// of 0 backups is refused before anything is removed.
+#[test]
+fn the_maintenance_playbook_prunes_old_backups_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("root");
+    let backups = root.join("var/backups/flypack");
+    std::fs::create_dir_all(&backups).unwrap();
+    // Nine archives, a day apart, and a file that is no archive.
+    let day = 86_400;
+    let now = std::time::SystemTime::now();
+    for i in 0..9u64 {
+        let p = backups.join(format!("fp-test-01-{i}.flypack-backup.age"));
+        std::fs::write(&p, "sealed").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(now - Duration::from_secs((9 - i) * day)).unwrap();
+    }
+    std::fs::write(backups.join("notes.txt"), "keep me").unwrap();
+    // journalctl reports on stderr; this one freed space once.
+    let journalctl = scratch.path().join("journalctl");
+    let marker = scratch.path().join("vacuumed");
+    std::fs::write(
+        &journalctl,
+        format!(
+            "#!/bin/sh\nif [ -e '{m}' ]; then echo 'Vacuuming done, freed 0B of archived journals from /var/log/journal.' >&2; \
+             else touch '{m}'; echo 'Vacuuming done, freed 120.0M of archived journals from /var/log/journal.' >&2; fi\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&journalctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let vars = |extra: &str| {
+        vec![format!(
+            "flypack_root={} maintenance_journalctl={} {extra}",
+            root.display(),
+            journalctl.display()
+        )]
+    };
+    let left = || {
+        let mut v: Vec<String> = std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    let (ok, o) = playbook("maintenance.yml", &vars("maintenance_backup_keep=0"));
+    assert!(!ok && o.contains("maintenance_backup_keep must be 1 or more"), "{o}");
+    assert_eq!(left().len(), 10, "nothing removed on a refused bound");
+
+    let (ok, o) = playbook("maintenance.yml", &vars(""));
+    assert!(ok && o.contains("changed=2"), "the journal and the backups: {o}");
+    let want: Vec<String> = (2..9)
+        .map(|i| format!("fp-test-01-{i}.flypack-backup.age"))
+        .chain(["notes.txt".to_string()])
+        .collect();
+    assert_eq!(left(), want, "the 7 newest archives and the other file stay");
+
+    let (ok, o) = playbook("maintenance.yml", &vars(""));
+    assert!(ok && o.contains("changed=0"), "a second run: {o}");
+    assert_eq!(left(), want);
+}
