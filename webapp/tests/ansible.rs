@@ -256,13 +256,23 @@ async fn the_diagnostics_bundle_is_made_through_the_root_helper() {
 }
 
 /// Writes an executable stand-in for firstboot that prints `stdout` and
-/// exits with `code`, whatever its arguments; returns its path.
-fn stand_in(dir: &Path, name: &str, stdout: &str, code: i32) -> PathBuf {
+/// exits with `code` when its arguments are `args` (firstboot's own
+/// syntax, which the end-to-end tests run for real), and fails as clap
+/// does otherwise; returns its path.
+fn stand_in(dir: &Path, name: &str, args: &str, stdout: &str, code: i32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     let body = dir.join(format!("{name}.out"));
     std::fs::write(&body, stdout).unwrap();
-    std::fs::write(&path, format!("#!/bin/sh\ncat '{}'\nexit {code}\n", body.display())).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$*\" = '{args}' ] || {{ echo \"error: unexpected arguments: $*\" >&2; exit 2; }}\n\
+             cat '{}'\nexit {code}\n",
+            body.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -286,6 +296,7 @@ fn playbook(name: &str, vars: &[String]) -> (bool, String) {
 /// prints a report.
 #[test]
 fn the_qa_playbook_keeps_the_report_and_fails_on_no_go_with_the_fix() {
+    const QA: &str = "qa --format json";
     let scratch = tempfile::tempdir().unwrap();
     let out = scratch.path().join("out");
     std::fs::create_dir(&out).unwrap();
@@ -299,7 +310,7 @@ fn the_qa_playbook_keeps_the_report_and_fails_on_no_go_with_the_fix() {
         })
         .to_string()
     };
-    let go = stand_in(scratch.path(), "go", &report("GO", "pass"), 0);
+    let go = stand_in(scratch.path(), "go", QA, &report("GO", "pass"), 0);
     let (ok, o) = playbook(
         "qa.yml",
         &[
@@ -313,7 +324,7 @@ fn the_qa_playbook_keeps_the_report_and_fails_on_no_go_with_the_fix() {
         serde_json::from_str::<serde_json::Value>(&kept).unwrap()["verdict"],
         "GO"
     );
-    let no_go = stand_in(scratch.path(), "nogo", &report("NO-GO", "fail"), 1);
+    let no_go = stand_in(scratch.path(), "nogo", QA, &report("NO-GO", "fail"), 1);
     let (ok, o) = playbook("qa.yml", &[format!("qa_firstboot={}", no_go.display())]);
     assert!(
         !ok && o.contains("fp-test-01: NO-GO")
@@ -321,7 +332,7 @@ fn the_qa_playbook_keeps_the_report_and_fails_on_no_go_with_the_fix() {
         "{o}"
     );
     // An exit code QA never gives is a failure of the run itself.
-    let broken = stand_in(scratch.path(), "broken", "Segmentation fault", 139);
+    let broken = stand_in(scratch.path(), "broken", QA, "Segmentation fault", 139);
     let (ok, o) = playbook("qa.yml", &[format!("qa_firstboot={}", broken.display())]);
     assert!(!ok && o.contains("\"rc\": 139"), "{o}");
 }
@@ -331,6 +342,7 @@ fn the_qa_playbook_keeps_the_report_and_fails_on_no_go_with_the_fix() {
 /// healthy (its exit 1).
 #[test]
 fn the_stack_playbook_reports_a_change_only_when_a_service_was_touched() {
+    const STACK: &str = "stack --json up";
     let scratch = tempfile::tempdir().unwrap();
     let states = |vm: &str, action: &str| {
         serde_json::json!([
@@ -343,12 +355,12 @@ fn the_stack_playbook_reports_a_change_only_when_a_service_was_touched() {
         ("same", "healthy", "unchanged", 0, "changed=0"),
         ("fixed", "healthy", "recreated", 0, "changed=1"),
     ] {
-        let fb = stand_in(scratch.path(), name, &states(vm, action), code);
+        let fb = stand_in(scratch.path(), name, STACK, &states(vm, action), code);
         let (ok, o) = playbook("stack.yml", &[format!("stack_firstboot={}", fb.display())]);
         assert!(ok && o.contains(changed), "{name}: {o}");
         assert!(o.contains(&format!("victoriametrics: {vm} ({action})")), "{o}");
     }
-    let sick = stand_in(scratch.path(), "sick", &states("unhealthy", "started"), 1);
+    let sick = stand_in(scratch.path(), "sick", STACK, &states("unhealthy", "started"), 1);
     let (ok, o) = playbook("stack.yml", &[format!("stack_firstboot={}", sick.display())]);
     assert!(!ok && o.contains("unhealthy"), "{o}");
 }
