@@ -323,26 +323,32 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         events.contains("event: end\ndata: succeeded") && events.contains("net.firewall"),
         "the QA job through the privileged helper: {events}"
     );
+    // Runs a playbook from the Jobs page; asserts that it succeeded and
+    // that its events hold each of `wants`; returns the job's page.
+    let run_playbook = |name: &str, what: &str, wants: &[&str]| -> String {
+        let started = std::time::Instant::now();
+        let (job, code, events) = run_job("/jobs", &[&format!("playbook={name}")]);
+        println!(
+            "firewall: the {name} playbook ({what}) from the web app took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(code, 0, "{events}");
+        assert!(
+            events.contains("event: end\ndata: succeeded") && wants.iter().all(|w| events.contains(w)),
+            "{name} ({what}) through the privileged helper, wanted {wants:?}: {events}"
+        );
+        let (code, page) = curl(
+            ns,
+            &[&cacert[..], &["-b", jar, &https(&format!("/jobs/{job}"))]].concat(),
+        );
+        assert_eq!(code, 0, "{page}");
+        page
+    };
     // An Ansible job from the Jobs page: the diagnostics playbook runs as
     // root through the same helper (only its name crosses the socket), and
     // its bundle comes back as the job's download. Root shows in what it
     // holds: the stack's containers (`docker ps`) and the whole journal.
-    let started = std::time::Instant::now();
-    let (job, code, events) = run_job("/jobs", &["playbook=diagnostics.yml"]);
-    println!(
-        "firewall: the diagnostics playbook from the web app took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert_eq!(code, 0, "{events}");
-    assert!(
-        events.contains("event: end\ndata: succeeded") && events.contains("runner_on_ok"),
-        "the diagnostics playbook through the privileged helper: {events}"
-    );
-    let (code, page) = curl(
-        ns,
-        &[&cacert[..], &["-b", jar, &https(&format!("/jobs/{job}"))]].concat(),
-    );
-    assert_eq!(code, 0, "{page}");
+    let page = run_playbook("diagnostics.yml", "a bundle", &["runner_on_ok"]);
     let page = page.replace("&#x2F;", "/");
     let href = page
         .split("href=\"")
@@ -355,17 +361,88 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         &[&cacert[..], &["-b", jar, "-o", bundle.to_str().unwrap(), &https(href)]].concat(),
     );
     assert_eq!(code, 0, "{out}");
-    let ps = Command::new("tar")
-        .arg("xzOf")
-        .arg(&bundle)
-        .args(["--wildcards", "*/containers/ps.txt"])
-        .output()
-        .unwrap();
-    let ps = String::from_utf8_lossy(&ps.stdout);
+    // One file of the bundle (by its path under the bundle's folder).
+    let member = |path: &str| {
+        let o = Command::new("tar")
+            .arg("xzOf")
+            .arg(&bundle)
+            .args(["--wildcards", &format!("*/{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ps = member("containers/ps.txt");
     assert!(
         ps.contains("victoriametrics") && ps.contains("node-exporter"),
         "the bundle's docker ps (run as root) lists the stack: {ps}"
     );
+    let list = Command::new("tar").arg("tzf").arg(&bundle).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.ends_with("/containers/monitoring_victoriametrics_1.log"))
+            && list
+                .lines()
+                .any(|l| l.ends_with("/files/var_lib_flypack_qa_report.json")),
+        "the bundle holds each container's log and the QA report: {list}"
+    );
+    let journal = member("journal.txt");
+    assert!(
+        journal.contains("flypack-firstboot") && journal.contains("kernel:"),
+        "the bundle's journal is the whole system's (root reads it): {}",
+        &journal[..journal.len().min(2000)]
+    );
+
+    // The QA playbook on the real unit: the verdict comes back GO, the
+    // report is kept with the job, and QA changes nothing.
+    let page = run_playbook("qa.yml", "QA again", &[": GO", "changed=0"]);
+    assert!(
+        page.contains("qa-fp-scan-01.json"),
+        "the report is kept with the job: {page}"
+    );
+    // The stack playbook puts a stopped service back, and on a second run
+    // finds nothing to do.
+    let (code, out) = ssh(ns, vm, "sudo docker stop monitoring_node-exporter_1");
+    assert_eq!(code, 0, "{out}");
+    run_playbook(
+        "stack.yml",
+        "a service stopped",
+        &["node-exporter: healthy (started)", "changed=1"],
+    );
+    run_playbook(
+        "stack.yml",
+        "a second time",
+        &["node-exporter: healthy (unchanged)", "changed=0"],
+    );
+
+    // Housekeeping on the real unit: of nine backups a day apart, the seven
+    // newest stay (the journal's vacuum runs too); a second run does nothing.
+    let (code, out) = ssh(
+        ns,
+        vm,
+        "sudo mkdir -p /var/backups/flypack && for i in 1 2 3 4 5 6 7 8 9; do \
+         sudo touch -d \"$i days ago\" /var/backups/flypack/fp-scan-01-$i.flypack-backup.age; done",
+    );
+    assert_eq!(code, 0, "{out}");
+    run_playbook(
+        "maintenance.yml",
+        "nine backups",
+        &[
+            "fp-scan-01-8.flypack-backup.age",
+            "fp-scan-01-9.flypack-backup.age",
+            "Shrink the journal",
+        ],
+    );
+    let (code, out) = ssh(ns, vm, "ls /var/backups/flypack");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        (1..=7)
+            .map(|i| format!("fp-scan-01-{i}.flypack-backup.age"))
+            .collect::<Vec<_>>(),
+        "the seven newest backups stay"
+    );
+    run_playbook("maintenance.yml", "a second time", &["changed=0"]);
 
     // The helper runs only the allow-list, for the web app's group only.
     let (code, out) = ssh(
