@@ -116,6 +116,8 @@ pub struct RootfsPlan {
     pub snapshot: Option<String>,
     /// Packages.
     pub packages: Vec<String>,
+    /// Packages a stub package provides instead (`[debian] provided`).
+    pub provided: Vec<String>,
     /// Preseed file and content.
     pub preseed: Option<PreseedPlan>,
     /// Users created in the root filesystem (name, groups, shell).
@@ -300,7 +302,8 @@ pub fn make(profile: &Profile, opts: &Options) -> Result<Plan> {
         path: p.path.clone(),
         text: p.text.clone(),
     });
-    let rootfs = rootfs_plan(d, "minbase", packages, preseed, users, opts);
+    let mut rootfs = rootfs_plan(d, "minbase", packages, preseed, users, opts);
+    rootfs.provide(d.provided.iter().map(ToString::to_string).collect(), opts);
     let key = rootfs.key.clone();
     let gate = gate_plan(profile);
 
@@ -457,11 +460,30 @@ pub fn rootfs_plan(
         mirror: d.effective_mirror(),
         snapshot: d.snapshot.as_ref().map(ToString::to_string),
         packages,
+        provided: vec![],
         preseed,
         users,
         archive,
         cached,
         refresh: opts.refresh_rootfs,
+    }
+}
+
+impl RootfsPlan {
+    /// Adds packages a stub provides instead (part of the cache key).
+    pub fn provide(&mut self, provided: Vec<String>, opts: &Options) {
+        if provided.is_empty() {
+            return;
+        }
+        let mut k = KeyHasher::new();
+        k.part("rootfs", &self.key);
+        for p in &provided {
+            k.part("provided", p);
+        }
+        self.key = k.finish();
+        self.archive = opts.cache_dir.join("rootfs").join(format!("{}.tar", self.key));
+        self.cached = self.archive.is_file() && self.archive.with_extension("packages.json").is_file();
+        self.provided = provided;
     }
 }
 

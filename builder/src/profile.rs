@@ -506,6 +506,12 @@ pub struct RawDebian {
     pub preseed: Option<String>,
     /// Packages to install on top of the minbase variant.
     pub packages: Vec<PackageName>,
+    /// Packages marked installed without their files: a stub package
+    /// (`flypack-provided`) provides them, so what depends on them installs
+    /// without them. For a dependency nothing uses, such as the `ansible`
+    /// collections that Debian's python3-ansible-runner pulls in.
+    #[serde(default)]
+    pub provided: Vec<PackageName>,
 }
 
 fn yes() -> bool {
@@ -668,6 +674,8 @@ pub struct Debian {
     pub preseed: Option<Preseed>,
     /// Packages, sorted and unique.
     pub packages: Vec<PackageName>,
+    /// Packages the stub provides instead, sorted and unique.
+    pub provided: Vec<PackageName>,
 }
 
 /// A checked preseed file.
@@ -819,6 +827,29 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
     for (pkg, why) in REQUIRED_PACKAGES {
         if !bare.contains(pkg) {
             err("debian.packages", format!("missing {pkg:?}: {why}; add it"));
+        }
+    }
+    let mut provided = d.provided.clone();
+    provided.sort();
+    provided.dedup();
+    for (i, p) in d.provided.iter().enumerate() {
+        let name = p.as_str();
+        let key = format!("debian.provided[{i}]");
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        {
+            err(
+                &key,
+                format!("{name:?}: expected a bare package name (no version, suite or architecture)"),
+            );
+        } else if bare.contains(&name) {
+            err(
+                &key,
+                format!("{name:?} is also in debian.packages: a package is installed or provided, not both"),
+            );
+        } else if REQUIRED_PACKAGES.iter().any(|(r, _)| *r == name) || name.starts_with("linux-image-") {
+            err(&key, format!("{name:?} is needed on every unit: it cannot be left out"));
         }
     }
     let preseed = match &d.preseed {
@@ -1162,6 +1193,7 @@ pub fn validate(path: &Path, text: &str, raw: RawProfile) -> Result<Profile, Con
             snapshot: d.snapshot.clone(),
             preseed,
             packages,
+            provided,
         },
         overlays,
         unit_defaults,

@@ -87,12 +87,24 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
             .lock()
             .with_context(|| format!("locking {}", apt_lock_path.display()))?;
     }
+    // Under /tmp: the hooks copy it to the same path inside the tree (dpkg,
+    // chrooted, opens the path apt gives it) and remove it from there.
+    let stub_dir = tempfile::Builder::new()
+        .prefix("flypack-provided-")
+        .tempdir()
+        .context("making a temporary folder for the stub package")?;
+    let stub = if plan.provided.is_empty() {
+        None
+    } else {
+        Some(stub_package(&plan.provided, stub_dir.path())?)
+    };
     let cmd = mmdebstrap(
         plan,
         &apt_cache,
         archive_tmp.path(),
         list_tmp.path(),
         plan.preseed.as_ref().map(|_| preseed_tmp.path()),
+        stub.as_deref(),
     )
     .env("TMPDIR", &work);
     let mut errors: Vec<String> = Vec::new();
@@ -138,21 +150,88 @@ fn short(key: &str) -> &str {
     &key[..12.min(key.len())]
 }
 
-/// The mmdebstrap command line for a plan.
-pub fn mmdebstrap(plan: &RootfsPlan, apt_cache: &Path, out: &Path, list_out: &Path, preseed: Option<&Path>) -> Cmd {
+/// The control file of the stub package that provides `provided`.
+pub fn stub_control(provided: &[String]) -> String {
+    format!(
+        "Package: {STUB_PACKAGE}\n\
+         Version: 1\n\
+         Architecture: all\n\
+         Maintainer: Flypack <root@localhost>\n\
+         Section: misc\n\
+         Priority: optional\n\
+         Provides: {}\n\
+         Description: packages left out of this Flypack image\n \
+         The profile's [debian] provided lists packages that others depend on\n \
+         and that no part of the appliance uses. This package stands in for\n \
+         them, without their files.\n",
+        provided.join(", ")
+    )
+}
+
+/// The stub package's name.
+pub const STUB_PACKAGE: &str = "flypack-provided";
+
+/// Builds the stub package (with Debian's dpkg-deb) in `dir`; returns the
+/// .deb's absolute path (mmdebstrap takes a local package by its path).
+fn stub_package(provided: &[String], dir: &Path) -> Result<PathBuf> {
+    let root = dir.join(STUB_PACKAGE);
+    fs::create_dir_all(root.join("DEBIAN")).with_context(|| format!("creating {}", root.display()))?;
+    fs::write(root.join("DEBIAN/control"), stub_control(provided))
+        .with_context(|| format!("writing {}/DEBIAN/control", root.display()))?;
+    let deb = std::path::absolute(dir.join(format!("{STUB_PACKAGE}_1_all.deb")))?;
+    Cmd::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .run()
+        .context("building the stub package for [debian] provided")?;
+    Ok(deb)
+}
+
+/// The mmdebstrap command line for a plan; `stub` is the package that
+/// provides `plan.provided` (which are then left out).
+pub fn mmdebstrap(
+    plan: &RootfsPlan,
+    apt_cache: &Path,
+    out: &Path,
+    list_out: &Path,
+    preseed: Option<&Path>,
+    stub: Option<&Path>,
+) -> Cmd {
     let q = |p: &Path| flypack_contracts::cmd::shell_quote(&p.display().to_string());
     let mut cmd = Cmd::new("mmdebstrap")
         .arg(format!("--variant={}", plan.variant))
         // Explicit: the output is written under a temporary name without .tar.
         .arg("--format=tar")
-        .arg(format!("--architectures={}", plan.architecture))
-        .arg(format!("--include={}", plan.packages.join(",")))
+        .arg(format!("--architectures={}", plan.architecture));
+    if let Some(stub) = stub {
+        // First, so that apt has the provider before it meets a dependant.
+        cmd = cmd.arg(format!("--include={}", stub.display()));
+    }
+    // apt (outside the tree) hands the stub's path to dpkg (chrooted): the
+    // stub is copied to the same path inside, and removed at the end.
+    let stub_dir = stub.and_then(Path::parent).map(q);
+    // "name-" tells apt not to install the real package.
+    let include: Vec<String> = plan
+        .packages
+        .iter()
+        .cloned()
+        .chain(plan.provided.iter().map(|p| format!("{p}-")))
+        .collect();
+    let mut cmd = cmd
+        .arg(format!("--include={}", include.join(",")))
         .arg("--skip=essential/unlink")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!(
             "--setup-hook=sync-in {} /var/cache/apt/archives/",
             q(apt_cache)
         ));
+    if let (Some(stub), Some(dir)) = (stub, &stub_dir) {
+        cmd = cmd
+            .arg(format!("--setup-hook=mkdir -p \"$1\"{dir}"))
+            .arg(format!("--setup-hook=copy-in {} {dir}", q(stub)))
+            .arg(format!("--customize-hook=rm -r \"$1\"{dir}"));
+    }
     if plan.packages.iter().any(|p| p == "zstd") {
         // zstd initramfs: much faster to unpack at boot than gzip.
         cmd = cmd.arg(
@@ -333,6 +412,7 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             snapshot: None,
             packages: vec!["linux-image-amd64".into(), "zstd".into()],
+            provided: vec![],
             preseed: Some(PreseedPlan {
                 path: "/p/flypack.preseed".into(),
                 text: String::new(),
@@ -356,6 +436,7 @@ mod tests {
             Path::new("/c/rootfs/tmp.tar"),
             Path::new("/c/list"),
             Some(Path::new("/c/x.preseed")),
+            None,
         );
         let want = [
             "mmdebstrap",
@@ -378,6 +459,60 @@ mod tests {
         ]
         .join(" ");
         assert_eq!(cmd.display(), want);
+    }
+
+    /// A provided package is left out ("name-") and the stub that provides
+    /// it comes first; the stub is a real .deb that provides exactly those.
+    #[test]
+    fn provided_packages_are_left_out_for_a_stub_that_provides_them() {
+        let mut p = plan();
+        p.provided = vec!["ansible".into(), "foo".into()];
+        let dir = tempfile::tempdir().unwrap();
+        let deb = stub_package(&p.provided, dir.path()).unwrap();
+        let cmd = mmdebstrap(
+            &p,
+            Path::new("/c/apt"),
+            Path::new("/c/rootfs/tmp.tar"),
+            Path::new("/c/list"),
+            None,
+            Some(&deb),
+        )
+        .display();
+        let want = format!(
+            "--architectures=amd64 --include={} --include=linux-image-amd64,zstd,ansible-,foo- --skip",
+            deb.display()
+        );
+        assert!(cmd.contains(&want), "{cmd}");
+        let dir = deb.parent().unwrap().display();
+        for hook in [
+            format!("'--setup-hook=mkdir -p \"$1\"{dir}'"),
+            format!("'--setup-hook=copy-in {} {dir}'", deb.display()),
+            format!("'--customize-hook=rm -r \"$1\"{dir}'"),
+        ] {
+            assert!(cmd.contains(&hook), "{hook} in {cmd}");
+        }
+        let field = |f: &str| {
+            let o = std::process::Command::new("dpkg-deb")
+                .arg("--field")
+                .arg(&deb)
+                .arg(f)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        };
+        assert_eq!(field("Package"), STUB_PACKAGE);
+        assert_eq!(field("Provides"), "ansible, foo");
+        let o = std::process::Command::new("dpkg-deb")
+            .arg("--contents")
+            .arg(&deb)
+            .output()
+            .unwrap();
+        let contents = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            contents.lines().all(|l| l.ends_with(" ./")),
+            "the stub holds no files: {contents}"
+        );
     }
 
     #[test]
