@@ -192,6 +192,24 @@ fn bad_profiles_name_the_key_and_the_fix() {
             "add ansible-core to debian.packages",
         ),
         (
+            "provided = [\"ansible\"]",
+            "provided = [\"ansible=7.7.0\"]",
+            "debian.provided[0]",
+            "expected a bare package name",
+        ),
+        (
+            "provided = [\"ansible\"]",
+            "provided = [\"ansible-core\"]",
+            "debian.provided[0]",
+            "is also in debian.packages",
+        ),
+        (
+            "provided = [\"ansible\"]",
+            "provided = [\"ansible\", \"linux-image-cloud-amd64\"]",
+            "debian.provided[1]",
+            "needed on every unit",
+        ),
+        (
             "formats = [\"raw\"]",
             "formats = [\"iso\"]",
             "outputs.formats[0]",
