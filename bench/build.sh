@@ -24,6 +24,9 @@ trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# The package set the profile lists. Packages under [debian] provided (a stub
+# stands in for them in the builder's image) are installed by the bare
+# mmdebstrap as dependencies: that is what a user of mmdebstrap alone gets.
 packages="$("$builder" build --dry-run --out "$work/dry" | python3 -c 'import json,sys; p=json.load(sys.stdin); print(",".join(p["rootfs"]["packages"]))')"
 mapfile -t sources < <("$builder" build --dry-run --out "$work/dry" | python3 -c 'import json,sys; [print(s) for s in json.load(sys.stdin)["rootfs"]["sources"]]')
 
