@@ -111,6 +111,19 @@ pub enum BackupCommand {
         /// The archive.
         archive: PathBuf,
     },
+    /// Remove all but the newest archives in the folder (by modification
+    /// time), as a new backup does; other files are left alone.
+    Prune {
+        /// Folder of the archives.
+        #[arg(long, default_value = crate::backup::DEFAULT_DIR, value_name = "DIR")]
+        dir: PathBuf,
+        /// How many newest archives to keep (1 or more).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        keep: u16,
+        /// Print JSON: {"removed": [...], "keep": N}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `firstboot install`.

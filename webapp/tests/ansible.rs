@@ -365,9 +365,10 @@ fn the_stack_playbook_reports_a_change_only_when_a_service_was_touched() {
     assert!(!ok && o.contains("unhealthy"), "{o}");
 }
 
-/// The housekeeping playbook removes all but the newest backups and says
-/// when the journal gave space back; a second run changes nothing; a bound
-/// of 0 backups is refused before anything is removed.
+/// The housekeeping playbook removes all but the newest backups (the real
+/// `firstboot backup prune`, under a root of its own) and says when the
+/// journal gave space back; a second run changes nothing; a bound of 0
+/// backups is refused before anything is removed.
 #[test]
 fn the_maintenance_playbook_prunes_old_backups_once() {
     use std::os::unix::fs::PermissionsExt;
@@ -400,9 +401,10 @@ fn the_maintenance_playbook_prunes_old_backups_once() {
     std::fs::set_permissions(&journalctl, std::fs::Permissions::from_mode(0o755)).unwrap();
     let vars = |extra: &str| {
         vec![format!(
-            "flypack_root={} maintenance_journalctl={} {extra}",
+            "flypack_root={} maintenance_journalctl={} maintenance_firstboot={} {extra}",
             root.display(),
-            journalctl.display()
+            journalctl.display(),
+            flypack_e2e::bins().firstboot.display()
         )]
     };
     let left = || {

@@ -89,14 +89,16 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
     }
     // Under /tmp: the hooks copy it to the same path inside the tree (dpkg,
     // chrooted, opens the path apt gives it) and remove it from there.
-    let stub_dir = tempfile::Builder::new()
-        .prefix("flypack-provided-")
-        .tempdir()
-        .context("making a temporary folder for the stub package")?;
+    // Kept (and removed) with the folder until mmdebstrap is done.
     let stub = if plan.provided.is_empty() {
         None
     } else {
-        Some(stub_package(&plan.provided, stub_dir.path())?)
+        let dir = tempfile::Builder::new()
+            .prefix("flypack-provided-")
+            .tempdir()
+            .context("making a temporary folder for the stub package")?;
+        let deb = stub_package(&plan.provided, dir.path())?;
+        Some((dir, deb))
     };
     let cmd = mmdebstrap(
         plan,
@@ -104,7 +106,7 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
         archive_tmp.path(),
         list_tmp.path(),
         plan.preseed.as_ref().map(|_| preseed_tmp.path()),
-        stub.as_deref(),
+        stub.as_ref().map(|(_, deb)| deb.as_path()),
     )
     .env("TMPDIR", &work);
     let mut errors: Vec<String> = Vec::new();

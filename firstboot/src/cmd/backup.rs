@@ -8,8 +8,28 @@ use crate::backup;
 use crate::cli::{BackupArgs, BackupCommand};
 use crate::root::Root;
 
-/// Makes a backup, or verifies a decrypted one.
+/// Makes a backup, verifies a decrypted one, or prunes old ones.
 pub fn run(root: &Root, a: &BackupArgs, seed: Option<&Path>) -> Result<i32> {
+    if let Some(BackupCommand::Prune { dir, keep, json }) = &a.command {
+        let dir = root.path(dir);
+        // No folder yet: no backup was ever made, so nothing to remove.
+        let removed = if dir.exists() {
+            backup::prune(&dir, usize::from(*keep))
+                .with_context(|| format!("pruning the backups in {}", dir.display()))?
+        } else {
+            Vec::new()
+        };
+        if *json {
+            println!("{}", serde_json::json!({ "removed": removed, "keep": keep }));
+        } else if removed.is_empty() {
+            println!("{}: nothing to remove (at most {keep} archives)", dir.display());
+        } else {
+            for p in &removed {
+                println!("removed {}", p.display());
+            }
+        }
+        return Ok(0);
+    }
     if let Some(BackupCommand::Verify { archive }) = &a.command {
         // A unit holds no key that decrypts: it verifies the decrypted copy
         // `builder restore` leaves, and says where a sealed one is verified.
