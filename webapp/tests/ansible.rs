@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use flypack_web::actions::{playbook_job, playbooks};
+use flypack_web::actions::{playbook_job, playbooks, playbooks_in};
 use flypack_web::config::Config;
 use flypack_web::jobs::{Job, JobState, Jobs};
 
@@ -81,19 +81,30 @@ fn every_playbook_passes_ansible_lint_and_a_syntax_check() {
         .current_dir(&dir));
     assert!(ok, "ansible-lint:\n{out}");
     assert!(out.contains("Passed with production profile"), "{out}");
-    let mut n = 0;
-    for e in std::fs::read_dir(dir.join("playbooks")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yml") {
-            let (ok, out) = run(Command::new("ansible-playbook")
-                .arg("--syntax-check")
-                .arg(&p)
-                .current_dir(&dir));
-            assert!(ok, "{}: {out}", p.display());
-            n += 1;
+    // The inner playbooks (the unit's Jobs page) and the outer ones (the
+    // laptop's, in playbooks/fleet/, which the Jobs page does not list).
+    for (sub, at_least) in [("playbooks", 4), ("playbooks/fleet", 2)] {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yml") {
+                let (ok, out) = run(Command::new("ansible-playbook")
+                    .args(["--syntax-check", "-i", "localhost,"])
+                    .arg(&p)
+                    .current_dir(&dir));
+                assert!(ok, "{}: {out}", p.display());
+                n += 1;
+            }
         }
+        assert!(n >= at_least, "{n} playbooks in {sub}");
     }
-    assert!(n >= 1, "no playbooks in {}", dir.display());
+    let jobs_page = playbooks_in(&dir.join("playbooks"));
+    for outer in playbooks_in(&dir.join("playbooks/fleet")) {
+        assert!(
+            !jobs_page.contains(&outer),
+            "{outer} is the laptop's, not on a unit's Jobs page"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
