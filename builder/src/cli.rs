@@ -348,6 +348,11 @@ pub struct InventoryArgs {
     /// The user Ansible logs in as (the image's sudo user).
     #[arg(long, default_value = "flypack")]
     pub user: String,
+
+    /// Also write each unit's config into DIR as HOSTNAME.toml, for the
+    /// config push playbook (playbooks/fleet/config-push.yml).
+    #[arg(long, value_name = "DIR")]
+    pub unit_configs: Option<PathBuf>,
 }
 
 /// `builder validate`.

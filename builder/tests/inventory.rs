@@ -186,3 +186,39 @@ fn bad_fleets_name_the_problem_and_leave_the_old_inventory() {
         assert_eq!(std::fs::read_to_string(&inv).unwrap(), "# the old inventory\n");
     }
 }
+
+/// `--unit-configs DIR`: each unit's config as HOSTNAME.toml (what the
+/// config push playbook sends), each one valid and the unit's own.
+#[test]
+fn unit_configs_are_written_one_per_unit_and_validate() {
+    let d = tempfile::tempdir().unwrap();
+    let a = write(d.path(), "fleet.toml", &example());
+    let b = write(d.path(), "truck-b.toml", TRUCK_B);
+    let dir = d.path().join("configs");
+    let o = builder(&[
+        "inventory",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--unit-configs",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fp-dec-07.toml", "fp-enc-01.toml", "fp-mon-01.toml"]);
+    for n in &names {
+        let p = dir.join(n);
+        let o = builder(&["--json", "validate", p.to_str().unwrap()]);
+        assert!(o.status.success(), "{n}: {}", String::from_utf8_lossy(&o.stdout));
+        let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["hostname"], n.trim_end_matches(".toml"), "{e}");
+    }
+    let dec = std::fs::read_to_string(dir.join("fp-dec-07.toml")).unwrap();
+    assert!(
+        dec.contains("172.20.5.7/22") && dec.contains("role = \"decoder\""),
+        "{dec}"
+    );
+}

@@ -198,6 +198,25 @@ fn flypack_name(path: &Path, fleet: &Fleet) -> Result<String> {
     )
 }
 
+/// Writes each unit's config as DIR/HOSTNAME.toml (a hostname is a valid
+/// file name: the unit config's rules allow letters, digits and dashes).
+fn write_unit_configs(flypacks: &[(String, Fleet)], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, fleet) in flypacks {
+        for (_, _, u) in &fleet.units {
+            let text = format!(
+                "# Unit {} of flypack {name}, written by `builder inventory` from its fleet file:\n\
+                 # edit the fleet file and regenerate.\n{}",
+                u.hostname.as_str(),
+                u.to_toml()
+            );
+            let path = dir.join(format!("{}.toml", u.hostname.as_str()));
+            flypack_contracts::atomic::write_atomic(&path, text.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `builder inventory`.
 pub fn run(a: &InventoryArgs, rep: &Reporter) -> Result<i32> {
     let mut flypacks: Vec<(String, Fleet)> = Vec::new();
@@ -225,6 +244,9 @@ pub fn run(a: &InventoryArgs, rep: &Reporter) -> Result<i32> {
         yaml_serde::to_string(&inv).context("writing the inventory as YAML")?
     );
     let hosts: usize = flypacks.iter().map(|(_, f)| f.units.len()).sum();
+    if let Some(dir) = &a.unit_configs {
+        write_unit_configs(&flypacks, dir)?;
+    }
     match &a.out {
         Some(out) => {
             flypack_contracts::atomic::write_atomic(out, yaml.as_bytes(), 0o644)?;

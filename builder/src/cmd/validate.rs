@@ -30,8 +30,9 @@ pub fn kind_of(text: &str) -> Kind {
     }
 }
 
-/// Checks one file; returns a one-line summary.
-pub fn check(path: &Path) -> Result<(Kind, String)> {
+/// Checks one file; returns its kind, a one-line summary and, for a unit
+/// config, its hostname (what a config push checks against its target).
+pub fn check(path: &Path) -> Result<(Kind, String, Option<String>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match kind_of(&text) {
         Kind::Profile => {
@@ -44,6 +45,7 @@ pub fn check(path: &Path) -> Result<(Kind, String)> {
                     p.debian.packages.len(),
                     crate::profile::Size(p.disk.total)
                 ),
+                None,
             ))
         }
         Kind::Unit => {
@@ -56,11 +58,12 @@ pub fn check(path: &Path) -> Result<(Kind, String)> {
                     u.interfaces.len(),
                     u.vlans.len()
                 ),
+                Some(u.hostname.as_str().to_string()),
             ))
         }
         Kind::Fleet => {
             let f = flypack_contracts::unit::parse_fleet(path, &text)?;
-            Ok((Kind::Fleet, format!("fleet inventory, {} units", f.units.len())))
+            Ok((Kind::Fleet, format!("fleet inventory, {} units", f.units.len()), None))
         }
     }
 }
@@ -70,12 +73,13 @@ pub fn run(args: &ValidateArgs, rep: &Reporter) -> Result<i32> {
     let mut bad = 0;
     for f in &args.files {
         match check(f) {
-            Ok((kind, summary)) => {
+            Ok((kind, summary, hostname)) => {
                 if rep.mode() == Mode::Json {
-                    rep.event(
-                        "valid",
-                        json!({ "file": f, "kind": format!("{kind:?}").to_lowercase(), "summary": summary }),
-                    );
+                    let mut e = json!({ "file": f, "kind": format!("{kind:?}").to_lowercase(), "summary": summary });
+                    if let Some(h) = hostname {
+                        e["hostname"] = json!(h);
+                    }
+                    rep.event("valid", e);
                 } else {
                     println!("{}: ok ({summary})", f.display());
                 }
@@ -113,8 +117,10 @@ mod tests {
             ("unit.example.toml", Kind::Unit),
             ("fleet.example.toml", Kind::Fleet),
         ] {
-            let (kind, _) = check(&images.join(f)).unwrap();
+            let (kind, _, hostname) = check(&images.join(f)).unwrap();
             assert_eq!(kind, k, "{f}");
+            // A unit config names its unit (a config push checks it).
+            assert_eq!(hostname.as_deref(), (k == Kind::Unit).then_some("fp-demo-01"), "{f}");
         }
     }
 }
