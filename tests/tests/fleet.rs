@@ -1,0 +1,292 @@
+//! The outer playbooks against two units at once: the shared image booted
+//! twice in QEMU (each its own seed, both with the fleet's backup key), and
+//! this machine as the engineer's laptop. The inventory is the one `builder
+//! inventory` writes from the fleet file; a second inventory says how the
+//! laptop reaches each unit here (its SSH forward on 127.0.0.1).
+//!
+//! - fleet status: one report, both units GO with their QA checks;
+//! - backup pull: each unit's backup, fetched and verified with the fleet key;
+//! - config push, both units in one batch: fp-demo-01's new media address is
+//!   confirmed over a new connection and kept; fp-demo-02's new management
+//!   address cuts the laptop off, so the confirm cannot come and the unit
+//!   rolls back by itself and answers again as before. A second push of the
+//!   kept config changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use flypack_contracts::status::Verdict;
+use flypack_e2e::*;
+use serde_json::{Value, json};
+
+const UNITS: [&str; 2] = ["fp-demo-01", "fp-demo-02"];
+
+fn unit_text(public: &str, hostname: &str) -> String {
+    example_unit_with_key(public).replace("hostname = \"fp-demo-01\"", &format!("hostname = {hostname:?}"))
+}
+
+/// The fleet file for both units, from their configs (as TOML values, so
+/// a test can change one and regenerate as an engineer would).
+fn write_fleet(path: &Path, configs: &[toml::Value]) {
+    let units: Vec<toml::Value> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut t = toml::Table::new();
+            t.insert("serial".into(), toml::Value::String(format!("E2E-{i}")));
+            t.insert("config".into(), c.clone());
+            toml::Value::Table(t)
+        })
+        .collect();
+    let mut fleet = toml::Table::new();
+    fleet.insert("version".into(), toml::Value::Integer(1));
+    fleet.insert("flypack".into(), toml::Value::String("e2e".into()));
+    fleet.insert("units".into(), toml::Value::Array(units));
+    std::fs::write(path, toml::to_string(&fleet).unwrap()).unwrap();
+}
+
+fn playbook(name: &str, inventories: &[&Path], args: &[String]) -> (bool, String, f64) {
+    let t = Instant::now();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["900", "ansible-playbook"])
+        .arg(format!("playbooks/fleet/{name}"))
+        .current_dir(repo().join("ansible"));
+    for i in inventories {
+        cmd.arg("-i").arg(i);
+    }
+    let o = cmd.args(args).output().expect("ansible-playbook");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), out, t.elapsed().as_secs_f64())
+}
+
+#[test]
+fn two_units_from_the_laptop_status_backup_pull_and_a_config_push_kept_or_rolled_back() {
+    let img = shared_image();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let fleet_key = dir.path().join("fleet.key");
+    let r = run(builder().args(["backup-key", "new", "--out"]).arg(&fleet_key));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let images: Vec<PathBuf> = UNITS
+        .iter()
+        .map(|h| {
+            let d = dir.path().join(h);
+            std::fs::create_dir(&d).unwrap();
+            let copy = seeded_copy(&img.path, &d, &unit_text(&public, h));
+            let r = run(builder()
+                .arg("customize")
+                .arg(&copy)
+                .arg("--unit")
+                .arg(d.join("unit.toml"))
+                .arg("--backup-key")
+                .arg(&fleet_key));
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            copy
+        })
+        .collect();
+
+    // Both at once: a flypack is several units.
+    let t = Instant::now();
+    let sessions: Vec<Session> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .iter()
+            .zip(UNITS)
+            .map(|(img, h)| {
+                let log = dir.path().join(format!("{h}.console.log"));
+                let key = key.clone();
+                s.spawn(move || Session::start(img, &key, &log, &[]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    println!(
+        "fleet: two units booted side by side reached their verdicts in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    for (s, h) in sessions.iter().zip(UNITS) {
+        assert_eq!(s.status.hostname, h);
+        assert_eq!(
+            s.status.verdict,
+            Verdict::Go,
+            "{h}: {:?}\n{}",
+            s.status,
+            console_tail(&s.log, 40)
+        );
+    }
+
+    // The laptop's inventory, from the fleet file; how it reaches them here.
+    let mut configs: Vec<toml::Value> = UNITS
+        .iter()
+        .map(|h| toml::from_str(&unit_text(&public, h)).unwrap())
+        .collect();
+    let fleet = dir.path().join("e2e.toml");
+    write_fleet(&fleet, &configs);
+    let inv = dir.path().join("inventory.yml");
+    let unit_configs = dir.path().join("configs");
+    let regenerate = || {
+        let r = run(builder()
+            .arg("inventory")
+            .arg(&fleet)
+            .arg("--out")
+            .arg(&inv)
+            .arg("--unit-configs")
+            .arg(&unit_configs));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    regenerate();
+    let conn = dir.path().join("forwards.yml");
+    let hosts: serde_json::Map<String, Value> = sessions
+        .iter()
+        .zip(UNITS)
+        .map(|(s, h)| {
+            (
+                h.to_string(),
+                json!({"ansible_host": "127.0.0.1", "ansible_port": s.port,
+                       "ansible_ssh_private_key_file": key,
+                       "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                                                   -o ServerAliveInterval=5 -o ServerAliveCountMax=3"}),
+            )
+        })
+        .collect();
+    std::fs::write(&conn, json!({"all": {"hosts": hosts}}).to_string()).unwrap();
+    let invs: [&Path; 2] = [&inv, &conn];
+
+    // Fleet status: both, then one (what Ansible's parallelism gives).
+    let report = dir.path().join("report");
+    let (ok, o, both) = playbook(
+        "status.yml",
+        &invs,
+        &["-e".into(), format!("fleet_status_report_dir={}", report.display())],
+    );
+    assert!(ok, "{o}");
+    let (ok, o1, one) = playbook(
+        "status.yml",
+        &invs,
+        &[
+            "-e".into(),
+            format!("fleet_status_report_dir={}", dir.path().join("report-1").display()),
+            "--limit".into(),
+            "fp-demo-01".into(),
+        ],
+    );
+    assert!(ok, "{o1}");
+    println!(
+        "fleet: status.yml took {both:.1} s for 2 units, {one:.1} s for 1 (ratio {:.2} against 2 single runs)",
+        both / (2.0 * one)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(report.join("fleet-status.json")).unwrap()).unwrap();
+    for (u, h) in r["units"].as_array().unwrap().iter().zip(UNITS) {
+        assert_eq!(
+            (u["host"].as_str(), u["verdict"].as_str(), u["flypack"].as_str()),
+            (Some(h), Some("GO"), Some("e2e")),
+            "{u}"
+        );
+        assert!(u["checks"].as_array().unwrap().len() >= 5, "the unit's QA checks: {u}");
+        assert_eq!(u["problem"], "", "{u}");
+    }
+    assert!(
+        std::fs::read_to_string(report.join("fleet-status.html"))
+            .unwrap()
+            .contains("2 of 2 units GO")
+    );
+
+    // Backup pull.
+    let laptop = dir.path().join("backups");
+    let (ok, o, secs) = playbook(
+        "backup-pull.yml",
+        &invs,
+        &[
+            "-e".into(),
+            format!(
+                "backup_pull_dir={} backup_pull_key={} backup_pull_builder={}",
+                laptop.display(),
+                fleet_key.display(),
+                bins().builder.display()
+            ),
+        ],
+    );
+    assert!(ok, "{o}");
+    println!("fleet: backup-pull.yml (take, fetch, verify) took {secs:.1} s for 2 units");
+    for h in UNITS {
+        let got = names(&laptop.join(h));
+        assert_eq!(got.len(), 1, "{h}: {got:?}");
+        let r = run(builder()
+            .args(["--json", "backup-key", "verify", "--key"])
+            .arg(&fleet_key)
+            .arg(laptop.join(h).join(&got[0])));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.event("result").unwrap()["hostname"], h);
+    }
+
+    // Config push: fp-demo-01 gets a second media address (kept once
+    // confirmed); fp-demo-02's management link moves to an address the
+    // laptop's forward does not reach (rolled back by the unit itself).
+    configs[0]["interfaces"][1]["addresses"]
+        .as_array_mut()
+        .unwrap()
+        .push(toml::Value::String("192.168.51.10/24".into()));
+    let mgmt = configs[1]["interfaces"][0].as_table_mut().unwrap();
+    mgmt.insert("dhcp".into(), toml::Value::Boolean(false));
+    mgmt.insert(
+        "addresses".into(),
+        toml::Value::Array(vec![toml::Value::String("10.0.2.99/24".into())]),
+    );
+    write_fleet(&fleet, &configs);
+    regenerate();
+    let push = |limit: Option<&str>| {
+        let mut args = vec![
+            "-e".to_string(),
+            format!(
+                "config_push_dir={} config_push_builder={} config_push_serial=2 config_push_confirm_within=60",
+                unit_configs.display(),
+                bins().builder.display()
+            ),
+        ];
+        if let Some(l) = limit {
+            args.extend(["--limit".to_string(), l.to_string()]);
+        }
+        playbook("config-push.yml", &invs, &args)
+    };
+    let (ok, o, secs) = push(None);
+    println!("fleet: config-push.yml (one kept, one rolled back) took {secs:.1} s");
+    assert!(!ok, "a unit that rolled back fails the run: {o}");
+    assert!(
+        o.contains("fp-demo-01: applied;") && o.contains("confirmed, it stays"),
+        "{o}"
+    );
+    assert!(
+        o.contains("fp-demo-02: the change was applied but the confirm did not come in time"),
+        "{o}"
+    );
+    let (s1, s2) = (&sessions[0], &sessions[1]);
+    let (code, out) = s1.ssh("ip -br addr show dev enp0s4 && sudo cat /etc/flypack/unit.toml");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("192.168.51.10").count(),
+        2,
+        "in force and in the kept config: {out}"
+    );
+    let (code, out) =
+        s2.ssh("ip -br addr show dev enp0s3 && sudo cat /etc/flypack/unit.toml; sudo ls /var/lib/flypack/network");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("10.0.2.15/24") && !out.contains("10.0.2.99"),
+        "rolled back: {out}"
+    );
+    assert!(!out.contains("pending.json"), "{out}");
+    // The kept change is not rolled back later (its timer was stopped).
+    let (_, timers) = s1.ssh("systemctl list-timers --all --no-legend 'flypack-net-rollback-*'");
+    assert!(!timers.contains("flypack-net-rollback"), "{timers}");
+
+    let (ok, o, _) = push(Some("fp-demo-01"));
+    assert!(
+        ok && o.contains("fp-demo-01: unchanged;") && o.contains("changed=0"),
+        "a second push: {o}"
+    );
+}
