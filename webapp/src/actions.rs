@@ -391,6 +391,16 @@ fn valid_playbook_name(n: &str) -> bool {
         && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// The role a playbook needs: operator for those `jobs.operator` names,
+/// engineer for every other.
+pub fn playbook_role(cfg: &Config, playbook: &str) -> Role {
+    if cfg.jobs.operator.iter().any(|p| p == playbook) {
+        Role::Operator
+    } else {
+        Role::Engineer
+    }
+}
+
 /// The job that runs an allowed playbook with ansible-runner on this unit
 /// (local connection). Its extra vars: `flypack_artifacts_dir` (the job's
 /// `files/`, offered for download) and `flypack_root`.
@@ -425,7 +435,7 @@ pub fn playbook_job(cfg: &Config, root: &Path, playbook: &str) -> Result<JobSpec
             .to_vec(),
             env: vec![],
             mutating,
-            role: Role::Engineer,
+            role: playbook_role(cfg, playbook),
             ansible_events: true,
             files: vec![],
         });
@@ -453,7 +463,7 @@ pub fn playbook_job(cfg: &Config, root: &Path, playbook: &str) -> Result<JobSpec
         argv,
         env: vec![],
         mutating,
-        role: Role::Engineer,
+        role: playbook_role(cfg, playbook),
         ansible_events: true,
         files: runner_files(&format!("{dir}/files"), root, &cfg.jobs.ansible_cfg),
     })

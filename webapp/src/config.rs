@@ -119,6 +119,8 @@ pub struct Jobs {
     pub command_prefix: Vec<String>,
     /// Playbooks that change nothing (they may run beside a mutating job).
     pub read_only: Vec<String>,
+    /// Playbooks an operator may run; every other one needs an engineer.
+    pub operator: Vec<String>,
     /// Finished jobs kept on disk (oldest removed).
     pub keep: usize,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
@@ -197,6 +199,9 @@ impl Default for Jobs {
             run_as_root: true,
             command_prefix: vec![],
             read_only: vec!["diagnostics.yml".into()],
+            // An operator re-runs QA, collects diagnostics and brings the
+            // stack back; housekeeping and anything new need an engineer.
+            operator: vec!["diagnostics.yml".into(), "qa.yml".into(), "stack.yml".into()],
             keep: 50,
             kill_grace_seconds: 10,
         }

@@ -50,7 +50,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/actions/backup", "operator"),
     ("POST", "/actions/restart", "operator"),
     ("POST", "/jobs/{id}/cancel", "operator"),
-    ("POST", "/jobs", "engineer"),
+    ("POST", "/jobs", "operator"),
     ("GET", "/network", "engineer"),
     ("POST", "/actions/network/apply", "engineer"),
     ("POST", "/actions/network/confirm", "engineer"),

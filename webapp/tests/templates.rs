@@ -710,3 +710,48 @@ fn the_templates_parse_and_a_running_job_offers_cancel_and_a_totp_login_asks_for
     assert!(html.contains("class=\"badge v-go\""));
     assert!(!html.contains("Finished"), "no end time while it runs");
 }
+
+/// Each playbook needs its own role: an operator is offered and may run
+/// only the playbooks `jobs.operator` names (diagnostics.yml here, not
+/// update.yml); asking for another is refused with the role it needs, and
+/// the refusal is in the audit log. An engineer is offered both.
+#[tokio::test]
+async fn an_operator_runs_only_the_playbooks_open_to_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    nogo_unit(dir.path());
+    let st = app(dir.path()).await;
+    let op = Client::new(&st, Some(Role::Operator));
+    let html = op.page("/jobs").await;
+    assert!(
+        html.contains("value=\"diagnostics.yml\"") && !html.contains("value=\"update.yml\""),
+        "{html}"
+    );
+    let eng = Client::new(&st, Some(Role::Engineer));
+    let html = eng.page("/jobs").await;
+    assert!(html.contains("value=\"diagnostics.yml\"") && html.contains("value=\"update.yml\""));
+    let r = op
+        .send(
+            Method::POST,
+            "/jobs",
+            None,
+            Some(form(&[("csrf", &op.csrf), ("playbook", "update.yml")])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        r.body
+            .contains("update.yml needs the engineer role; yours is operator."),
+        "{}",
+        r.body
+    );
+    let refused = st.audit.tail(10).unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|a| a.action == "job.start" && a.result == "refused: needs the engineer role"),
+        "{refused:?}"
+    );
+    let viewer = Client::new(&st, Some(Role::Viewer));
+    let html = viewer.page("/jobs").await;
+    assert!(!html.contains("id=\"playbooks\""), "a viewer runs nothing: {html}");
+}

@@ -18,8 +18,10 @@ use crate::state::{AppState, Current, Peer};
 pub async fn list(State(st): State<AppState>, Extension(cur): Extension<Current>) -> Response {
     let mut c = base(&st, Some(&cur), "jobs");
     c.insert("jobs", &st.jobs.list());
+    // Only the playbooks this user's role may run.
     let books: Vec<serde_json::Value> = crate::actions::playbooks(&st.config)
         .into_iter()
+        .filter(|p| cur.role.allows(crate::actions::playbook_role(&st.config, p)))
         .map(|p| {
             let ro = st.config.jobs.read_only.contains(&p);
             serde_json::json!({"name": p, "read_only": ro})
@@ -149,6 +151,19 @@ pub async fn start(
     Form(f): Form<StartForm>,
 ) -> Response {
     match crate::actions::playbook_job(&st.config, &st.root, &f.playbook) {
+        Ok(spec) if !cur.role.allows(spec.role) => {
+            st.audit.record(
+                &cur.user,
+                &peer.0.to_string(),
+                "job.start",
+                &f.playbook,
+                &format!("refused: needs the {} role", spec.role),
+            );
+            error_page(
+                StatusCode::FORBIDDEN,
+                &format!("{} needs the {} role; yours is {}.", f.playbook, spec.role, cur.role),
+            )
+        }
         Ok(spec) => start_job(&st, &cur, &peer.0.to_string(), spec, &f.playbook),
         Err(e) => {
             st.audit.record(
