@@ -433,6 +433,10 @@ fn the_maintenance_playbook_prunes_old_backups_once() {
 
     let (ok, o) = playbook("maintenance.yml", &vars(""));
     assert!(ok && o.contains("changed=2"), "the journal and the backups: {o}");
+    assert!(
+        o.contains("removed fp-test-01-0.flypack-backup.age, fp-test-01-1.flypack-backup.age"),
+        "the job says which went: {o}"
+    );
     let want: Vec<String> = (2..9)
         .map(|i| format!("fp-test-01-{i}.flypack-backup.age"))
         .chain(["notes.txt".to_string()])
