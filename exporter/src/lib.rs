@@ -8,6 +8,8 @@
 //!   interface and counts what arrives (packet and bit rate, a stream-missing
 //!   flag), and reads the kernel's membership from /proc/net/igmp.
 //! - UDP receive errors from /proc/net/snmp (a full socket buffer drops video).
+//! - Each interface of the unit config, by label: carrier and error counters
+//!   from /sys/class/net (what the alert rules watch).
 //!
 //! Configured from the unit config (`[multicast] groups`, `[[srt]]`).
 
@@ -72,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let state = Arc::new(metrics::State { groups, streams });
+    let state = Arc::new(metrics::State { groups, streams, unit });
     if cli.once {
         std::thread::sleep(Duration::from_millis(1100));
         print!("{}", metrics::render(&state));

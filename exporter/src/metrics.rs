@@ -1,7 +1,7 @@
 //! The metrics, encoded by prometheus-client from a collector that reads
 //! everything fresh on each scrape.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -20,6 +20,19 @@ pub struct State {
     pub groups: Vec<Arc<GroupStats>>,
     /// SRT streams: (name, statistics file).
     pub streams: Vec<(String, PathBuf)>,
+    /// The unit config, for its interfaces (found again at each scrape: a
+    /// NIC may come and go).
+    pub unit: Option<flypack_contracts::unit::Unit>,
+}
+
+/// One of `/sys/class/net/IF/...`, as a number (None when unreadable: the
+/// kernel refuses `carrier` on an interface that is administratively down).
+fn sys_number(sys_net: &Path, ifname: &str, file: &str) -> Option<u64> {
+    std::fs::read_to_string(sys_net.join(ifname).join(file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[derive(Debug)]
@@ -83,6 +96,57 @@ impl Collector for Scrape {
                 &[(vec![], u.in_errors)],
             )?;
         }
+
+        // The unit config's interfaces, by label: link state and errors, so
+        // an alert rule names the NIC the config names and needs no join.
+        let sys_net = Path::new("/sys/class/net");
+        let nics: Vec<(Labels, Option<String>)> = s
+            .unit
+            .iter()
+            .flat_map(|u| u.interfaces.iter())
+            .map(|i| {
+                let ifname = crate::mcast::resolve_ifname(sys_net, s.unit.as_ref(), i.label.as_str());
+                (
+                    vec![
+                        ("label", i.label.to_string()),
+                        ("interface", ifname.clone().unwrap_or_default()),
+                    ],
+                    ifname,
+                )
+            })
+            .collect();
+        gauges(
+            &mut enc,
+            "flypack_nic_up",
+            "1 if the unit config's interface exists and has carrier (interface is empty when none matches).",
+            &nics
+                .iter()
+                .map(|(l, n)| {
+                    let up = n
+                        .as_deref()
+                        .and_then(|n| sys_number(sys_net, n, "carrier"))
+                        .map_or(0.0, |c| if c == 1 { 1.0 } else { 0.0 });
+                    (l.clone(), up)
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        let mut errors: Vec<(Labels, u64)> = Vec::new();
+        for (l, n) in &nics {
+            let Some(n) = n else { continue };
+            for (dir, file) in [("rx", "statistics/rx_errors"), ("tx", "statistics/tx_errors")] {
+                if let Some(v) = sys_number(sys_net, n, file) {
+                    let mut l = l.clone();
+                    l.push(("direction", dir.to_string()));
+                    errors.push((l, v));
+                }
+            }
+        }
+        counters(
+            &mut enc,
+            "flypack_nic_errors",
+            "Receive and transmit errors the driver counted on the unit config's interface.",
+            &errors,
+        )?;
 
         // Multicast.
         let igmp = std::fs::read_to_string("/proc/net/igmp").unwrap_or_default();

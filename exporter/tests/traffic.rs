@@ -252,4 +252,18 @@ for i in range(1600):
         Some(1.0),
         "the stream stopped: missing"
     );
+    // The unit config's interface, by label: carrier and error counters.
+    let media = "label=\"media\",interface=\"vrx\"";
+    assert_eq!(value(&end, "flypack_nic_up", media), Some(1.0), "{end}");
+    assert_eq!(
+        value(&end, "flypack_nic_errors_total", &format!("{media},direction=\"rx\"")),
+        Some(0.0)
+    );
+    sh(&format!("ip -n {src} link set vsrc down"));
+    let down = scrape(Some(&rx), port);
+    assert_eq!(
+        value(&down, "flypack_nic_up", media),
+        Some(0.0),
+        "the peer is down: no carrier\n{down}"
+    );
 }
