@@ -622,6 +622,81 @@ pub struct Access {
     pub ssh_authorized_keys: Vec<String>,
 }
 
+/// `[alerting]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerting {
+    /// Where firing alerts go, besides the unit's web app: an Alertmanager,
+    /// or any receiver of Alertmanager's API (`http[s]://HOST[:PORT][/PATH]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<String>,
+}
+
+impl Alerting {
+    /// The notifier file vmalert reads (`-notifier.config`): the
+    /// Alertmanager named, or none (vmalert needs the file either way).
+    pub fn notifier_config(&self) -> String {
+        let head = "# Where vmalert sends firing alerts: written by firstboot from the unit\n\
+                    # config's [alerting] table. Edit that, not this file.\n";
+        match self.alertmanager.as_deref().and_then(|u| url::Url::parse(u).ok()) {
+            Some(u) => {
+                let host = u.host_str().unwrap_or_default();
+                let port = u.port_or_known_default().unwrap_or(9093);
+                // Validated: the host is a DNS name or an address, the path
+                // plain characters; JSON strings are valid YAML.
+                let target = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                format!(
+                    "{head}scheme: {}\npath_prefix: {}\nstatic_configs:\n  - targets: [{}]\n",
+                    serde_json::Value::from(u.scheme()),
+                    serde_json::Value::from(u.path().trim_end_matches('/')),
+                    serde_json::Value::from(target)
+                )
+            }
+            None => format!("{head}static_configs: []\n"),
+        }
+    }
+}
+
+/// Why an `[alerting] alertmanager` URL is refused, if it is.
+fn alertmanager_problem(s: &str) -> Option<String> {
+    let u = match url::Url::parse(s) {
+        Ok(u) => u,
+        Err(e) => {
+            return Some(format!(
+                "{s:?} is not a URL ({e}): expected http[s]://HOST[:PORT][/PATH]"
+            ));
+        }
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        return Some(format!("{s:?}: expected an http:// or https:// URL"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Some(format!(
+            "{s:?} carries credentials: the unit config is readable by every service on the unit; put no secret in it"
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Some(format!("{s:?}: no query or fragment (only a path prefix)"));
+    }
+    match u.host() {
+        Some(url::Host::Domain(d)) if is_dns_name(d) => {}
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {}
+        _ => return Some(format!("{s:?}: the host must be a DNS name or an IP address")),
+    }
+    if !u
+        .path()
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+    {
+        return Some(format!("{s:?}: the path may hold only letters, digits and / - _ ."));
+    }
+    None
+}
+
 /// A unit config as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -660,6 +735,13 @@ pub struct RawUnit {
     /// Who may log in.
     #[serde(default)]
     pub access: Access,
+    /// Where alerts go.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub alerting: Alerting,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 /// A validated unit config.
@@ -943,6 +1025,9 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
                 "not an SSH public key: expected one line \"TYPE BASE64 [comment]\"".into(),
             );
         }
+    }
+    if let Some(p) = raw.alerting.alertmanager.as_deref().and_then(alertmanager_problem) {
+        err("alerting.alertmanager".into(), p);
     }
     if errs.is_empty() {
         Ok(Unit(raw))

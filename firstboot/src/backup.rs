@@ -273,6 +273,11 @@ pub fn create(root: &Root, o: &Options, seed: Option<&Path>) -> Result<(PathBuf,
         bail!("{} did not read back as written: the disk is failing?", dest.display());
     }
     prune(&out_dir, o.keep)?;
+    // For the alert rule on the backup's age: a failure here is the
+    // monitoring's problem, never the backup's.
+    if let Err(e) = write_metrics(root, data_len(&dest)) {
+        tracing::warn!("the backup is made, but its metrics are not: {e:#}");
+    }
     for d in &o.copy_to {
         copy_checked(&dest, &d.join(dest.file_name().expect("file name")), &sha)?;
     }
@@ -285,6 +290,31 @@ pub fn create(root: &Root, o: &Options, seed: Option<&Path>) -> Result<(PathBuf,
             .with_context(|| format!("copying to {target} over SSH"))?;
     }
     Ok((dest, manifest))
+}
+
+fn data_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Where the node exporter's textfile collector reads the unit's own
+/// metrics (`--collector.textfile.directory`); nothing secret goes there.
+pub const METRICS_DIR: &str = "/var/lib/flypack/metrics";
+
+/// The last good backup's time and size, for the node exporter's textfile
+/// collector (replaced atomically: a scrape never reads half a file).
+pub fn write_metrics(root: &Root, bytes: u64) -> Result<()> {
+    let dir = root.path(METRICS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let text = format!(
+        "# HELP flypack_backup_last_success_timestamp_seconds When the last backup was made and read back.\n\
+         # TYPE flypack_backup_last_success_timestamp_seconds gauge\n\
+         flypack_backup_last_success_timestamp_seconds {now}\n\
+         # HELP flypack_backup_last_size_bytes The size of the last backup's archive.\n\
+         # TYPE flypack_backup_last_size_bytes gauge\n\
+         flypack_backup_last_size_bytes {bytes}\n"
+    );
+    flypack_contracts::atomic::write_atomic(&dir.join("backup.prom"), text.as_bytes(), 0o644)
 }
 
 /// Removes all but the `keep` newest archives in `dir`.

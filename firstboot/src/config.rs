@@ -26,6 +26,10 @@ pub const SOURCE: &str = "/etc/flypack/unit.source.json";
 /// in a folder of its own (it mounts nothing else of /etc/flypack).
 pub const EXPORTER_COPY: &str = "/etc/flypack/exporter/unit.toml";
 
+/// Where vmalert's notifier file goes (`[alerting]`; the stack's vmalert
+/// mounts its folder and rereads the file every 30 s).
+pub const ALERT_NOTIFIER: &str = "/etc/flypack/alerting/notifier.yml";
+
 /// Where the seed is read from.
 #[derive(Debug, Clone)]
 pub enum SeedLocation {
@@ -295,7 +299,9 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
     );
     let path = root.path(RESOLVED);
     let same = |p: &str| std::fs::read_to_string(root.path(p)).ok().as_deref() == Some(toml.as_str());
-    if same(RESOLVED) && same(EXPORTER_COPY) {
+    let notifier = r.unit.alerting.notifier_config();
+    let same_notifier = std::fs::read_to_string(root.path(ALERT_NOTIFIER)).ok().as_deref() == Some(notifier.as_str());
+    if same(RESOLVED) && same(EXPORTER_COPY) && same_notifier {
         return Ok(false);
     }
     std::fs::create_dir_all(path.parent().expect("has a parent"))
@@ -305,9 +311,29 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
     std::fs::create_dir_all(copy.parent().expect("has a parent"))
         .with_context(|| format!("creating {}", copy.display()))?;
     write_atomic(&copy, toml.as_bytes(), 0o644)?;
+    let n = root.path(ALERT_NOTIFIER);
+    std::fs::create_dir_all(n.parent().expect("has a parent")).with_context(|| format!("creating {}", n.display()))?;
+    write_atomic(&n, notifier.as_bytes(), 0o644)?;
     let src = serde_json::json!({ "source": r.source, "reason": r.reason, "explain": r.explain, "digest": r.unit.digest(), "hardware": r.hardware });
     write_atomic(&root.path(SOURCE), serde_json::to_vec_pretty(&src)?.as_slice(), 0o644)?;
     Ok(true)
+}
+
+/// Writes vmalert's notifier file from the config in force if it is
+/// missing (none in force: no Alertmanager).
+pub fn ensure_notifier(root: &Root) -> Result<()> {
+    let n = root.path(ALERT_NOTIFIER);
+    if n.exists() {
+        return Ok(());
+    }
+    let alerting = match std::fs::read_to_string(root.path(RESOLVED)) {
+        Ok(t) => parse_unit(&root.path(RESOLVED), &t)
+            .map(|u| u.alerting.clone())
+            .unwrap_or_default(),
+        Err(_) => flypack_contracts::unit::Alerting::default(),
+    };
+    std::fs::create_dir_all(n.parent().expect("has a parent")).with_context(|| format!("creating {}", n.display()))?;
+    write_atomic(&n, alerting.notifier_config().as_bytes(), 0o644)
 }
 
 /// Records a config the operator applied by hand (`firstboot network apply`)
@@ -432,5 +458,16 @@ mod tests {
         let text = std::fs::read_to_string(r.path(RESOLVED)).unwrap();
         assert!(text.contains("hostname = \"d\""), "{text}");
         assert_eq!(parse_unit(Path::new("x"), &text).unwrap(), x.unit);
+        // vmalert's notifier file: none named, then the one the config names.
+        let notifier = || std::fs::read_to_string(r.path(ALERT_NOTIFIER)).unwrap();
+        assert!(notifier().contains("static_configs: []"), "{}", notifier());
+        let (_d2, r2) = root_with(
+            Some("version = 1\nhostname = \"d\"\n[alerting]\nalertmanager = \"http://10.1.2.3:9093\"\n"),
+            None,
+        );
+        let y = resolve(&r2, &Ok(None), &hw("x")).unwrap();
+        assert!(persist(&r2, &y).unwrap());
+        let n = std::fs::read_to_string(r2.path(ALERT_NOTIFIER)).unwrap();
+        assert!(n.contains("targets: [\"10.1.2.3:9093\"]"), "{n}");
     }
 }

@@ -649,7 +649,7 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
         "sudo docker inspect -f '{{.Name}} user={{.Config.User}} ro={{.HostConfig.ReadonlyRootfs}} drop={{.HostConfig.CapDrop}} sec={{.HostConfig.SecurityOpt}}' $(sudo docker ps -q)",
     );
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out.lines().count(), 4, "{out}");
+    assert_eq!(out.lines().count(), 5, "{out}");
     for l in out.lines() {
         assert!(
             !l.contains("user= ")

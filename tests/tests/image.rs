@@ -308,7 +308,7 @@ fn a_changed_overlay_reuses_the_cached_rootfs_and_an_unreachable_gateway_is_no_g
         "{:?}",
         s.status.reasons
     );
-    assert_eq!(s.status.services.len(), 4, "{:?}", s.status.services);
+    assert_eq!(s.status.services.len(), 5, "{:?}", s.status.services);
     assert!(
         s.status.services.iter().all(|svc| svc.state.as_str() == "healthy"),
         "{:?}",

@@ -471,7 +471,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("<testsuites name=\"flypack-qa\""));
         // The monitoring stack came up offline, from the images in the disk image.
-        assert_eq!(s.status.services.len(), 4, "{:?}", s.status.services);
+        assert_eq!(s.status.services.len(), 5, "{:?}", s.status.services);
         for svc in &s.status.services {
             assert_eq!(svc.state.as_str(), "healthy", "{svc:?}");
         }
@@ -483,7 +483,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         loop {
             let (code, out) = s.ssh("sudo docker ps --format '{{.Names}} {{.Status}}'");
             assert_eq!(code, 0, "{out}");
-            assert_eq!(out.lines().count(), 4, "{out}");
+            assert_eq!(out.lines().count(), 5, "{out}");
             assert!(!out.contains("unhealthy"), "{out}");
             if out.lines().all(|l| l.contains("(healthy)")) {
                 break;
@@ -495,7 +495,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
             );
             assert!(
                 t0.elapsed().as_secs() < 240,
-                "Docker never called all four healthy:\n{out}"
+                "Docker never called all five healthy:\n{out}"
             );
             std::thread::sleep(std::time::Duration::from_secs(5));
         }

@@ -192,7 +192,7 @@ fn the_stack_comes_up_healthy_and_converges() {
         t0.elapsed().as_secs_f64()
     );
     let first = states(&out);
-    assert_eq!(first.len(), 4, "{out}");
+    assert_eq!(first.len(), 5, "{out}");
     for s in &first {
         assert_eq!(s["state"], "healthy", "{s}");
         assert_eq!(s["action"], "created", "{s}");
@@ -242,7 +242,7 @@ fn the_stack_comes_up_healthy_and_converges() {
     let (code, out) = up(&config);
     assert_eq!(code, 0, "{out}");
     let changed = states(&out);
-    assert_eq!(changed.len(), 4, "{out}");
+    assert_eq!(changed.len(), 5, "{out}");
     for s in &changed {
         let want = if s["name"] == "victoriametrics" {
             "recreated"
@@ -272,7 +272,13 @@ fn the_stack_comes_up_healthy_and_converges() {
         assert!(ok, "{ps}");
         ps
     };
-    let services = ["node-exporter", "victoriametrics", "video-exporter", "vmagent"];
+    let services = [
+        "node-exporter",
+        "victoriametrics",
+        "video-exporter",
+        "vmagent",
+        "vmalert",
+    ];
     wait_for(
         "Docker's own probes to call every service healthy",
         Duration::from_secs(120),

@@ -246,6 +246,30 @@ fn invalid_units_name_the_key() {
             "access.ssh_authorized_keys[0]",
             "not an SSH public key",
         ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"https://admin:hunter2@am.example:9093\"",
+            "alerting.alertmanager",
+            "carries credentials",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"file:///etc/shadow\"",
+            "alerting.alertmanager",
+            "expected an http:// or https:// URL",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"http://am.example/a\\\"b\\nc\"",
+            "alerting.alertmanager",
+            "the path may hold only",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"http://am.example:9093/?x=1\"",
+            "alerting.alertmanager",
+            "no query",
+        ),
     ];
     assert!(parse_unit(Path::new("unit.toml"), MIN).is_ok());
     for (from, to, key, words) in cases {
@@ -330,4 +354,26 @@ fn cidr_contains() {
     let c6 = IpCidr::try_from("fd00::5/64".to_string()).unwrap();
     assert!(c6.contains("fd00::1".parse().unwrap()));
     assert!(!c6.contains("fd01::1".parse().unwrap()));
+}
+
+#[test]
+fn the_alertmanager_becomes_vmalerts_notifier_file() {
+    let none = Alerting::default().notifier_config();
+    assert!(none.ends_with("static_configs: []\n"), "{none}");
+    let at = |u: &str| {
+        Alerting {
+            alertmanager: Some(u.into()),
+        }
+        .notifier_config()
+    };
+    let https = at("https://am.example/flypack/");
+    assert!(
+        https.contains(
+            "scheme: \"https\"\npath_prefix: \"/flypack\"\nstatic_configs:\n  - targets: [\"am.example:443\"]\n"
+        ),
+        "{https}"
+    );
+    let v6 = at("http://[fd00::5]:9093");
+    assert!(v6.contains("targets: [\"[fd00::5]:9093\"]"), "{v6}");
+    assert!(v6.contains("path_prefix: \"\""), "{v6}");
 }

@@ -16,7 +16,16 @@ fn the_monitoring_stack_parses_in_start_order() {
     let s = monitoring(&[]);
     assert_eq!(s.project, "monitoring");
     let names: Vec<&str> = s.services.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["node-exporter", "victoriametrics", "video-exporter", "vmagent"]);
+    assert_eq!(
+        names,
+        [
+            "node-exporter",
+            "victoriametrics",
+            "video-exporter",
+            "vmagent",
+            "vmalert"
+        ]
+    );
     assert_eq!(s.volumes, ["vm-data", "vmagent-data"]);
     assert_eq!(s.networks, ["default"]);
     let vm = s.service("victoriametrics").unwrap();

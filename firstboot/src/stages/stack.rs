@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use flypack_contracts::atomic::write_atomic;
 use flypack_contracts::digest::KeyHasher;
 
@@ -28,6 +28,13 @@ pub fn bring_up(
     stack: &flypack_engine::compose::Stack,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(Vec<String>, Vec<ServiceState>)> {
+    // What the stack reads from the unit: vmalert's notifier file (written
+    // by the config stage; an empty one if no config is resolved yet, as
+    // vmalert refuses to start without it) and the node exporter's textfile
+    // folder.
+    crate::config::ensure_notifier(root)?;
+    let metrics = root.path(crate::backup::METRICS_DIR);
+    std::fs::create_dir_all(&metrics).with_context(|| format!("creating {}", metrics.display()))?;
     docker::block_on(async {
         progress("waiting for the Docker daemon");
         let t0 = std::time::Instant::now();
