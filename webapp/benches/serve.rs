@@ -93,6 +93,7 @@ fn prepare(root: &Path, https: SocketAddr) -> (String, String) {
     cfg.sources.exporter_url = "http://127.0.0.1:9/metrics".into();
     cfg.sources.victoriametrics_url = "http://127.0.0.1:9".into();
     cfg.sources.grafana_url = "http://127.0.0.1:9".into();
+    cfg.sources.vmalert_url = "http://127.0.0.1:9".into();
     put(flypack_web::paths::CONFIG, &toml::to_string(&cfg).unwrap());
     let unit = flypack_web::pages::load_unit(root).unwrap().unwrap();
     flypack_web::tls::ensure_unit_tls(root, &unit).unwrap();

@@ -53,6 +53,8 @@ pub struct Sources {
     pub victoriametrics_url: String,
     /// Grafana (auth proxy on `X-Flypack-User`), for engineers, when it answers.
     pub grafana_url: String,
+    /// vmalert (the alerts the status page shows).
+    pub vmalert_url: String,
     /// Seconds between live samples.
     pub sample_seconds: u64,
 }
@@ -157,6 +159,7 @@ impl Default for Sources {
             exporter_url: "http://127.0.0.1:9150/metrics".into(),
             victoriametrics_url: "http://127.0.0.1:8428".into(),
             grafana_url: "http://127.0.0.1:3000".into(),
+            vmalert_url: "http://127.0.0.1:8880".into(),
             sample_seconds: 1,
         }
     }
@@ -238,6 +241,7 @@ impl Config {
             ("sources.exporter_url", &self.sources.exporter_url),
             ("sources.victoriametrics_url", &self.sources.victoriametrics_url),
             ("sources.grafana_url", &self.sources.grafana_url),
+            ("sources.vmalert_url", &self.sources.vmalert_url),
         ] {
             if !url.starts_with("http://") || url.parse::<hyper::Uri>().is_err() {
                 bail!("{key}: {url:?} is not a plain http:// URL (the sources are on the unit itself)");

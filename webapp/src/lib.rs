@@ -14,6 +14,7 @@
 //! /sys), [`prom`] (the exporter's text), [`tls`] (certificates).
 
 pub mod actions;
+pub mod alerts;
 pub mod assets;
 pub mod audit;
 pub mod cli;

@@ -27,7 +27,12 @@ pub fn client() -> Client {
         .build(c)
 }
 
-/// GETs `url` and returns its body as text (2xx only), within `within`.
+/// The most [`get_text`] reads (the exporter's text for a hundred streams is
+/// a few hundred KiB).
+const MAX_TEXT: usize = 8 << 20;
+
+/// GETs `url` and returns its body as text (2xx only, at most
+/// [`MAX_TEXT`] bytes), within `within`.
 pub async fn get_text(client: &Client, url: &str, within: Duration) -> Result<String> {
     let uri: Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
     let fut = async {
@@ -36,11 +41,10 @@ pub async fn get_text(client: &Client, url: &str, within: Duration) -> Result<St
             .context("building the request")?;
         let resp = client.request(req).await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();
-        let body = resp
-            .into_body()
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_TEXT)
             .collect()
             .await
-            .with_context(|| format!("reading {url}"))?
+            .map_err(|e| anyhow::anyhow!("reading {url}: {e} (at most {MAX_TEXT} bytes)"))?
             .to_bytes();
         if !status.is_success() {
             bail!("GET {url}: {status}");

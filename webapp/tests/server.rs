@@ -43,6 +43,7 @@ async fn start(root: &Path) -> Running {
     c.listen.public_https_port = Some(8443);
     c.sources.exporter_url = "http://127.0.0.1:9/metrics".into();
     c.sources.victoriametrics_url = "http://127.0.0.1:9".into();
+    c.sources.vmalert_url = "http://127.0.0.1:9".into();
     server::start(root, c).await.expect("the server starts")
 }
 

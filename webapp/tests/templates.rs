@@ -755,3 +755,67 @@ async fn an_operator_runs_only_the_playbooks_open_to_operators() {
     let html = viewer.page("/jobs").await;
     assert!(!html.contains("id=\"playbooks\""), "a viewer runs nothing: {html}");
 }
+
+/// A stand-in vmalert on loopback that gives every request the same answer.
+async fn stand_in_vmalert(body: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn firing_alerts_show_on_the_status_page_escaped_and_a_silent_vmalert_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    nogo_unit(dir.path());
+    // Labels come from the network (a stream's name): hostile text.
+    let body = serde_json::json!({"status": "success", "data": {"alerts": [
+        {"name": "MulticastStreamMissing", "state": "firing",
+         "labels": {"severity": "critical", "group": "239.100.0.1", "interface": XSS},
+         "annotations": {"summary": format!("Multicast 239.100.0.1 on {XSS}: no packets"), "fix": "Check the sender"},
+         "activeAt": "2026-12-06T09:00:00Z"},
+        {"name": "TimeNotSynchronised", "state": "pending", "labels": {"severity": "warning"},
+         "annotations": {"summary": "The clock is not synchronised"}, "activeAt": "2026-12-06T09:01:00Z"},
+    ]}})
+    .to_string();
+    let addr = stand_in_vmalert(body).await;
+    let mut cfg = config(dir.path());
+    cfg.sources.vmalert_url = format!("http://{addr}");
+    let st = flypack_web::state::build(dir.path(), cfg).unwrap();
+    st.users.add("viewer", Role::Viewer, PASSWORD).unwrap();
+    let html = Client::new(&st, Some(Role::Viewer)).page("/status").await;
+    assert!(html.contains("1 firing") && html.contains("1 pending"), "{html}");
+    assert!(
+        html.contains("<code class=\"check-id\">MulticastStreamMissing</code>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("Multicast 239.100.0.1 on {XSS_ESCAPED}: no packets")),
+        "the summary, escaped"
+    );
+    assert!(html.contains(&format!("interface={XSS_ESCAPED}")), "the label, escaped");
+    assert!(!html.contains(XSS), "nothing unescaped");
+    let firing = html.find("MulticastStreamMissing").unwrap();
+    let pending = html.find("TimeNotSynchronised").unwrap();
+    assert!(firing < pending, "firing before pending");
+    assert!(html.contains("Check the sender"));
+    // The test app's vmalert is a closed port: the page says so, and still
+    // shows the verdict.
+    let dir = tempfile::tempdir().unwrap();
+    nogo_unit(dir.path());
+    let st = app(dir.path()).await;
+    let html = Client::new(&st, Some(Role::Viewer)).page("/status").await;
+    assert!(html.contains("vmalert does not answer"), "{html}");
+    assert!(html.contains("Why NO-GO"));
+}

@@ -53,6 +53,16 @@ pub async fn page(State(st): State<AppState>, Extension(cur): Extension<Current>
     c.insert("checks", &checks);
     c.insert("report_time", &report.as_ref().map(|r| r.time.clone()));
     c.insert("status_path", crate::paths::STATUS);
+    match crate::alerts::fetch(&st.client, &st.config.sources.vmalert_url).await {
+        Ok(a) => {
+            c.insert("alerts", &a);
+            c.insert("alerts_error", &None::<String>);
+        }
+        Err(e) => {
+            c.insert("alerts", &None::<crate::alerts::Alerts>);
+            c.insert("alerts_error", &Some(format!("{e:#}")));
+        }
+    }
     render(&st, "status.html", &c)
 }
 

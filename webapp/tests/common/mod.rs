@@ -34,6 +34,7 @@ pub fn config(root: &Path) -> Config {
     // Upstreams that never answer: a closed loopback port.
     c.sources.victoriametrics_url = "http://127.0.0.1:9".into();
     c.sources.grafana_url = "http://127.0.0.1:9".into();
+    c.sources.vmalert_url = "http://127.0.0.1:9".into();
     c.sources.exporter_url = "http://127.0.0.1:9/metrics".into();
     c
 }
