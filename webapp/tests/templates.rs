@@ -759,8 +759,8 @@ async fn an_operator_runs_only_the_playbooks_open_to_operators() {
 /// A stand-in vmalert on loopback that gives every request the same answer.
 async fn stand_in_vmalert(body: String) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let addr = l.local_addr().expect("its address");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let mut buf = [0u8; 4096];
