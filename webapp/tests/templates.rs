@@ -8,103 +8,15 @@
 //! role may use and nothing more, and stay small.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use flypack_contracts::qa::CheckId;
 use flypack_web::role::Role;
 use flypack_web::routes::{self, Csrf};
 use flypack_web::session::{COOKIE, PRE_COOKIE};
-use flypack_web::state::{AppState, Peer};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 
 mod common;
 use common::*;
-
-struct Page {
-    status: StatusCode,
-    body: String,
-    set_cookie: Vec<String>,
-    location: Option<String>,
-}
-
-struct Client {
-    st: AppState,
-    cookie: Option<String>,
-    csrf: String,
-}
-
-impl Client {
-    fn new(st: &AppState, role: Option<Role>) -> Client {
-        let (cookie, csrf) = match role {
-            Some(r) => {
-                let (token, s) = st.sessions.create(r.as_str());
-                (Some(format!("{COOKIE}={token}")), s.csrf)
-            }
-            None => (None, String::new()),
-        };
-        Client {
-            st: st.clone(),
-            cookie,
-            csrf,
-        }
-    }
-
-    async fn send(&self, method: Method, uri: &str, cookie: Option<String>, form: Option<String>) -> Page {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, "fp-test.local")
-            .extension(Peer(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
-        if let Some(c) = cookie.or_else(|| self.cookie.clone()) {
-            req = req.header(header::COOKIE, c);
-        }
-        let body = match form {
-            Some(f) => {
-                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-                Body::from(f)
-            }
-            None => Body::empty(),
-        };
-        let resp = routes::router(self.st.clone())
-            .oneshot(req.body(body).expect("a valid request"))
-            .await
-            .expect("the router answers");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.expect("reading the body").to_bytes();
-        Page {
-            status,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-            set_cookie: headers
-                .get_all(header::SET_COOKIE)
-                .iter()
-                .map(|v| v.to_str().expect("an ASCII header").to_string())
-                .collect(),
-            location: headers
-                .get(header::LOCATION)
-                .map(|l| l.to_str().expect("an ASCII header").to_string()),
-        }
-    }
-
-    async fn get(&self, uri: &str) -> Page {
-        self.send(Method::GET, uri, None, None).await
-    }
-
-    /// GET that must answer 200 with a whole page.
-    async fn page(&self, uri: &str) -> String {
-        let p = self.get(uri).await;
-        assert_eq!(p.status, StatusCode::OK, "GET {uri}:\n{}", p.body);
-        assert!(
-            p.body.trim_end().ends_with("</html>"),
-            "GET {uri} is not a whole page:\n{}",
-            p.body
-        );
-        p.body
-    }
-}
 
 fn form(pairs: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
@@ -759,7 +671,9 @@ async fn an_operator_runs_only_the_playbooks_open_to_operators() {
 /// A stand-in vmalert on loopback that gives every request the same answer.
 async fn stand_in_vmalert(body: String) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
     let addr = l.local_addr().expect("its address");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {

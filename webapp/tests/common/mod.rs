@@ -5,7 +5,13 @@
 // Each test binary uses its own part of these.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 use flypack_contracts::qa::{CheckId, CheckResult, Outcome, Report};
 use flypack_contracts::status::{
@@ -13,7 +19,9 @@ use flypack_contracts::status::{
 };
 use flypack_web::config::Config;
 use flypack_web::role::Role;
-use flypack_web::state::{self, AppState};
+use flypack_web::routes;
+use flypack_web::session::COOKIE;
+use flypack_web::state::{self, AppState, Peer};
 
 pub const ROLES: [Role; 4] = [Role::Viewer, Role::Operator, Role::Engineer, Role::Admin];
 pub const PASSWORD: &str = "a long enough password 1";
@@ -185,4 +193,89 @@ pub async fn app(root: &Path) -> AppState {
         st.users.add(r.as_str(), r, PASSWORD).expect("user added");
     }
     st
+}
+
+/// A response, read whole.
+pub struct Page {
+    pub status: StatusCode,
+    pub body: String,
+    pub set_cookie: Vec<String>,
+    pub location: Option<String>,
+}
+
+/// Requests through the router in process, as a user of a role (or none).
+pub struct Client {
+    pub st: AppState,
+    pub cookie: Option<String>,
+    pub csrf: String,
+}
+
+impl Client {
+    pub fn new(st: &AppState, role: Option<Role>) -> Client {
+        let (cookie, csrf) = match role {
+            Some(r) => {
+                let (token, s) = st.sessions.create(r.as_str());
+                (Some(format!("{COOKIE}={token}")), s.csrf)
+            }
+            None => (None, String::new()),
+        };
+        Client {
+            st: st.clone(),
+            cookie,
+            csrf,
+        }
+    }
+
+    pub async fn send(&self, method: Method, uri: &str, cookie: Option<String>, form: Option<String>) -> Page {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "fp-test.local")
+            .extension(Peer(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
+        if let Some(c) = cookie.or_else(|| self.cookie.clone()) {
+            req = req.header(header::COOKIE, c);
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(f)
+            }
+            None => Body::empty(),
+        };
+        let resp = routes::router(self.st.clone())
+            .oneshot(req.body(body).expect("a valid request"))
+            .await
+            .expect("the router answers");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("reading the body").to_bytes();
+        Page {
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            set_cookie: headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|v| v.to_str().expect("an ASCII header").to_string())
+                .collect(),
+            location: headers
+                .get(header::LOCATION)
+                .map(|l| l.to_str().expect("an ASCII header").to_string()),
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Page {
+        self.send(Method::GET, uri, None, None).await
+    }
+
+    /// GET that must answer 200 with a whole page.
+    pub async fn page(&self, uri: &str) -> String {
+        let p = self.get(uri).await;
+        assert_eq!(p.status, StatusCode::OK, "GET {uri}:\n{}", p.body);
+        assert!(
+            p.body.trim_end().ends_with("</html>"),
+            "GET {uri} is not a whole page:\n{}",
+            p.body
+        );
+        p.body
+    }
 }
