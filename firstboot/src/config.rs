@@ -26,9 +26,9 @@ pub const SOURCE: &str = "/etc/flypack/unit.source.json";
 /// in a folder of its own (it mounts nothing else of /etc/flypack).
 pub const EXPORTER_COPY: &str = "/etc/flypack/exporter/unit.toml";
 
-/// Where vmalert's notifier file goes (`[alerting]`; the stack's vmalert
-/// mounts its folder and rereads the file every 30 s).
-pub const ALERT_NOTIFIER: &str = "/etc/flypack/alerting/notifier.yml";
+/// vmalert's notifier file (`[alerting]`), in the stack's compose folder:
+/// vmalert mounts `./vmalert` and rereads the file every 30 s.
+pub const ALERT_NOTIFIER: &str = "vmalert/notifier.yml";
 
 /// Where the seed is read from.
 #[derive(Debug, Clone)]
@@ -299,9 +299,16 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
     );
     let path = root.path(RESOLVED);
     let same = |p: &str| std::fs::read_to_string(root.path(p)).ok().as_deref() == Some(toml.as_str());
-    let notifier = r.unit.alerting.notifier_config();
-    let same_notifier = std::fs::read_to_string(root.path(ALERT_NOTIFIER)).ok().as_deref() == Some(notifier.as_str());
-    if same(RESOLVED) && same(EXPORTER_COPY) && same_notifier {
+    // The image's stack learns where alerts go (a unit without a stack: nothing to tell).
+    if let Ok(b) = std::fs::read(root.path(flypack_contracts::stack::STACK_CONFIG)) {
+        let written = serde_json::from_slice::<flypack_contracts::stack::StackConfig>(&b)
+            .context("reading the stack config")
+            .and_then(|c| write_notifier(&r.unit.alerting, &root.path(&c.compose)));
+        if let Err(e) = written {
+            tracing::warn!("vmalert's notifier file is not updated: {e:#}");
+        }
+    }
+    if same(RESOLVED) && same(EXPORTER_COPY) {
         return Ok(false);
     }
     std::fs::create_dir_all(path.parent().expect("has a parent"))
@@ -311,29 +318,31 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
     std::fs::create_dir_all(copy.parent().expect("has a parent"))
         .with_context(|| format!("creating {}", copy.display()))?;
     write_atomic(&copy, toml.as_bytes(), 0o644)?;
-    let n = root.path(ALERT_NOTIFIER);
-    std::fs::create_dir_all(n.parent().expect("has a parent")).with_context(|| format!("creating {}", n.display()))?;
-    write_atomic(&n, notifier.as_bytes(), 0o644)?;
     let src = serde_json::json!({ "source": r.source, "reason": r.reason, "explain": r.explain, "digest": r.unit.digest(), "hardware": r.hardware });
     write_atomic(&root.path(SOURCE), serde_json::to_vec_pretty(&src)?.as_slice(), 0o644)?;
     Ok(true)
 }
 
-/// Writes vmalert's notifier file from the config in force if it is
-/// missing (none in force: no Alertmanager).
-pub fn ensure_notifier(root: &Root) -> Result<()> {
-    let n = root.path(ALERT_NOTIFIER);
-    if n.exists() {
-        return Ok(());
+/// Writes vmalert's notifier file beside the stack's compose file (only
+/// when it changes), from a unit config's `[alerting]`. Returns whether it
+/// changed.
+pub fn write_notifier(alerting: &flypack_contracts::unit::Alerting, compose: &Path) -> Result<bool> {
+    let dir = compose.parent().context("the compose file has no folder")?;
+    let n = dir.join(ALERT_NOTIFIER);
+    let text = alerting.notifier_config();
+    if std::fs::read_to_string(&n).ok().as_deref() == Some(text.as_str()) {
+        return Ok(false);
     }
-    let alerting = match std::fs::read_to_string(root.path(RESOLVED)) {
-        Ok(t) => parse_unit(&root.path(RESOLVED), &t)
-            .map(|u| u.alerting.clone())
-            .unwrap_or_default(),
-        Err(_) => flypack_contracts::unit::Alerting::default(),
-    };
     std::fs::create_dir_all(n.parent().expect("has a parent")).with_context(|| format!("creating {}", n.display()))?;
-    write_atomic(&n, alerting.notifier_config().as_bytes(), 0o644)
+    write_atomic(&n, text.as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+/// The config in force, if one was resolved and still reads.
+pub fn in_force(root: &Root) -> Option<Unit> {
+    let path = root.path(RESOLVED);
+    let text = std::fs::read_to_string(&path).ok()?;
+    parse_unit(&path, &text).ok()
 }
 
 /// Records a config the operator applied by hand (`firstboot network apply`)
@@ -458,16 +467,26 @@ mod tests {
         let text = std::fs::read_to_string(r.path(RESOLVED)).unwrap();
         assert!(text.contains("hostname = \"d\""), "{text}");
         assert_eq!(parse_unit(Path::new("x"), &text).unwrap(), x.unit);
-        // vmalert's notifier file: none named, then the one the config names.
-        let notifier = || std::fs::read_to_string(r.path(ALERT_NOTIFIER)).unwrap();
-        assert!(notifier().contains("static_configs: []"), "{}", notifier());
-        let (_d2, r2) = root_with(
-            Some("version = 1\nhostname = \"d\"\n[alerting]\nalertmanager = \"http://10.1.2.3:9093\"\n"),
-            None,
-        );
-        let y = resolve(&r2, &Ok(None), &hw("x")).unwrap();
-        assert!(persist(&r2, &y).unwrap());
-        let n = std::fs::read_to_string(r2.path(ALERT_NOTIFIER)).unwrap();
+        // vmalert's notifier file, beside the image's compose file: written
+        // from the config in force, rewritten when [alerting] changes.
+        let on_unit = "/etc/flypack/stack/monitoring/docker-compose.yml";
+        let compose = r.path(on_unit);
+        let stack = serde_json::json!({"compose": on_unit, "project": "monitoring", "profiles": [], "images": []});
+        let cfg = r.path(flypack_contracts::stack::STACK_CONFIG);
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(&cfg, stack.to_string()).unwrap();
+        assert!(!persist(&r, &x).unwrap(), "the config itself is unchanged");
+        let notifier = compose.parent().unwrap().join(ALERT_NOTIFIER);
+        let n = std::fs::read_to_string(&notifier).unwrap();
+        assert!(n.contains("static_configs: []"), "{n}");
+        let text = "version = 1\nhostname = \"d\"\n[alerting]\nalertmanager = \"http://10.1.2.3:9093\"\n";
+        let y = parse_unit(Path::new("x"), text).unwrap();
+        assert!(persist_local(&r, &y).unwrap());
+        let n = std::fs::read_to_string(&notifier).unwrap();
         assert!(n.contains("targets: [\"10.1.2.3:9093\"]"), "{n}");
+        assert!(
+            !write_notifier(&y.alerting, &compose).unwrap(),
+            "unchanged: not rewritten"
+        );
     }
 }

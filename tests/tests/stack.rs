@@ -209,6 +209,37 @@ fn the_stack_comes_up_healthy_and_converges() {
         Duration::from_secs(90),
         || !vm_query("flypack_exporter_build_info").is_empty(),
     );
+    // vmalert runs from the image with the compose folder's rules and the
+    // notifier file firstboot wrote there (no unit config: no Alertmanager),
+    // and evaluates every rule against VictoriaMetrics without an error.
+    let notifier = std::fs::read_to_string(compose_dir.join("vmalert/notifier.yml")).unwrap();
+    assert!(notifier.contains("static_configs: []"), "{notifier}");
+    let in_file = std::fs::read_to_string(compose_dir.join("vmalert/rules.yml"))
+        .unwrap()
+        .matches("- alert:")
+        .count();
+    wait_for("vmalert to evaluate every rule", Duration::from_secs(90), || {
+        let (ok, out) = sh(Command::new("curl").args(["-s", "--max-time", "5", "http://127.0.0.1:8880/api/v1/rules"]));
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let Some(rules) = v["data"]["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["name"] == "flypack"))
+            .and_then(|g| g["rules"].as_array().cloned())
+        else {
+            return false;
+        };
+        assert!(
+            ok && rules.len() == in_file,
+            "vmalert has {} of {in_file} rules: {out}",
+            rules.len()
+        );
+        for r in &rules {
+            assert_eq!(r["lastError"], "", "{r}");
+        }
+        rules
+            .iter()
+            .all(|r| r["lastEvaluation"].as_str().is_some_and(|t| !t.starts_with("0001")))
+    });
 
     // A re-run changes nothing.
     let (code, out) = up(&config);

@@ -52,8 +52,9 @@ struct Answer {
 
 #[derive(Deserialize)]
 struct Data {
+    // vmalert 1.79 answers `null`, not `[]`, when nothing is pending or firing.
     #[serde(default)]
-    alerts: Vec<Raw>,
+    alerts: Option<Vec<Raw>>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +93,7 @@ pub fn parse(text: &str) -> Result<Alerts> {
     let mut all: Vec<Alert> = a
         .data
         .alerts
+        .unwrap_or_default()
         .into_iter()
         .filter(|r| r.state == "firing" || r.state == "pending")
         .map(|r| Alert {
@@ -164,6 +166,9 @@ mod tests {
         assert_eq!(m.labels, ["group=239.1.1.1", "interface=media\u{fffd}[2J"]);
         assert_eq!(a.alerts[2].labels, ["mountpoint=/"]);
         assert!(parse("<html>").is_err());
+        // What vmalert 1.79 says when nothing fires.
+        let none = parse(r#"{"status":"success","data":{"alerts":null}}"#).unwrap();
+        assert_eq!((none.alerts.len(), none.firing), (0, 0));
     }
 
     #[test]

@@ -28,13 +28,12 @@ pub fn bring_up(
     stack: &flypack_engine::compose::Stack,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(Vec<String>, Vec<ServiceState>)> {
-    // What the stack reads from the unit: vmalert's notifier file (written
-    // by the config stage; an empty one if no config is resolved yet, as
-    // vmalert refuses to start without it) and the node exporter's textfile
-    // folder.
-    crate::config::ensure_notifier(root)?;
-    let metrics = root.path(crate::backup::METRICS_DIR);
-    std::fs::create_dir_all(&metrics).with_context(|| format!("creating {}", metrics.display()))?;
+    // vmalert's notifier file, from the config in force (none: no
+    // Alertmanager; vmalert refuses to start without the file).
+    let alerting = crate::config::in_force(root)
+        .map(|u| u.alerting.clone())
+        .unwrap_or_default();
+    crate::config::write_notifier(&alerting, &root.path(&cfg.compose)).context("writing vmalert's notifier file")?;
     docker::block_on(async {
         progress("waiting for the Docker daemon");
         let t0 = std::time::Instant::now();
