@@ -307,6 +307,12 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
         if let Err(e) = written {
             tracing::warn!("vmalert's notifier file is not updated: {e:#}");
         }
+        // The node exporter's textfile folder (the last backup's time goes
+        // there); missing, it logs an error at every scrape.
+        let metrics = root.path(crate::backup::METRICS_DIR);
+        if let Err(e) = std::fs::create_dir_all(&metrics) {
+            tracing::warn!("creating {}: {e}", metrics.display());
+        }
     }
     if same(RESOLVED) && same(EXPORTER_COPY) {
         return Ok(false);
@@ -479,6 +485,7 @@ mod tests {
         let notifier = compose.parent().unwrap().join(ALERT_NOTIFIER);
         let n = std::fs::read_to_string(&notifier).unwrap();
         assert!(n.contains("static_configs: []"), "{n}");
+        assert!(r.path(crate::backup::METRICS_DIR).is_dir());
         let text = "version = 1\nhostname = \"d\"\n[alerting]\nalertmanager = \"http://10.1.2.3:9093\"\n";
         let y = parse_unit(Path::new("x"), text).unwrap();
         assert!(persist_local(&r, &y).unwrap());
