@@ -634,6 +634,14 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
             "{made}"
         );
         let remote = made["archive"].as_str().unwrap().to_string();
+        // The backup's time, for the alert on its age: the node exporter
+        // serves what firstboot wrote for its textfile collector, and the
+        // unit's vmalert holds the rules.
+        let (code, out) =
+            s.ssh("curl -fsS http://127.0.0.1:9100/metrics | grep '^flypack_backup_last_success_timestamp_seconds '");
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = s.ssh("curl -fsS http://127.0.0.1:8880/api/v1/rules");
+        assert!(code == 0 && out.contains("\"BackupTooOld\""), "{out}");
         // Private on the unit: the folder 0700, the archive 0600, root's.
         let (code, out) = s.ssh(&format!("sudo stat -c '%a %U' /var/backups/flypack {remote}"));
         assert_eq!((code, out.trim()), (0, "700 root\n600 root"), "{out}");
