@@ -701,7 +701,7 @@ pub fn assert_default_go(b: &Booted, what: &str) {
         .iter()
         .map(|s| (s.name.clone(), s.state.to_string()))
         .collect();
-    assert_eq!(services.len(), 4, "{what}: {status:?}");
+    assert_eq!(services.len(), 5, "{what}: {status:?}");
     assert!(services.iter().all(|(_, st)| st == "healthy"), "{what}: {services:?}");
     eprintln!("{what}: FLYPACK-STATUS after {:.1} s", b.seconds.unwrap_or(0.0));
 }
@@ -710,4 +710,28 @@ pub fn assert_default_go(b: &Booted, what: &str) {
 pub fn tail(s: &str, n: usize) -> String {
     let l: Vec<&str> = s.lines().collect();
     l[l.len().saturating_sub(n)..].join("\n")
+}
+
+/// Writes an executable shell script (`body` after `#!/bin/sh`); returns its path.
+pub fn script(path: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).expect("writing the script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("making the script executable");
+    path.to_path_buf()
+}
+
+/// Writes an executable stand-in for firstboot, `dir/name`, that prints
+/// `stdout` and exits with `code` when its arguments are exactly `args`
+/// (firstboot's own syntax, which the end-to-end tests run for real), and
+/// fails as clap does otherwise; returns its path.
+pub fn stand_in(dir: &Path, name: &str, args: &str, stdout: &str, code: i32) -> PathBuf {
+    let body = dir.join(format!("{name}.out"));
+    std::fs::write(&body, stdout).expect("writing the stand-in's output");
+    script(
+        &dir.join(name),
+        &format!(
+            "[ \"$*\" = '{args}' ] || {{ echo \"error: unexpected arguments: $*\" >&2; exit 2; }}\ncat '{}'\nexit {code}\n",
+            body.display()
+        ),
+    )
 }
