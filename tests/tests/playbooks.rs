@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,27 +37,6 @@ addresses = ["10.20.0.7/24"]
 
 fn ansible_dir() -> PathBuf {
     repo().join("ansible")
-}
-
-/// Writes an executable shell script.
-fn script(path: &Path, body: &str) -> PathBuf {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.to_path_buf()
-}
-
-/// A stand-in firstboot that prints `out` and exits `code` for exactly
-/// `args`, and fails as clap does otherwise.
-fn stand_in(dir: &Path, name: &str, args: &str, out: &str, code: i32) -> PathBuf {
-    let body = dir.join(format!("{name}.out"));
-    std::fs::write(&body, out).unwrap();
-    script(
-        &dir.join(name),
-        &format!(
-            "[ \"$*\" = '{args}' ] || {{ echo \"error: unexpected arguments: $*\" >&2; exit 2; }}\ncat '{}'\nexit {code}\n",
-            body.display()
-        ),
-    )
 }
 
 /// The inventory `builder inventory` writes for the example fleet

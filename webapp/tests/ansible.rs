@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use flypack_e2e::stand_in;
 use flypack_web::actions::{playbook_job, playbooks, playbooks_in};
 use flypack_web::config::Config;
 use flypack_web::jobs::{Job, JobState, Jobs};
@@ -264,28 +265,6 @@ async fn the_diagnostics_bundle_is_made_through_the_root_helper() {
             "containers/ps.txt",
         ],
     );
-}
-
-/// Writes an executable stand-in for firstboot that prints `stdout` and
-/// exits with `code` when its arguments are `args` (firstboot's own
-/// syntax, which the end-to-end tests run for real), and fails as clap
-/// does otherwise; returns its path.
-fn stand_in(dir: &Path, name: &str, args: &str, stdout: &str, code: i32) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    let body = dir.join(format!("{name}.out"));
-    std::fs::write(&body, stdout).unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\n[ \"$*\" = '{args}' ] || {{ echo \"error: unexpected arguments: $*\" >&2; exit 2; }}\n\
-             cat '{}'\nexit {code}\n",
-            body.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 /// Runs a playbook from the Ansible folder with extra vars; returns whether
