@@ -6,16 +6,10 @@
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use flypack_e2e::{Kill, Netns, sh_ok};
+use std::time::{Duration, Instant};
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -166,26 +160,12 @@ fn srt_figures_match_what_was_sent() {
     assert!((headroom - (200.0 - 4.0 * rtt)).abs() < 1e-6, "{headroom}");
 }
 
-fn sh(script: &str) {
-    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-struct Netns(Vec<String>);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
 #[test]
 fn multicast_figures_match_what_was_sent() {
     let tag = format!("{}", std::process::id() % 100000);
     let (src, rx) = (format!("mcs{tag}"), format!("mcr{tag}"));
     let _ns = Netns(vec![src.clone(), rx.clone()]);
-    sh(&format!(
+    sh_ok(&format!(
         "ip netns add {src}; ip netns add {rx}
          ip -n {src} link add vsrc type veth peer name vrx netns {rx}
          ip -n {src} addr add 10.50.0.1/24 dev vsrc; ip -n {src} link set vsrc up; ip -n {src} link set lo up
@@ -259,7 +239,7 @@ for i in range(1600):
         value(&end, "flypack_nic_errors_total", &format!("{media},direction=\"rx\"")),
         Some(0.0)
     );
-    sh(&format!("ip -n {src} link set vsrc down"));
+    sh_ok(&format!("ip -n {src} link set vsrc down"));
     let down = scrape(Some(&rx), port);
     assert_eq!(
         value(&down, "flypack_nic_up", media),

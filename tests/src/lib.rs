@@ -735,3 +735,31 @@ pub fn stand_in(dir: &Path, name: &str, args: &str, stdout: &str, code: i32) -> 
         ),
     )
 }
+
+/// A child process killed (and reaped) when the guard goes, so a failed
+/// test leaves nothing running.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Network namespaces a test made, deleted when the guard goes.
+pub struct Netns(pub Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Runs a `sh -e` script and fails the test, with its stderr, if it fails.
+pub fn sh_ok(script: &str) {
+    let o = Command::new("sh").arg("-ec").arg(script).output().expect("running sh");
+    assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+}

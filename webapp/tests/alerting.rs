@@ -15,7 +15,9 @@
 
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use flypack_e2e::{Kill, Netns, sh_ok};
 use std::time::{Duration, Instant};
 
 use flypack_web::role::Role;
@@ -23,23 +25,6 @@ use serde_json::Value;
 
 mod common;
 use common::*;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Netns(Vec<String>);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 /// On a failure, the end of every process's log, to say why.
 struct Logs(std::path::PathBuf);
@@ -64,11 +49,6 @@ impl Drop for Logs {
             }
         }
     }
-}
-
-fn sh(script: &str) {
-    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn get(url: &str) -> Option<String> {
@@ -170,7 +150,7 @@ fn a_stopped_multicast_stream_fires_an_alert_the_page_shows_and_the_alertmanager
     let tag = std::process::id() % 100000;
     let (src, unit_ns) = (format!("fpas{tag}"), format!("fpau{tag}"));
     let _ns = Netns(vec![src.clone(), unit_ns.clone()]);
-    sh(&format!(
+    sh_ok(&format!(
         "ip netns add {src}; ip netns add {unit_ns}
          ip -n {src} link add vsrc type veth peer name vrx netns {unit_ns}
          ip -n {src} addr add 10.50.0.1/24 dev vsrc; ip -n {src} link set vsrc up; ip -n {src} link set lo up
