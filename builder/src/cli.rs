@@ -127,6 +127,26 @@ pub enum FleetCaCommand {
         #[arg(long, default_value = "fleet-ca.pem")]
         out: PathBuf,
     },
+    /// Sign a server certificate for a machine the units talk to (the
+    /// central monitoring's vmauth): units flashed with this fleet CA trust
+    /// it. Writes DIR/tls.crt (the chain) and DIR/tls.key (secret, 0600);
+    /// running it again renews them.
+    Server {
+        /// The fleet CA file (`builder fleet-ca new`).
+        #[arg(long, default_value = "fleet-ca.pem")]
+        ca: PathBuf,
+        /// A DNS name the units use for it (repeatable), as in their unit
+        /// config's [central] url.
+        #[arg(long = "name", value_name = "DNS_NAME")]
+        names: Vec<String>,
+        /// An IP address the units use for it (repeatable).
+        #[arg(long = "address", value_name = "IP")]
+        addresses: Vec<std::net::IpAddr>,
+        /// The folder to write tls.crt and tls.key into (for the central:
+        /// compose/central/vmauth/tls).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print a fleet CA's SHA-256 fingerprint (what a phone shows before it trusts it).
     Show {
         /// The fleet CA file.
@@ -202,6 +222,12 @@ pub struct FlashArgs {
     /// fleet CA (`builder fleet-ca new`) and write it into the seed partition.
     #[arg(long, value_name = "CA", requires = "unit")]
     pub fleet_ca: Option<PathBuf>,
+
+    /// Also write the password the unit logs in to the central monitoring
+    /// with (the file's one line; the user is the unit config's [central]
+    /// flypack) as central-password.
+    #[arg(long, value_name = "FILE")]
+    pub central_password: Option<PathBuf>,
 }
 
 /// `builder restore`.
@@ -288,7 +314,13 @@ pub struct CustomizeArgs {
     #[arg(long, value_name = "CA", requires = "unit")]
     pub fleet_ca: Option<PathBuf>,
 
-    /// Remove unit.toml, fleet.toml, backup-key.toml and the TLS files from the seed (before writing new ones).
+    /// Write the password the unit logs in to the central monitoring with
+    /// (the file's one line; the user is the unit config's [central]
+    /// flypack) as central-password.
+    #[arg(long, value_name = "FILE")]
+    pub central_password: Option<PathBuf>,
+
+    /// Remove unit.toml, fleet.toml, backup-key.toml, central-password and the TLS files from the seed (before writing new ones).
     #[arg(long)]
     pub clear: bool,
 }

@@ -16,6 +16,10 @@ pub const FLEET_FILE: &str = "fleet.toml";
 /// The unit part of the fleet's backup key on the seed (`builder customize
 /// --backup-key`); it wins over the one in the image.
 pub const BACKUP_KEY_FILE: &str = "backup-key.toml";
+/// The password the unit logs in to the central with (`builder customize
+/// --central-password`); the user name is the unit config's `[central]
+/// flypack`.
+pub const CENTRAL_PASSWORD_FILE: &str = "central-password";
 /// The fleet CA certificate the unit's web app chains to (`builder
 /// customize --fleet-ca`); with the two below.
 pub const TLS_CA_FILE: &str = "tls-ca.crt";
@@ -56,12 +60,40 @@ pub struct SeedFiles {
     pub fleet: Option<String>,
     /// `backup-key.toml`.
     pub backup_key: Option<String>,
+    /// `central-password` (secret; not in `Debug`'s output).
+    pub central_password: Option<Secret>,
     /// `tls-ca.crt`, `tls-unit.crt`, `tls-unit.key` (PEM), when all three are there.
     pub tls: Option<SeedTls>,
     /// Every file name at the top level.
     pub names: Vec<String>,
     /// Volume label.
     pub label: String,
+}
+
+/// A secret read from the seed, kept out of logs and debug output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Why a central password is refused, if it is: it is written to a file
+/// vmagent reads whole, so one line of printable characters, 12 to 256.
+pub fn central_password_problem(p: &str) -> Option<String> {
+    let n = p.chars().count();
+    if !(12..=256).contains(&n) {
+        return Some(format!("the central password is {n} characters: use 12 to 256"));
+    }
+    if p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some(
+            "the central password holds a space, a line break or a control character: use printable characters only"
+                .into(),
+        );
+    }
+    None
 }
 
 /// The web app's TLS files a fleet CA signed (PEM text, unchecked here:
@@ -172,6 +204,15 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
     }
     if let Some(e) = find(&root, BACKUP_KEY_FILE)? {
         out.backup_key = Some(read_text(e)?);
+    }
+    if let Some(e) = find(&root, CENTRAL_PASSWORD_FILE)? {
+        // An editor's final newline is not part of it.
+        let text = read_text(e)?;
+        let p = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        out.central_password = Some(Secret(p.to_string()));
     }
     let mut tls = Vec::new();
     for name in TLS_FILES {

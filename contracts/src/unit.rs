@@ -65,6 +65,22 @@ checked_string!(
 );
 
 checked_string!(
+    /// A flypack's or a network segment's name in the central view (a label
+    /// value and the central's user name): one DNS label, lower case.
+    LabelName,
+    |s| {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if ok { Ok(s.to_string()) } else {
+            Err(format!("{s:?} is not a name: expected 1-63 lower-case letters, digits and '-', not starting or ending with '-' (e.g. \"fp-north\")"))
+        }
+    }
+);
+
+checked_string!(
     /// A Linux interface name (at most 15 bytes).
     IfName,
     |s| {
@@ -661,8 +677,81 @@ impl Alerting {
     }
 }
 
+/// `[central]`: where this unit sends its metrics, besides its own
+/// VictoriaMetrics (a second vmagent, `vmagent-central`, queues on disk
+/// while the link is down). The password is not here: it comes from the
+/// seed's `central-password` (`builder customize --central-password`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Central {
+    /// The central's remote-write endpoint (its vmauth):
+    /// `https://HOST[:PORT]/api/v1/write`.
+    pub url: String,
+    /// The flypack this unit belongs to: its `flypack` label, and the user
+    /// name it logs in to the central with.
+    pub flypack: LabelName,
+    /// The network segment (venue, truck), its `segment` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<LabelName>,
+}
+
+impl Central {
+    /// The folder, beside the stack's compose file, of what vmagent-central reads.
+    pub const DIR: &str = "central";
+    /// Its settings (docker-compose's `env_file`; vmagent reads them with `-envflag.enable`).
+    pub const ENV_FILE: &str = "central/vmagent.env";
+    /// The password file (from the seed), mode 0400 for vmagent's user.
+    pub const PASSWORD_FILE: &str = "central/password";
+    /// The CA that signed the central's certificate (the fleet CA from the seed).
+    pub const CA_FILE: &str = "central/ca.crt";
+
+    /// vmagent-central's env file: where to send, the labels that name this
+    /// unit, the user name, and the CA file when there is one. Every value
+    /// was validated (no comma, space or control character), so none can
+    /// split into a second flag value or line.
+    pub fn vmagent_env(&self, hostname: &Hostname, ca: bool) -> String {
+        let mut labels = format!("flypack={},unit={hostname}", self.flypack);
+        if let Some(s) = &self.segment {
+            labels.push_str(&format!(",segment={s}"));
+        }
+        let mut env = format!(
+            "# vmagent-central's settings: written by firstboot from the unit config's\n\
+             # [central] table. Edit that, not this file.\n\
+             remoteWrite_url={}\nremoteWrite_label={labels}\nremoteWrite_basicAuth_username={}\n",
+            self.url, self.flypack
+        );
+        if ca {
+            env.push_str("remoteWrite_tlsCAFile=/etc/flypack/central/ca.crt\n");
+        }
+        env
+    }
+}
+
+/// Why a `[central] url` is refused, if it is.
+fn central_url_problem(s: &str) -> Option<String> {
+    if let Some(p) = http_url_problem(s) {
+        return Some(p);
+    }
+    if !s.starts_with("https://") {
+        return Some(format!(
+            "{s:?}: the central is reached over https:// only (the unit logs in with a password; on plain HTTP anyone on the path reads it)"
+        ));
+    }
+    None
+}
+
 /// Why an `[alerting] alertmanager` URL is refused, if it is.
 fn alertmanager_problem(s: &str) -> Option<String> {
+    http_url_problem(s)
+}
+
+/// Why a URL the unit config names is refused, if it is.
+fn http_url_problem(s: &str) -> Option<String> {
+    // The URL parser trims spaces and control characters the string keeps,
+    // and a file written from it must not gain a line or a list item.
+    if s.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
+        return Some(format!("{s:?}: a URL holds no space, comma or control character"));
+    }
     let u = match url::Url::parse(s) {
         Ok(u) => u,
         Err(e) => {
@@ -738,6 +827,9 @@ pub struct RawUnit {
     /// Where alerts go.
     #[serde(default, skip_serializing_if = "is_default")]
     pub alerting: Alerting,
+    /// Where metrics go besides the unit (federation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central: Option<Central>,
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
@@ -1028,6 +1120,9 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
     }
     if let Some(p) = raw.alerting.alertmanager.as_deref().and_then(alertmanager_problem) {
         err("alerting.alertmanager".into(), p);
+    }
+    if let Some(p) = raw.central.as_ref().and_then(|c| central_url_problem(&c.url)) {
+        err("central.url".into(), p);
     }
     if errs.is_empty() {
         Ok(Unit(raw))

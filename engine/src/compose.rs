@@ -142,6 +142,10 @@ pub struct RawService {
     /// Environment.
     #[serde(default)]
     pub environment: RawKeyValues,
+    /// Files of `KEY=VALUE` lines, relative to the compose file's folder,
+    /// read when the stack is brought up (what `environment` sets wins).
+    #[serde(default)]
+    pub env_file: Vec<String>,
     /// Published ports (short syntax).
     #[serde(default)]
     pub ports: Vec<String>,
@@ -308,8 +312,11 @@ pub struct Service {
     pub command: Option<Vec<String>>,
     /// Entrypoint.
     pub entrypoint: Option<Vec<String>>,
-    /// Environment, sorted.
+    /// Environment, sorted (after [`Stack::read_env_files`], with the
+    /// env files' keys too).
     pub environment: BTreeMap<String, String>,
+    /// Env files (unit paths), read by [`Stack::read_env_files`].
+    pub env_files: Vec<PathBuf>,
     /// Ports.
     pub ports: Vec<Port>,
     /// Mounts.
@@ -372,11 +379,81 @@ impl Stack {
         self.services.iter().map(|s| s.image.clone()).collect()
     }
 
+    /// Reads every active service's env files (with `read`, which maps a
+    /// unit path to its contents) into its environment; keys the compose
+    /// file sets win, as with docker-compose. A missing or malformed file is
+    /// an error naming it: the service would start without its settings.
+    pub fn read_env_files(&mut self, read: impl Fn(&Path) -> std::io::Result<String>) -> Result<(), String> {
+        for s in &mut self.services {
+            let mut from_files = BTreeMap::new();
+            for f in &s.env_files {
+                let text = read(f).map_err(|e| format!("service {}: env file {}: {e}", s.name, f.display()))?;
+                let vars =
+                    parse_env_file(&text).map_err(|e| format!("service {}: env file {}: {e}", s.name, f.display()))?;
+                from_files.extend(vars);
+            }
+            for (k, v) in from_files {
+                s.environment.entry(k).or_insert(v);
+            }
+        }
+        Ok(())
+    }
+
     /// The digest docker-compose calls config-hash: a change recreates the container.
     pub fn config_hash(&self, service: &Service, image_id: &str) -> String {
         let json = serde_json::to_vec(&(service, image_id)).expect("a service serialises");
         flypack_contracts::digest::sha256_hex(&json)
     }
+}
+
+/// The most an env file may hold (they are a few lines; read without trust).
+const MAX_ENV_FILE: usize = 64 * 1024;
+
+/// Parses an env file as docker-compose does: `KEY=VALUE` lines taken
+/// literally (no quotes, no expansion), blank lines and `#` comments
+/// skipped. A key is letters, digits, `_` and `.`, not starting with a digit;
+/// a value holds no control character.
+pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+    if text.len() > MAX_ENV_FILE {
+        return Err(format!("{} bytes: at most {MAX_ENV_FILE}", text.len()));
+    }
+    let mut vars = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", n + 1));
+        };
+        let key_ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !key_ok {
+            return Err(format!("line {}: {key:?} is not a variable name", n + 1));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!("line {}: the value of {key} holds a control character", n + 1));
+        }
+        vars.insert(key.to_string(), value.to_string());
+    }
+    Ok(vars)
+}
+
+/// The profiles a compose folder's `.env` enables (`COMPOSE_PROFILES=a,b`,
+/// as docker-compose reads it); none when the line is absent.
+pub fn dotenv_profiles(text: &str) -> Result<Vec<String>, String> {
+    let vars = parse_env_file(text)?;
+    Ok(vars
+        .get("COMPOSE_PROFILES")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Parses a duration like `5s`, `1m30s`, `500ms`, `2h`.
@@ -570,6 +647,21 @@ pub fn validate(file: &Path, raw: RawCompose, profiles: &[String]) -> Result<Sta
             err(format!("{k}.environment"), e);
             BTreeMap::new()
         });
+        let mut env_files = Vec::new();
+        for (i, f) in s.env_file.iter().enumerate() {
+            let p = Path::new(f);
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+            {
+                err(
+                    format!("{k}.env_file[{i}]"),
+                    format!("{f:?}: an env file is a path inside the compose file's folder (no '..', not absolute)"),
+                );
+            } else {
+                env_files.push(base.join(p));
+            }
+        }
         let labels = s.labels.to_map().unwrap_or_else(|e| {
             err(format!("{k}.labels"), e);
             BTreeMap::new()
@@ -727,6 +819,7 @@ pub fn validate(file: &Path, raw: RawCompose, profiles: &[String]) -> Result<Sta
                 command: s.command.as_ref().map(RawCommand::to_vec),
                 entrypoint: s.entrypoint.as_ref().map(RawCommand::to_vec),
                 environment,
+                env_files,
                 ports,
                 mounts,
                 networks: if s.network_mode.is_some() {

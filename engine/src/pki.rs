@@ -163,22 +163,38 @@ pub fn make_unit_ca(hostname: &str) -> Result<CertKey> {
 /// Issues a unit certificate signed by `ca`, carrying `names`. Its
 /// `cert_pem` is the chain: the unit certificate, then the CA's.
 pub fn issue_unit_cert(ca: &CertKey, names: &UnitNames) -> Result<CertKey> {
+    issue_cert(ca, &names.hostname, &names.dns_names(), &names.addresses)
+}
+
+/// Issues a server certificate signed by `ca` for a machine that is not a
+/// unit (the central's vmauth): its DNS names and addresses, the first DNS
+/// name (or address) as its common name. `cert_pem` is the chain.
+pub fn issue_server_cert(ca: &CertKey, dns_names: &[String], addresses: &[IpAddr]) -> Result<CertKey> {
+    let cn = dns_names
+        .first()
+        .cloned()
+        .or_else(|| addresses.first().map(IpAddr::to_string))
+        .context("a server certificate needs at least one name or address")?;
+    issue_cert(ca, &cn, dns_names, addresses)
+}
+
+fn issue_cert(ca: &CertKey, common_name: &str, dns_names: &[String], addresses: &[IpAddr]) -> Result<CertKey> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).context("reading the CA key")?;
     let ca_first = first_pem_cert(&ca.cert_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_first, ca_key).context("reading the CA certificate")?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.hostname.as_str());
+    dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "Flypack");
     p.distinguished_name = dn;
-    for n in names.dns_names() {
+    for n in dns_names {
         p.subject_alt_names.push(SanType::DnsName(
             n.clone()
                 .try_into()
                 .with_context(|| format!("{n:?} is not a DNS name"))?,
         ));
     }
-    for a in &names.addresses {
+    for a in addresses {
         p.subject_alt_names.push(SanType::IpAddress(*a));
     }
     p.is_ca = IsCa::ExplicitNoCa;
@@ -188,10 +204,10 @@ pub fn issue_unit_cert(ca: &CertKey, names: &UnitNames) -> Result<CertKey> {
     let now = OffsetDateTime::now_utc();
     p.not_before = now - Duration::days(1);
     p.not_after = now + Duration::days(UNIT_CERT_DAYS);
-    let key = KeyPair::generate().context("generating the unit key")?;
+    let key = KeyPair::generate().context("generating the key")?;
     let cert = p
         .signed_by(&key, &issuer)
-        .with_context(|| format!("signing the certificate of {}", names.hostname))?;
+        .with_context(|| format!("signing the certificate of {common_name}"))?;
     Ok(CertKey {
         cert_pem: format!("{}{}", cert.pem(), ensure_newline(&ca_first)),
         key_pem: key.serialize_pem(),

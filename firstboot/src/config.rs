@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use flypack_contracts::atomic::write_atomic;
 use flypack_contracts::layout::{NAME_SEED, PART_SEED};
 use flypack_contracts::seed::{self, SeedFiles};
-use flypack_contracts::unit::{Fleet, FleetMatch, Hardware, Unit, parse_fleet, parse_unit};
+use flypack_contracts::unit::{Central, Fleet, FleetMatch, Hardware, Unit, parse_fleet, parse_unit};
 use serde::Serialize;
 
 use crate::root::Root;
@@ -307,6 +307,14 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
         if let Err(e) = written {
             tracing::warn!("vmalert's notifier file is not updated: {e:#}");
         }
+        let central = serde_json::from_slice::<flypack_contracts::stack::StackConfig>(&b)
+            .context("reading the stack config")
+            .and_then(|c| write_central(&r.unit, &root.path(&c.compose)));
+        match central {
+            Err(e) => tracing::warn!("the central's settings are not updated: {e:#}"),
+            Ok((_, Some(w))) => tracing::warn!("{w}"),
+            Ok(_) => {}
+        }
         // The node exporter's textfile folder (the last backup's time goes
         // there); missing, it logs an error at every scrape.
         let metrics = root.path(crate::backup::METRICS_DIR);
@@ -342,6 +350,106 @@ pub fn write_notifier(alerting: &flypack_contracts::unit::Alerting, compose: &Pa
     std::fs::create_dir_all(n.parent().expect("has a parent")).with_context(|| format!("creating {}", n.display()))?;
     write_atomic(&n, text.as_bytes(), 0o644)?;
     Ok(true)
+}
+
+/// The stack's compose file on this root, when the image has a stack.
+pub fn stack_compose(root: &Root) -> Option<PathBuf> {
+    let b = std::fs::read(root.path(flypack_contracts::stack::STACK_CONFIG)).ok()?;
+    let c: flypack_contracts::stack::StackConfig = serde_json::from_slice(&b).ok()?;
+    Some(root.path(&c.compose))
+}
+
+/// The user vmagent-central runs as (the compose file's `user:`, the
+/// image's `_victoria-metrics`): the password file is its alone.
+pub const CENTRAL_USER: (u32, u32) = (100, 101);
+
+/// Installs the seed's central password beside the stack's compose file
+/// (`central/password`, 0400 for vmagent-central's user) and the fleet CA
+/// the central's certificate chains to (`central/ca.crt`), when the seed
+/// has them. Returns what was done, for the stage's line.
+pub fn install_seed_central(files: &SeedFiles, compose: &Path) -> Result<Option<String>> {
+    let dir = compose.parent().context("the compose file has no folder")?;
+    let mut did = Vec::new();
+    if let Some(p) = &files.central_password {
+        if let Some(why) = seed::central_password_problem(&p.0) {
+            bail!(
+                "the seed's {}: {why}; write it again with `builder customize IMAGE --central-password FILE`",
+                seed::CENTRAL_PASSWORD_FILE
+            );
+        }
+        let path = dir.join(Central::PASSWORD_FILE);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .with_context(|| format!("creating {}", path.display()))?;
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(p.0.as_str()) {
+            write_atomic(&path, p.0.as_bytes(), 0o400)?;
+        }
+        let (uid, gid) = CENTRAL_USER;
+        rustix::fs::chown(
+            &path,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .with_context(|| format!("chown {}", path.display()))?;
+        did.push("central password");
+    }
+    if let Some(tls) = &files.tls {
+        let path = dir.join(Central::CA_FILE);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .with_context(|| format!("creating {}", path.display()))?;
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(tls.ca.as_str()) {
+            write_atomic(&path, tls.ca.as_bytes(), 0o444)?;
+        }
+        did.push("the fleet CA for the central");
+    }
+    Ok((!did.is_empty()).then(|| did.join(" and ")))
+}
+
+/// Writes what turns federation on or off beside the stack's compose file,
+/// from a unit config's `[central]`: the `.env` (COMPOSE_PROFILES=central,
+/// read by firstboot's stack and by docker-compose alike) and
+/// vmagent-central's settings. Federation needs the seed's password too;
+/// without it the profile stays off and the reason is returned as a
+/// warning. Returns (changed, warning).
+pub fn write_central(unit: &Unit, compose: &Path) -> Result<(bool, Option<String>)> {
+    let dir = compose.parent().context("the compose file has no folder")?;
+    let head = "# Written by firstboot from the unit config's [central] table. Edit that, not this file.\n";
+    let mut warning = None;
+    let (dotenv, env) = match &unit.central {
+        Some(c) if dir.join(Central::PASSWORD_FILE).exists() => (
+            format!("{head}COMPOSE_PROFILES=central\n"),
+            Some(c.vmagent_env(&unit.hostname, dir.join(Central::CA_FILE).exists())),
+        ),
+        Some(_) => {
+            warning = Some(format!(
+                "[central] is set but the seed had no {}: metrics are not sent to the central; \
+                 add it with `builder customize IMAGE --central-password FILE`",
+                seed::CENTRAL_PASSWORD_FILE
+            ));
+            (head.to_string(), None)
+        }
+        None => (head.to_string(), None),
+    };
+    let mut changed = false;
+    let mut put = |path: PathBuf, text: Option<String>| -> Result<()> {
+        let have = std::fs::read_to_string(&path).ok();
+        if have == text {
+            return Ok(());
+        }
+        changed = true;
+        match text {
+            Some(t) => {
+                std::fs::create_dir_all(path.parent().expect("has a parent"))
+                    .with_context(|| format!("creating {}", path.display()))?;
+                write_atomic(&path, t.as_bytes(), 0o644)
+            }
+            None => flypack_contracts::atomic::remove_any(&path),
+        }
+    };
+    // The settings before the switch: a crash between the two leaves the
+    // profile as it was, with settings it will read when next switched on.
+    put(dir.join(Central::ENV_FILE), env)?;
+    put(dir.join(".env"), Some(dotenv))?;
+    Ok((changed, warning))
 }
 
 /// The config in force, if one was resolved and still reads.
@@ -495,5 +603,78 @@ mod tests {
             !write_notifier(&y.alerting, &compose).unwrap(),
             "unchanged: not rewritten"
         );
+    }
+
+    #[test]
+    fn central_turns_on_with_its_password_and_off_without_leaving_settings() {
+        let d = tempfile::tempdir().unwrap();
+        let compose = d.path().join("monitoring/docker-compose.yml");
+        std::fs::create_dir_all(compose.parent().unwrap()).unwrap();
+        let dir = compose.parent().unwrap();
+        let unit = |extra: &str| {
+            parse_unit(
+                Path::new("u.toml"),
+                &format!("version = 1\nhostname = \"cam-1\"\n{extra}"),
+            )
+            .unwrap()
+        };
+        let with = unit("[central]\nurl = \"https://central.example/api/v1/write\"\nflypack = \"north\"\n");
+        // Configured, but no password from the seed: off, and said why.
+        let (_, warn) = write_central(&with, &compose).unwrap();
+        assert!(warn.unwrap().contains("central-password"));
+        assert!(
+            !std::fs::read_to_string(dir.join(".env"))
+                .unwrap()
+                .contains("COMPOSE_PROFILES")
+        );
+        // The seed brings the password (and the fleet CA): on.
+        let files = SeedFiles {
+            central_password: Some(seed::Secret("correct-horse-battery".into())),
+            tls: Some(seed::SeedTls {
+                ca: "CA PEM".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let did = install_seed_central(&files, &compose).unwrap().unwrap();
+        assert!(did.contains("central password") && did.contains("fleet CA"), "{did}");
+        let pw = dir.join(Central::PASSWORD_FILE);
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&pw).unwrap();
+        assert_eq!(
+            (m.mode() & 0o777, m.uid(), m.gid()),
+            (0o400, CENTRAL_USER.0, CENTRAL_USER.1)
+        );
+        assert_eq!(write_central(&with, &compose).unwrap(), (true, None));
+        let dotenv = std::fs::read_to_string(dir.join(".env")).unwrap();
+        assert_eq!(
+            flypack_engine::compose::dotenv_profiles(&dotenv).unwrap(),
+            vec!["central"]
+        );
+        let env = std::fs::read_to_string(dir.join(Central::ENV_FILE)).unwrap();
+        assert!(
+            env.contains("remoteWrite_tlsCAFile=") && env.contains("unit=cam-1"),
+            "{env}"
+        );
+        assert_eq!(
+            write_central(&with, &compose).unwrap(),
+            (false, None),
+            "unchanged: nothing rewritten"
+        );
+        // The config drops [central]: off, and its settings go.
+        assert_eq!(write_central(&unit(""), &compose).unwrap(), (true, None));
+        assert!(!dir.join(Central::ENV_FILE).exists());
+        assert!(
+            flypack_engine::compose::dotenv_profiles(&std::fs::read_to_string(dir.join(".env")).unwrap())
+                .unwrap()
+                .is_empty()
+        );
+        // A hostile password on the seed is refused with the fix.
+        let bad = SeedFiles {
+            central_password: Some(seed::Secret("short\nline".into())),
+            ..Default::default()
+        };
+        let e = install_seed_central(&bad, &compose).unwrap_err().to_string();
+        assert!(e.contains("--central-password"), "{e}");
     }
 }

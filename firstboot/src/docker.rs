@@ -884,8 +884,29 @@ pub fn load_stack_from(
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))?;
     let file = root.path(&cfg.compose);
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    // The profiles the unit turns on besides the image's: COMPOSE_PROFILES
+    // in the .env beside the compose file, as docker-compose reads it
+    // (firstboot writes it from the unit config: `central`).
+    let mut profiles = cfg.profiles.clone();
+    let dotenv = file.with_file_name(".env");
+    match std::fs::read_to_string(&dotenv) {
+        Ok(t) => {
+            for p in flypack_engine::compose::dotenv_profiles(&t)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dotenv.display()))?
+            {
+                if !profiles.contains(&p) {
+                    profiles.push(p);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dotenv.display())),
+    }
     // Paths inside the stack are the unit's paths, whatever the root.
-    let stack = flypack_engine::compose::parse(Path::new(&cfg.compose), &text, &cfg.profiles)?;
+    let mut stack = flypack_engine::compose::parse(Path::new(&cfg.compose), &text, &profiles)?;
+    stack
+        .read_env_files(|p| std::fs::read_to_string(root.path(p)))
+        .map_err(anyhow::Error::msg)?;
     Ok(Some((cfg, stack)))
 }
 

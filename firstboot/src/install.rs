@@ -355,13 +355,21 @@ fn countdown(secs: u32, what: &str) -> bool {
 }
 
 fn read_seed_files(loc: &SeedLocation) -> Vec<(&'static str, Vec<u8>)> {
-    use flypack_contracts::seed::{BACKUP_KEY_FILE, FLEET_FILE, UNIT_FILE};
+    use flypack_contracts::seed::{
+        BACKUP_KEY_FILE, CENTRAL_PASSWORD_FILE, FLEET_FILE, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, UNIT_FILE,
+    };
     let mut out = Vec::new();
     if let Ok(Some(files)) = config::read_seed(loc) {
+        let tls = files.tls.clone().unwrap_or_default();
+        let has_tls = files.tls.is_some();
         for (name, text) in [
             (UNIT_FILE, files.unit),
             (FLEET_FILE, files.fleet),
             (BACKUP_KEY_FILE, files.backup_key),
+            (CENTRAL_PASSWORD_FILE, files.central_password.map(|p| p.0)),
+            (TLS_CA_FILE, has_tls.then_some(tls.ca)),
+            (TLS_CERT_FILE, has_tls.then_some(tls.cert)),
+            (TLS_KEY_FILE, has_tls.then_some(tls.key)),
         ] {
             if let Some(t) = text {
                 out.push((name, t.into_bytes()));

@@ -16,19 +16,30 @@ pub fn seed_partition(image: &Path) -> Result<(u64, u64)> {
 
 /// Validates the files, then writes them into the seed.
 pub fn run(args: &CustomizeArgs, rep: &Reporter) -> Result<i32> {
-    if args.unit.is_none() && args.fleet.is_none() && args.backup_key.is_none() && !args.clear {
-        bail!("nothing to do: give --unit FILE, --fleet FILE, --backup-key KEY, or --clear");
+    if args.unit.is_none()
+        && args.fleet.is_none()
+        && args.backup_key.is_none()
+        && args.central_password.is_none()
+        && !args.clear
+    {
+        bail!("nothing to do: give --unit FILE, --fleet FILE, --backup-key KEY, --central-password FILE, or --clear");
     }
     let (files, summary) = super::seed_files::collect(&super::seed_files::Wanted {
         unit: args.unit.as_deref(),
         fleet: args.fleet.as_deref(),
         backup_key: args.backup_key.as_deref(),
         fleet_ca: args.fleet_ca.as_deref(),
+        central_password: args.central_password.as_deref(),
     })?;
     let (offset, len) = seed_partition(&args.image)?;
     let mut remove = Vec::new();
     if args.clear {
-        remove.extend([seed::UNIT_FILE, seed::FLEET_FILE, seed::BACKUP_KEY_FILE]);
+        remove.extend([
+            seed::UNIT_FILE,
+            seed::FLEET_FILE,
+            seed::BACKUP_KEY_FILE,
+            seed::CENTRAL_PASSWORD_FILE,
+        ]);
         remove.extend(seed::TLS_FILES);
     } else if args.unit.is_some() && args.fleet_ca.is_none() {
         // A certificate signed for another unit config's names must not

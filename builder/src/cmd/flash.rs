@@ -15,6 +15,7 @@ pub fn run(a: &FlashArgs, rep: &Reporter) -> Result<i32> {
         fleet: a.fleet.as_deref(),
         backup_key: a.backup_key.as_deref(),
         fleet_ca: a.fleet_ca.as_deref(),
+        central_password: a.central_password.as_deref(),
     })?;
     let o = Options {
         image: a.image.clone(),

@@ -3,7 +3,7 @@
 //! or `builder flash --fleet-ca` signs is then trusted. Its key stays on
 //! the engineer's laptop: no unit ever holds it.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use flypack_engine::pki;
 use serde_json::json;
 
@@ -41,6 +41,43 @@ pub fn run(c: &FleetCaCommand, rep: &Reporter) -> Result<i32> {
                     out.display(),
                     crt.display(),
                     out.display()
+                );
+            }
+            Ok(0)
+        }
+        FleetCaCommand::Server {
+            ca,
+            names,
+            addresses,
+            out,
+        } => {
+            if names.is_empty() && addresses.is_empty() {
+                bail!("name the server: --name DNS_NAME and/or --address IP, as the units reach it");
+            }
+            if let Some(n) = names.iter().find(|n| !flypack_contracts::unit::is_dns_name(n)) {
+                bail!("--name {n:?} is not a DNS name: letters, digits, '-' and '.' (e.g. central.example.org)");
+            }
+            let ca = load_fleet_ca(ca)?;
+            let leaf = pki::issue_server_cert(&ca, names, addresses)?;
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let (crt, key) = (out.join("tls.crt"), out.join("tls.key"));
+            flypack_contracts::atomic::write_atomic(&key, leaf.key_pem.as_bytes(), 0o600)?;
+            flypack_contracts::atomic::write_atomic(&crt, leaf.cert_pem.as_bytes(), 0o644)?;
+            let all: Vec<String> = names
+                .iter()
+                .cloned()
+                .chain(addresses.iter().map(|a| a.to_string()))
+                .collect();
+            if rep.mode() == Mode::Json {
+                rep.event("result", json!({ "certificate": crt, "key": key, "names": all }));
+            } else {
+                eprintln!(
+                    "certificate: {} (for {}, signed by the fleet CA {}; valid {} days)\nkey:         {} (secret)",
+                    crt.display(),
+                    all.join(", "),
+                    pki::fingerprint_sha256(&ca.cert_pem)?,
+                    pki::UNIT_CERT_DAYS,
+                    key.display()
                 );
             }
             Ok(0)

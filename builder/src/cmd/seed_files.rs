@@ -19,6 +19,8 @@ pub struct Wanted<'a> {
     /// A fleet CA (`builder fleet-ca new`) that signs a certificate for the
     /// unit config's names.
     pub fleet_ca: Option<&'a Path>,
+    /// A file holding the central monitoring's password for the unit.
+    pub central_password: Option<&'a Path>,
 }
 
 /// Seed files: (name, content).
@@ -62,6 +64,18 @@ pub fn collect(w: &Wanted<'_>) -> Result<(Files, Vec<String>)> {
         files.push((seed::TLS_CA_FILE, ca.cert_pem.into_bytes()));
         files.push((seed::TLS_CERT_FILE, leaf.cert_pem.into_bytes()));
         files.push((seed::TLS_KEY_FILE, leaf.key_pem.into_bytes()));
+    }
+    if let Some(p) = w.central_password {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let line = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if let Some(why) = seed::central_password_problem(line) {
+            bail!("{}: {why}", p.display());
+        }
+        summary.push("central-password (secret)".into());
+        files.push((seed::CENTRAL_PASSWORD_FILE, line.as_bytes().to_vec()));
     }
     Ok((files, summary))
 }

@@ -260,7 +260,7 @@ fn invalid_units_name_the_key() {
         ),
         (
             "gateway = \"10.0.0.1\"",
-            "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"http://am.example/a\\\"b\\nc\"",
+            "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"http://am.example/a\\\"b<c\"",
             "alerting.alertmanager",
             "the path may hold only",
         ),
@@ -269,6 +269,30 @@ fn invalid_units_name_the_key() {
             "gateway = \"10.0.0.1\"\n[alerting]\nalertmanager = \"http://am.example:9093/?x=1\"",
             "alerting.alertmanager",
             "no query",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[central]\nurl = \"http://central.example:8427/api/v1/write\"\nflypack = \"north\"",
+            "central.url",
+            "https:// only",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[central]\nurl = \"https://central.example/api/v1/write\\nremoteWrite_url=https://evil.example/\"\nflypack = \"north\"",
+            "central.url",
+            "no space, comma or control character",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[central]\nurl = \"https://central.example/api/v1/write,https://evil.example/\"\nflypack = \"north\"",
+            "central.url",
+            "no space, comma or control character",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.0.0.1\"\n[central]\nurl = \"https://north:pw@central.example/api/v1/write\"\nflypack = \"north\"",
+            "central.url",
+            "carries credentials",
         ),
     ];
     assert!(parse_unit(Path::new("unit.toml"), MIN).is_ok());
@@ -376,4 +400,38 @@ fn the_alertmanager_becomes_vmalerts_notifier_file() {
     let v6 = at("http://[fd00::5]:9093");
     assert!(v6.contains("targets: [\"[fd00::5]:9093\"]"), "{v6}");
     assert!(v6.contains("path_prefix: \"\""), "{v6}");
+}
+
+#[test]
+fn central_names_are_checked_and_become_vmagents_settings() {
+    let base = "version = 1\nhostname = \"cam-1\"\n";
+    let u = parse_unit(
+        Path::new("unit.toml"),
+        &format!("{base}[central]\nurl = \"https://central.example:8427/api/v1/write\"\nflypack = \"north\"\nsegment = \"truck-2\"\n"),
+    )
+    .unwrap();
+    let c = u.central.as_ref().unwrap();
+    let env = c.vmagent_env(&u.hostname, true);
+    assert!(
+        env.ends_with(
+            "remoteWrite_url=https://central.example:8427/api/v1/write\n\
+             remoteWrite_label=flypack=north,unit=cam-1,segment=truck-2\n\
+             remoteWrite_basicAuth_username=north\n\
+             remoteWrite_tlsCAFile=/etc/flypack/central/ca.crt\n"
+        ),
+        "{env}"
+    );
+    assert!(!c.vmagent_env(&u.hostname, false).contains("tlsCAFile"));
+    // A label value that could add a label, a flag value or a line is refused.
+    for bad in ["North", "a,unit=x", "a=b", "a\nb", "-a", ""] {
+        let text = format!(
+            "{base}[central]\nurl = \"https://c.example/api/v1/write\"\nflypack = {}\n",
+            toml::Value::from(bad)
+        );
+        let e = parse_unit(Path::new("unit.toml"), &text).unwrap_err().to_string();
+        assert!(
+            e.contains("central.flypack") && e.contains("is not a name"),
+            "{bad:?}: {e}"
+        );
+    }
 }

@@ -235,3 +235,69 @@ fn cycles_are_errors() {
     let e = parse(Path::new("/s/c.yml"), text, &[]).unwrap_err();
     assert!(e.to_string().contains("dependency cycle"), "{e}");
 }
+
+#[test]
+fn env_files_are_read_literally_and_the_compose_file_wins() {
+    let text =
+        "services:\n  a:\n    image: x\n    env_file: [conf/a.env]\n    environment:\n      KEPT: from-compose\n";
+    let mut s = parse(Path::new("/s/c.yml"), text, &[]).unwrap();
+    assert_eq!(s.services[0].env_files, vec![PathBuf::from("/s/conf/a.env")]);
+    s.read_env_files(|p| {
+        assert_eq!(p, Path::new("/s/conf/a.env"));
+        Ok("# a comment\n\nURL=https://c.example/api?x=1\nKEPT=from-file\nQUOTED=\"as is\"\r\n".into())
+    })
+    .unwrap();
+    let env = &s.services[0].environment;
+    assert_eq!(env["URL"], "https://c.example/api?x=1");
+    assert_eq!(env["KEPT"], "from-compose");
+    assert_eq!(env["QUOTED"], "\"as is\"");
+    // The env is part of the config hash: a changed file recreates the container.
+    let before = s.config_hash(&s.services[0], "img");
+    s.services[0]
+        .environment
+        .insert("URL".into(), "https://other.example/".into());
+    assert_ne!(before, s.config_hash(&s.services[0], "img"));
+}
+
+#[test]
+fn hostile_or_missing_env_files_are_errors_naming_the_file() {
+    for bad in ["/etc/passwd", "../up.env", "a/../../b"] {
+        let text = format!("services:\n  a:\n    image: x\n    env_file: [\"{bad}\"]\n");
+        let e = parse(Path::new("/s/c.yml"), &text, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("env_file[0]") && e.contains("inside the compose file's folder"),
+            "{bad}: {e}"
+        );
+    }
+    let text = "services:\n  a:\n    image: x\n    env_file: [a.env]\n";
+    for (content, want) in [
+        ("NOKEY\n", "line 1: expected KEY=VALUE"),
+        ("1X=y\n", "not a variable name"),
+        ("K=a\u{1b}[2J\n", "control character"),
+    ] {
+        let mut s = parse(Path::new("/s/c.yml"), text, &[]).unwrap();
+        let e = s.read_env_files(|_| Ok(content.into())).unwrap_err();
+        assert!(e.contains("/s/a.env") && e.contains(want), "{content:?}: {e}");
+    }
+    let mut s = parse(Path::new("/s/c.yml"), text, &[]).unwrap();
+    let e = s
+        .read_env_files(|_| Err(std::io::Error::from(std::io::ErrorKind::NotFound)))
+        .unwrap_err();
+    assert!(e.contains("service a: env file /s/a.env"), "{e}");
+    let mut s = parse(Path::new("/s/c.yml"), text, &[]).unwrap();
+    assert!(
+        s.read_env_files(|_| Ok("K=v\n".repeat(20_000)))
+            .unwrap_err()
+            .contains("at most")
+    );
+}
+
+#[test]
+fn dotenv_enables_profiles_as_docker_compose_does() {
+    assert_eq!(dotenv_profiles("# none\n").unwrap(), Vec::<String>::new());
+    assert_eq!(
+        dotenv_profiles("COMPOSE_PROFILES=central, grafana\n").unwrap(),
+        vec!["central", "grafana"]
+    );
+    assert!(dotenv_profiles("garbage\n").is_err());
+}

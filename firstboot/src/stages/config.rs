@@ -80,8 +80,23 @@ impl Stage for Config {
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
         let r = config::resolve_here(&ctx.root, ctx.seed.as_deref()).context("invalid unit config, nothing applied")?;
         ctx.fault_point("config", "mid");
+        // The central's password and CA first: persist() turns federation
+        // on only when the password is there.
+        let central = match config::stack_compose(&ctx.root) {
+            Some(compose) => {
+                let loc = config::locate_seed(&ctx.root, ctx.seed.as_deref())?;
+                match config::read_seed(&loc) {
+                    Ok(Some(files)) => config::install_seed_central(&files, &compose)?,
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         config::persist(&ctx.root, &r)?;
         let mut what = format!("{} ({}): hostname {}", r.source, r.reason, r.unit.hostname);
+        if let Some(c) = central {
+            what.push_str(&format!("; from the seed: {c}"));
+        }
         if let Some(tls) = install_seed_tls(&ctx.root, ctx.seed.as_deref(), &r.unit)? {
             what.push_str(&format!("; web app TLS from the seed, {tls}"));
         }
