@@ -92,11 +92,14 @@ impl Stage for StackStage {
         if let Ok(b) = std::fs::read(ctx.root.path(flypack_contracts::stack::STACK_CONFIG)) {
             h.part("config", b);
         }
-        if let Some((cfg, _)) = docker::load_stack(&ctx.root)? {
+        if let Some((cfg, stack)) = docker::load_stack(&ctx.root)? {
             h.part(
                 "compose",
                 std::fs::read(ctx.root.path(&cfg.compose)).unwrap_or_default(),
             );
+            // The stack as resolved: the profiles the .env turns on and the
+            // env files' settings ([central]) count too.
+            h.part("stack", serde_json::to_vec(&stack).context("serialising the stack")?);
         }
         Ok(h.finish())
     }
