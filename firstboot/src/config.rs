@@ -414,10 +414,13 @@ pub fn write_central(unit: &Unit, compose: &Path) -> Result<(bool, Option<String
     let dir = compose.parent().context("the compose file has no folder")?;
     let head = "# Written by firstboot from the unit config's [central] table. Edit that, not this file.\n";
     let mut warning = None;
+    // docker-compose wants every env file to exist, a disabled profile's
+    // too: off, the settings file stays, empty.
+    let off = format!("{head}# No [central]: federation is off.\n");
     let (dotenv, env) = match &unit.central {
         Some(c) if dir.join(Central::PASSWORD_FILE).exists() => (
             format!("{head}COMPOSE_PROFILES=central\n"),
-            Some(c.vmagent_env(&unit.hostname, dir.join(Central::CA_FILE).exists())),
+            c.vmagent_env(&unit.hostname, dir.join(Central::CA_FILE).exists()),
         ),
         Some(_) => {
             warning = Some(format!(
@@ -425,30 +428,24 @@ pub fn write_central(unit: &Unit, compose: &Path) -> Result<(bool, Option<String
                  add it with `builder customize IMAGE --central-password FILE`",
                 seed::CENTRAL_PASSWORD_FILE
             ));
-            (head.to_string(), None)
+            (head.to_string(), off)
         }
-        None => (head.to_string(), None),
+        None => (head.to_string(), off),
     };
     let mut changed = false;
-    let mut put = |path: PathBuf, text: Option<String>| -> Result<()> {
-        let have = std::fs::read_to_string(&path).ok();
-        if have == text {
+    let mut put = |path: PathBuf, text: String| -> Result<()> {
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             return Ok(());
         }
         changed = true;
-        match text {
-            Some(t) => {
-                std::fs::create_dir_all(path.parent().expect("has a parent"))
-                    .with_context(|| format!("creating {}", path.display()))?;
-                write_atomic(&path, t.as_bytes(), 0o644)
-            }
-            None => flypack_contracts::atomic::remove_any(&path),
-        }
+        std::fs::create_dir_all(path.parent().expect("has a parent"))
+            .with_context(|| format!("creating {}", path.display()))?;
+        write_atomic(&path, text.as_bytes(), 0o644)
     };
     // The settings before the switch: a crash between the two leaves the
     // profile as it was, with settings it will read when next switched on.
     put(dir.join(Central::ENV_FILE), env)?;
-    put(dir.join(".env"), Some(dotenv))?;
+    put(dir.join(".env"), dotenv)?;
     Ok((changed, warning))
 }
 
@@ -661,9 +658,12 @@ mod tests {
             (false, None),
             "unchanged: nothing rewritten"
         );
-        // The config drops [central]: off, and its settings go.
+        // The config drops [central]: off, and its settings go (the file
+        // stays, empty: docker-compose wants it).
         assert_eq!(write_central(&unit(""), &compose).unwrap(), (true, None));
-        assert!(!dir.join(Central::ENV_FILE).exists());
+        let left =
+            flypack_engine::compose::parse_env_file(&std::fs::read_to_string(dir.join(Central::ENV_FILE)).unwrap());
+        assert!(left.unwrap().is_empty());
         assert!(
             flypack_engine::compose::dotenv_profiles(&std::fs::read_to_string(dir.join(".env")).unwrap())
                 .unwrap()

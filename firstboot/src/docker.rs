@@ -622,6 +622,7 @@ pub async fn up(
     for v in &stack.volumes {
         ensure_volume(d, stack, v).await?;
     }
+    remove_orphans(d, stack).await?;
     // Like docker-compose (which binds with -v), a missing bind source is
     // made as a directory rather than failing the container.
     for s in &stack.services {
@@ -846,6 +847,46 @@ pub async fn states(d: &Docker, stack: &Stack) -> Result<Vec<ServiceState>> {
 /// Runs `f` on a runtime (firstboot is synchronous).
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     flypack_engine::rt::block_on(f)?
+}
+
+/// Stops and removes the project's containers of services the stack no
+/// longer has (a profile turned off: `[central]` gone from the unit config),
+/// as `docker-compose up --remove-orphans` does. Their volumes stay.
+async fn remove_orphans(d: &Docker, stack: &Stack) -> Result<()> {
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&HashMap::from([(
+            "label".to_string(),
+            vec![format!("com.docker.compose.project={}", stack.project)],
+        )]))
+        .build();
+    for c in d
+        .list_containers(Some(opts))
+        .await
+        .context("listing the project's containers")?
+    {
+        let service = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("com.docker.compose.service"))
+            .cloned()
+            .unwrap_or_default();
+        if stack.service(&service).is_some() {
+            continue;
+        }
+        let Some(id) = c.id else { continue };
+        tracing::info!("stack: removing {service}, which the stack no longer has");
+        if let Err(e) = d
+            .stop_container(&id, Some(StopContainerOptionsBuilder::default().t(20).build()))
+            .await
+        {
+            tracing::debug!("stopping {service} before removing it: {e}");
+        }
+        d.remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+            .await
+            .with_context(|| format!("removing {service}, which the stack no longer has"))?;
+    }
+    Ok(())
 }
 
 /// Lists the project's containers (for tests and diagnostics).

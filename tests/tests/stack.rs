@@ -328,6 +328,70 @@ fn the_stack_comes_up_healthy_and_converges() {
             })
         },
     );
+
+    // Federation on: what firstboot writes from a unit config's [central]
+    // and the seed's password turns the `central` profile on, and
+    // vmagent-central starts with its env file's settings (no central here:
+    // it queues, and is healthy all the same). The others stay as they were.
+    let with_central = flypack_contracts::unit::parse_unit(
+        Path::new("unit.toml"),
+        "version = 1\nhostname = \"cam-1\"\n[central]\nurl = \"https://127.0.0.1:9/api/v1/write\"\nflypack = \"north\"\n",
+    )
+    .unwrap();
+    let seed = flypack_contracts::seed::SeedFiles {
+        central_password: Some(flypack_contracts::seed::Secret("north-password-0123".into())),
+        ..Default::default()
+    };
+    firstboot::config::install_seed_central(&seed, &file).unwrap();
+    assert_eq!(
+        firstboot::config::write_central(&with_central, &file).unwrap(),
+        (true, None)
+    );
+    let (code, out) = up(&config);
+    assert_eq!(code, 0, "{out}");
+    let on = states(&out);
+    assert_eq!(on.len(), 6, "{out}");
+    for s in &on {
+        let want = if s["name"] == "vmagent-central" {
+            "created"
+        } else {
+            "unchanged"
+        };
+        assert_eq!(s["action"], want, "{s}");
+        assert_eq!(s["state"], "healthy", "{s}");
+    }
+    let central = format!("{project}_vmagent-central_1");
+    let (ok, env) = docker(&["inspect", "-f", "{{json .Config.Env}}", &central]);
+    assert!(ok, "{env}");
+    for want in [
+        "remoteWrite_url=https://127.0.0.1:9/api/v1/write",
+        "remoteWrite_label=flypack=north,unit=cam-1",
+        "remoteWrite_basicAuth_username=north",
+    ] {
+        assert!(env.contains(want), "{want} not in {env}");
+    }
+    assert!(
+        !env.contains("north-password"),
+        "the password is in the environment: {env}"
+    );
+    // It reads the password file (0400, its user) and tries the central.
+    wait_for("vmagent-central to try the central", Duration::from_secs(60), || {
+        let (_, logs) = docker(&["logs", &central]);
+        logs.contains("127.0.0.1:9") && !logs.contains("cannot read")
+    });
+
+    // Off again: the profile goes, and so does the container (its queue's
+    // volume stays, as with docker-compose).
+    let without =
+        flypack_contracts::unit::parse_unit(Path::new("unit.toml"), "version = 1\nhostname = \"cam-1\"\n").unwrap();
+    assert_eq!(firstboot::config::write_central(&without, &file).unwrap(), (true, None));
+    let (code, out) = up(&config);
+    assert_eq!(code, 0, "{out}");
+    let off = states(&out);
+    assert_eq!(off.len(), 5, "{out}");
+    assert!(off.iter().all(|s| s["action"] == "unchanged"), "{out}");
+    let (_, left) = docker(&["ps", "-aq", "--filter", &format!("name={central}")]);
+    assert!(left.trim().is_empty(), "vmagent-central is still there: {left}");
 }
 
 /// Takes the test's stack down however the test ends.
