@@ -75,6 +75,17 @@ impl Stage for Config {
         let mut h = KeyHasher::new();
         h.part("unit", r.unit.digest());
         h.part("source", &r.source);
+        // A new central password or fleet CA on the seed is installed too
+        // (only this stage's combined digest is kept, never the secret).
+        if let Ok(Some(files)) = config::locate_seed(&ctx.root, ctx.seed.as_deref()).and_then(|l| config::read_seed(&l))
+        {
+            if let Some(p) = &files.central_password {
+                h.part("central-password", &p.0);
+            }
+            if let Some(tls) = &files.tls {
+                h.part("fleet-ca", &tls.ca);
+            }
+        }
         Ok(h.finish())
     }
     fn run(&self, ctx: &Ctx) -> Result<Outcome> {
