@@ -108,7 +108,8 @@ pub fn compute_with(
     }
 }
 
-/// Writes the status file and the login banner (no console line).
+/// Writes the status file, the login banner and the verdict's metric (no
+/// console line).
 pub fn write(root: &Root, status: &Status) -> Result<()> {
     let json = serde_json::to_vec_pretty(status).context("serialising the status")?;
     let file = root.path(target::STATUS_FILE);
@@ -120,7 +121,41 @@ pub fn write(root: &Root, status: &Status) -> Result<()> {
     if let Some(d) = issue.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    write_atomic(&issue, banner(status).as_bytes(), 0o644)
+    write_atomic(&issue, banner(status).as_bytes(), 0o644)?;
+    // The metric is for the alert and the central's view; the status file
+    // above is the contract, so a failure here is only logged.
+    if let Err(e) = write_verdict_metric(root, status) {
+        tracing::warn!("the verdict's metric is not written: {e:#}");
+    }
+    Ok(())
+}
+
+/// The verdict for the node exporter's textfile collector
+/// (`/var/lib/flypack/metrics/verdict.prom`): `flypack_verdict` is 1 for the
+/// verdict reached and 0 for the others, so the unit's rule and the
+/// central's view (`flypack_verdict{verdict="NO-GO"} == 1`, by unit) need
+/// no string matching on values.
+pub fn write_verdict_metric(root: &Root, status: &Status) -> Result<()> {
+    let dir = root.path(crate::backup::METRICS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut text = String::from(
+        "# HELP flypack_verdict The unit's go/no-go verdict: 1 for the one it reached.\n\
+         # TYPE flypack_verdict gauge\n",
+    );
+    for v in [Verdict::Go, Verdict::GoWithWarnings, Verdict::NoGo] {
+        text.push_str(&format!(
+            "flypack_verdict{{verdict=\"{}\"}} {}\n",
+            v.as_str(),
+            u8::from(v == status.verdict)
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP flypack_verdict_reasons How many reasons the verdict gives.\n\
+         # TYPE flypack_verdict_reasons gauge\n\
+         flypack_verdict_reasons {}\n",
+        status.reasons.len()
+    ));
+    write_atomic(&dir.join("verdict.prom"), text.as_bytes(), 0o644)
 }
 
 /// Prints the status line and writes the status file and the login banner.
@@ -138,17 +173,7 @@ pub fn announce(root: &Root, status: &Status) -> Result<()> {
     {
         tracing::warn!("cannot write the status line to /dev/console: {e}");
     }
-    let json = serde_json::to_vec_pretty(status).context("serialising the status")?;
-    let file = root.path(target::STATUS_FILE);
-    if let Some(d) = file.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    write_atomic(&file, &json, 0o644)?;
-    let issue = root.path(target::ISSUE_FILE);
-    if let Some(d) = issue.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    write_atomic(&issue, banner(status).as_bytes(), 0o644)?;
+    write(root, status)?;
     if root.is_live() {
         // Ask running gettys to redraw the banner; a box without agetty
         // (a container, a test) simply has nothing to refresh.
@@ -245,5 +270,12 @@ mod tests {
         assert_eq!(written, s);
         let issue = std::fs::read_to_string(root.path(target::ISSUE_FILE)).unwrap();
         assert!(issue.contains("FLYPACK unknown: NO-GO"), "{issue}");
+        let metric = std::fs::read_to_string(root.path("/var/lib/flypack/metrics/verdict.prom")).unwrap();
+        assert!(
+            metric.contains("flypack_verdict{verdict=\"GO\"} 0\n")
+                && metric.contains("flypack_verdict{verdict=\"NO-GO\"} 1\n")
+                && metric.contains(&format!("flypack_verdict_reasons {}\n", s.reasons.len())),
+            "{metric}"
+        );
     }
 }

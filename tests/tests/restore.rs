@@ -640,8 +640,19 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         let (code, out) =
             s.ssh("curl -fsS http://127.0.0.1:9100/metrics | grep '^flypack_backup_last_success_timestamp_seconds '");
         assert_eq!(code, 0, "{out}");
+        // And the verdict, for the alert and the central's view: this unit is GO.
+        let (code, out) = s.ssh("curl -fsS http://127.0.0.1:9100/metrics | grep '^flypack_verdict{'");
+        assert!(
+            code == 0
+                && out.contains("flypack_verdict{verdict=\"GO\"} 1")
+                && out.contains("flypack_verdict{verdict=\"NO-GO\"} 0"),
+            "{out}"
+        );
         let (code, out) = s.ssh("curl -fsS http://127.0.0.1:8880/api/v1/rules");
-        assert!(code == 0 && out.contains("\"BackupTooOld\""), "{out}");
+        assert!(
+            code == 0 && out.contains("\"BackupTooOld\"") && out.contains("\"UnitNoGo\""),
+            "{out}"
+        );
         // Private on the unit: the folder 0700, the archive 0600, root's.
         let (code, out) = s.ssh(&format!("sudo stat -c '%a %U' /var/backups/flypack {remote}"));
         assert_eq!((code, out.trim()), (0, "700 root\n600 root"), "{out}");
