@@ -305,9 +305,10 @@ per_unit = max(d["active"] / k for (_, k), d in R.items())  # S + the per-target
 target_sps = units * per_unit / iv; target_series = units * per_unit
 print(f"\n== EXTRAPOLATION (not measured): 100 flypacks x 10 units = {units} units x {per_unit:.0f} series / {iv:.0f} s "
       f"= {target_sps:,.0f} samples/s, {target_series:,.0f} active series ==")
-print("CPU = CPU per sample at the largest K x samples/s (and, in brackets, a line through both K); RAM = RSS at the smallest K + the marginal RSS per series")
-print("between the smallest and largest K x the extra series (a straight line through two points; caches, merges")
-print("and Prometheus's 2-hour head compaction are not in a few minutes' run).")
+print("CPU = CPU per sample at the largest K x samples/s (in brackets: a straight line through both K's CPU).")
+print("RAM = RSS at the smallest K + the marginal RSS per series between the smallest and largest K x the extra")
+print("series (a straight line through two points; caches, merges and Prometheus's 2-hour head compaction are")
+print("not in a few minutes' run).")
 lo, hi = min(ks), max(ks)
 for recv in ("victoriametrics", "prometheus"):
     a, b = R.get((recv, lo)), R.get((recv, hi))

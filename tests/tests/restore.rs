@@ -403,6 +403,22 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
     child.wait().unwrap();
     let (ok, _) = sh(Command::new("pgrep").args(["-f", &format!("file={}", overlay.display())]));
     assert!(!ok, "QEMU survived");
+    // A QEMU that is exiting has left pgrep's sight (its command line goes
+    // first) but may still hold its lock on the disk: the next boot failed
+    // with "Failed to get \"write\" lock" once, on a loaded machine.
+    // qemu-img's shared lock is refused for as long as it holds it.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (free, out) = sh(Command::new("qemu-img").arg("info").arg(&overlay));
+        if free {
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the cut QEMU still holds the disk after 60 s: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let first = String::from_utf8_lossy(&std::fs::read(&log1).unwrap()).into_owned();
     assert!(
         !first.lines().any(|l| l.starts_with("FLYPACK-STATUS")),
