@@ -442,10 +442,17 @@ pub fn write_central(unit: &Unit, compose: &Path) -> Result<(bool, Option<String
             .with_context(|| format!("creating {}", path.display()))?;
         write_atomic(&path, text.as_bytes(), 0o644)
     };
-    // The settings before the switch: a crash between the two leaves the
-    // profile as it was, with settings it will read when next switched on.
-    put(dir.join(Central::ENV_FILE), env)?;
-    put(dir.join(".env"), dotenv)?;
+    // A power cut between the two writes must not leave the profile on
+    // with no settings: switching on, the settings go first; switching
+    // off, the switch does.
+    let on = env.contains("remoteWrite_url=");
+    if on {
+        put(dir.join(Central::ENV_FILE), env)?;
+        put(dir.join(".env"), dotenv)?;
+    } else {
+        put(dir.join(".env"), dotenv)?;
+        put(dir.join(Central::ENV_FILE), env)?;
+    }
     Ok((changed, warning))
 }
 

@@ -135,6 +135,8 @@ fn bookkeeping(p: &str) -> bool {
         "var/lib/flypack/journal.json",
         "var/lib/flypack/run.lock",
         "var/lib/flypack/status.json",
+        "var/lib/flypack/metrics",
+        "var/lib/flypack/metrics/verdict.prom",
         "run",
         "run/flypack",
         "run/flypack/status.issue",
