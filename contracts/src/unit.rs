@@ -53,12 +53,7 @@ checked_string!(
     /// A hostname: one DNS label (RFC 1123), lower case.
     Hostname,
     |s| {
-        let ok = !s.is_empty()
-            && s.len() <= 63
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok { Ok(s.to_string()) } else {
+        if is_lower_dns_label(s) { Ok(s.to_string()) } else {
             Err(format!("{s:?} is not a hostname: expected 1-63 lower-case letters, digits and '-', not starting or ending with '-' (e.g. \"fp-cam-03\")"))
         }
     }
@@ -69,12 +64,7 @@ checked_string!(
     /// value and the central's user name): one DNS label, lower case.
     LabelName,
     |s| {
-        let ok = !s.is_empty()
-            && s.len() <= 63
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok { Ok(s.to_string()) } else {
+        if is_lower_dns_label(s) { Ok(s.to_string()) } else {
             Err(format!("{s:?} is not a name: expected 1-63 lower-case letters, digits and '-', not starting or ending with '-' (e.g. \"fp-north\")"))
         }
     }
@@ -1129,6 +1119,17 @@ pub fn validate(file: &Path, prefix: &str, raw: RawUnit) -> Result<Unit, ConfigE
     } else {
         Err(ConfigErrors(errs))
     }
+}
+
+/// One DNS label (RFC 1123), lower case: 1-63 letters, digits and '-', not
+/// starting or ending with '-'.
+fn is_lower_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// A DNS name: dot-separated labels of letters, digits and '-' (at most 253
