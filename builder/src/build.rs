@@ -161,12 +161,17 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     lap("disk", &mut secs);
     crate::interrupt::check()?;
     let installer = stages::installer::run(plan, &mut tree, &disk, rep)?;
-    drop(tree);
     if installer.is_some() {
         lap("installer", &mut secs);
     }
-    crate::interrupt::check()?;
-    let written = stages::outputs::run(plan, disk, installer, manifest, rep)?;
+    // The tree's GiBs are removed on another core while the outputs are
+    // hashed; the build ends only once they are gone.
+    let removal = std::thread::spawn(move || drop(tree));
+    let written = crate::interrupt::check().and_then(|()| stages::outputs::run(plan, disk, installer, manifest, rep));
+    if removal.join().is_err() {
+        tracing::warn!("removing the build's work tree failed; the next build sweeps it");
+    }
+    let written = written?;
     lap("outputs", &mut secs);
     Ok(Report {
         written,

@@ -176,12 +176,31 @@ pub fn plan(sizes: &DiskSizes, ids: &Ids) -> DiskPlan {
 }
 
 impl DiskPlan {
+    /// The installer stick's layout: this one with the payload partition
+    /// ([`layout::PART_PAYLOAD`]) of `size` bytes appended after root (the
+    /// image grows by as much; `size` is a whole number of MiB, as images are).
+    pub fn with_payload(mut self, size: u64, uuid: Uuid) -> Self {
+        let last = self.partitions.last().expect("a layout has partitions");
+        let start = last.start + last.size;
+        self.partitions.push(PartitionPlan {
+            number: layout::PART_PAYLOAD,
+            name: layout::NAME_PAYLOAD,
+            type_guid: layout::TYPE_LINUX_RESERVED,
+            uuid,
+            start,
+            size: size.div_ceil(ALIGN) * ALIGN,
+            fs: None,
+        });
+        self.size += size.div_ceil(ALIGN) * ALIGN;
+        self
+    }
+
     /// The partition with this number.
     pub fn part(&self, number: u32) -> &PartitionPlan {
         self.partitions
             .iter()
             .find(|p| p.number == number)
-            .expect("the layout has partitions 1-4")
+            .expect("the layout has this partition")
     }
 
     /// The `sfdisk` script that writes this table.
@@ -308,5 +327,25 @@ start=299008, size=8087552, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=0000
             info.partition(2).unwrap().filesystem.as_ref().unwrap().uuid,
             "1234-ABCD"
         );
+    }
+
+    #[test]
+    fn the_payload_partition_follows_root_and_keeps_the_backup_gpt_room() {
+        let base = plan(&sizes(), &fixed_ids());
+        let image = 4u64 << 30;
+        let uuid = Uuid::parse_str("00000000-0000-4000-8000-000000000005").unwrap();
+        let stick = base.clone().with_payload(image, uuid);
+        assert_eq!(stick.partitions.len(), 5);
+        let root = stick.part(layout::PART_ROOT);
+        let p = stick.part(layout::PART_PAYLOAD);
+        assert_eq!(p.start, root.start + root.size);
+        assert_eq!(p.size, image, "the payload partition holds the image exactly");
+        assert_eq!(stick.size, base.size + image);
+        assert_eq!(stick.size - (p.start + p.size), ALIGN);
+        assert!(p.fs.is_none());
+        assert!(stick.sfdisk_script().ends_with(
+            "start=8386560, size=8388608, type=8DA63339-0007-60C0-C436-083AC8230908, \
+             uuid=00000000-0000-4000-8000-000000000005, name=\"flypack-payload\"\n"
+        ));
     }
 }

@@ -184,53 +184,81 @@ pub fn map_file(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<(Bmap
         }
         pos = hole;
     }
-    let mut whole = Sha256::new();
-    let mut ranges = Vec::new();
-    let zeros = vec![0u8; 1 << 20];
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    for (first, last) in spans {
-        let start = first * BLOCK;
-        let end = ((last + 1) * BLOCK).min(size);
-        // Holes before the range: zeros in the whole-file digest.
-        while at < start {
-            let n = (start - at).min(zeros.len() as u64) as usize;
-            whole.update(&zeros[..n]);
-            at += n as u64;
-        }
-        f.seek(SeekFrom::Start(start))?;
-        let mut h = Sha256::new();
-        let mut left = end - start;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            f.read_exact(&mut buf[..n])
-                .with_context(|| format!("reading {}", path.display()))?;
-            h.update(&buf[..n]);
-            whole.update(&buf[..n]);
-            left -= n as u64;
-        }
-        at = end;
-        progress(at, size);
-        ranges.push(Range {
-            first,
-            last,
-            sha256: hex::encode(h.finalize()),
+    // Two digests of the same bytes on two cores: the whole file's (holes
+    // as zeros) on a thread of its own, each range's here. Each chunk is
+    // read once and shared.
+    enum Part {
+        Data(std::sync::Arc<Vec<u8>>),
+        Zeros(u64),
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Part>(8);
+    std::thread::scope(|scope| -> Result<(Bmap, String)> {
+        let whole = scope.spawn(move || {
+            let mut whole = Sha256::new();
+            let zeros = vec![0u8; 1 << 20];
+            for part in rx {
+                match part {
+                    Part::Data(b) => whole.update(b.as_slice()),
+                    Part::Zeros(mut n) => {
+                        while n > 0 {
+                            let k = n.min(zeros.len() as u64) as usize;
+                            whole.update(&zeros[..k]);
+                            n -= k as u64;
+                        }
+                    }
+                }
+            }
+            hex::encode(whole.finalize())
         });
-    }
-    while at < size {
-        let n = (size - at).min(zeros.len() as u64) as usize;
-        whole.update(&zeros[..n]);
-        at += n as u64;
-    }
-    progress(size, size);
-    Ok((
-        Bmap {
-            image_size: size,
-            block_size: BLOCK,
-            ranges,
-        },
-        hex::encode(whole.finalize()),
-    ))
+        let mut ranges = Vec::new();
+        let mut at = 0u64;
+        let sent = |p: Part| {
+            tx.send(p)
+                .map_err(|_| anyhow::anyhow!("the whole-file digest thread stopped"))
+        };
+        for (first, last) in spans {
+            let start = first * BLOCK;
+            let end = ((last + 1) * BLOCK).min(size);
+            if at < start {
+                sent(Part::Zeros(start - at))?;
+            }
+            f.seek(SeekFrom::Start(start))?;
+            let mut h = Sha256::new();
+            let mut left = end - start;
+            while left > 0 {
+                let n = left.min(1 << 20) as usize;
+                let mut buf = vec![0u8; n];
+                f.read_exact(&mut buf)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                h.update(&buf);
+                sent(Part::Data(std::sync::Arc::new(buf)))?;
+                left -= n as u64;
+            }
+            at = end;
+            progress(at, size);
+            ranges.push(Range {
+                first,
+                last,
+                sha256: hex::encode(h.finalize()),
+            });
+        }
+        if at < size {
+            sent(Part::Zeros(size - at))?;
+        }
+        drop(tx);
+        let whole = whole
+            .join()
+            .map_err(|_| anyhow::anyhow!("the whole-file digest thread panicked"))?;
+        progress(size, size);
+        Ok((
+            Bmap {
+                image_size: size,
+                block_size: BLOCK,
+                ranges,
+            },
+            whole,
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@
 //!
 //! The seed uses the "basic data" type so that any laptop mounts it and an
 //! engineer can edit `unit.toml` on it after flashing.
+//!
+//! The USB installer's stick has a fifth partition, `flypack-payload`
+//! ([`PART_PAYLOAD`]): the appliance image, raw, byte for byte at the
+//! partition's start (its mapped blocks; the `.bmap` in the stick's root says
+//! which and checks each range). Its type is "Linux reserved", which nothing
+//! mounts or grows into.
 
 /// Partition number of the BIOS boot partition.
 pub const PART_BIOS: u32 = 1;
@@ -21,6 +27,8 @@ pub const PART_ESP: u32 = 2;
 pub const PART_SEED: u32 = 3;
 /// Partition number of the root partition.
 pub const PART_ROOT: u32 = 4;
+/// Partition number of the installer stick's payload (the appliance image).
+pub const PART_PAYLOAD: u32 = 5;
 
 /// GPT partition names (PARTLABEL).
 pub const NAME_BIOS: &str = "bios-boot";
@@ -30,6 +38,8 @@ pub const NAME_ESP: &str = "esp";
 pub const NAME_SEED: &str = "flypack-seed";
 /// GPT name of the root partition.
 pub const NAME_ROOT: &str = "root";
+/// GPT name of the installer stick's payload partition.
+pub const NAME_PAYLOAD: &str = "flypack-payload";
 
 /// GPT type GUID of a BIOS boot partition.
 pub const TYPE_BIOS: &str = "21686148-6449-6E6F-744E-656564454649";
@@ -39,6 +49,8 @@ pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 pub const TYPE_BASIC_DATA: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
 /// GPT type GUID of a Linux x86-64 root partition (Discoverable Partitions).
 pub const TYPE_ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+/// GPT type GUID "Linux reserved": a partition nothing mounts (the payload).
+pub const TYPE_LINUX_RESERVED: &str = "8DA63339-0007-60C0-C436-083AC8230908";
 
 /// FAT volume label of the seed partition (FAT labels hold 11 characters).
 pub const SEED_LABEL: &str = "FLYPACKSEED";

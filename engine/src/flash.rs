@@ -331,8 +331,18 @@ fn flash_inner(o: &Options, hooks: &Hooks, opened: &mut bool) -> Result<Report> 
         }
     };
     if !zst {
-        let len = std::fs::metadata(&o.image)?.len();
-        if len != map.image_size {
+        // A file is the image; a partition (the installer's payload) holds
+        // it at its start and may be longer.
+        let meta = std::fs::metadata(&o.image).with_context(|| format!("inspecting {}", o.image.display()))?;
+        let is_dev = meta.file_type().is_block_device();
+        let len = if is_dev {
+            File::open(&o.image)
+                .and_then(|mut f| f.seek(SeekFrom::End(0)))
+                .with_context(|| format!("reading the size of {}", o.image.display()))?
+        } else {
+            meta.len()
+        };
+        if len != map.image_size && !(is_dev && len > map.image_size) {
             bail!(
                 "the block map is for a {} image, {} is {}: wrong map?",
                 map.image_size,

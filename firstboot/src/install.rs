@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use flypack_contracts::cmd::Cmd;
-use flypack_contracts::layout::{PART_ESP, PART_ROOT, PART_SEED};
+use flypack_contracts::layout::{PART_ESP, PART_PAYLOAD, PART_ROOT, PART_SEED};
 use flypack_contracts::status::{Provisioning, STATUS_SCHEMA, StageState, StageStatus, Status, Verdict};
 use flypack_contracts::unit::DiskRule;
 use flypack_engine::flash::{self, Hooks, Phase};
@@ -37,9 +37,11 @@ pub const STICK_LOG: &str = "installed.txt";
 pub struct Settings {
     /// Image name.
     pub name: String,
-    /// The appliance image on the stick.
-    pub payload: PathBuf,
-    /// Its block map.
+    /// The stick's partition holding the appliance image, raw
+    /// ([`flypack_contracts::layout::PART_PAYLOAD`]).
+    pub payload_partition: u32,
+    /// Its block map (in the stick's root): the image's size, which ranges
+    /// hold data, and each range's SHA-256.
     pub bmap: PathBuf,
     /// SHA-256 of the payload image.
     pub payload_sha256: String,
@@ -384,11 +386,20 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     let text = std::fs::read_to_string(root.path(settings_path))
         .with_context(|| format!("reading {}: is this the installer stick?", settings_path.display()))?;
     let s: Settings = serde_json::from_str(&text).with_context(|| format!("parsing {}", settings_path.display()))?;
-    let payload = root.path(&s.payload);
-    let need = std::fs::metadata(&payload)
-        .with_context(|| format!("the payload {}", payload.display()))?
-        .len();
+    if s.payload_partition <= PART_ROOT {
+        bail!(
+            "{}: payload_partition {} is one of the stick's own partitions (the payload is partition {PART_PAYLOAD}): \
+             this stick was not made by builder; build and flash it again",
+            settings_path.display(),
+            s.payload_partition
+        );
+    }
     let stick = PathBuf::from("/dev").join(config::root_disk().context("finding the stick this runs from")?);
+    let payload = part(&stick, s.payload_partition);
+    let bmap_path = root.path(&s.bmap);
+    let need = flash::find_bmap(&payload, Some(&bmap_path))?
+        .with_context(|| format!("the payload's block map {}", bmap_path.display()))?
+        .image_size;
 
     // The unit config decides the disk where it names one: the stick's seed
     // (unit.toml or fleet.toml), else the fleet baked into the image.
@@ -482,7 +493,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
     let seed_files = read_seed_files(&seed_loc);
     let opts = flash::Options {
         image: payload.clone(),
-        bmap: Some(root.path(&s.bmap)),
+        bmap: Some(bmap_path),
         target: disk.path.clone(),
         allow_large: true,
         seed: seed_files,
@@ -668,7 +679,7 @@ mod tests {
     fn settings(choose: &str) -> Settings {
         Settings {
             name: "flypack".into(),
-            payload: "/p.img".into(),
+            payload_partition: 5,
             bmap: "/p.bmap".into(),
             payload_sha256: String::new(),
             choose: choose.into(),

@@ -122,6 +122,36 @@ fn flashing_a_file_and_a_loop_device_writes_what_the_map_says() {
         Some(std::fs::read_to_string(&unit).unwrap().as_str())
     );
 
+    // The source may be a device longer than the image, holding it at its
+    // start (the USB installer reads its payload partition so): with the
+    // map given, only the mapped ranges are read and each is checked.
+    let src = Loop::new(5 << 30);
+    let r = flash(&[img.path.as_os_str(), src.dev.as_os_str()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bmap = img.path.with_extension("bmap");
+    let file3 = dir.path().join("from-device.img");
+    std::fs::File::create(&file3).unwrap();
+    let r = flash(&[
+        src.dev.as_os_str(),
+        file3.as_os_str(),
+        "--bmap".as_ref(),
+        bmap.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    matches_map(&file3, &map);
+    assert_eq!(std::fs::metadata(&file3).unwrap().len(), map.image_size);
+    // A device shorter than the image is the wrong source.
+    let short = Loop::new(1 << 30);
+    let r = flash(&[
+        short.dev.as_os_str(),
+        file3.as_os_str(),
+        "--bmap".as_ref(),
+        bmap.as_os_str(),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("wrong map"), "{}", r.stderr);
+    drop((src, short));
+
     // A compressed image streams; the block map beside it is used.
     let zst = dir.path().join("copy.img.zst");
     let (ok, out) = sh(Command::new("zstd")

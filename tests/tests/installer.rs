@@ -51,6 +51,17 @@ fn a_blank_server_installs_from_the_stick_and_boots_the_disk_ready() {
     let img = shared_image();
     let stick = img.path.with_file_name("flypack-installer.img");
     let stick_time = mtime(&stick);
+    // The stick carries the appliance image raw in its fifth partition,
+    // exactly the image's size, after its own root.
+    let st = table(&stick).expect("the stick has no partition table");
+    let sp = st["partitions"].as_array().unwrap();
+    assert_eq!(sp.len(), 5, "{st}");
+    assert_eq!(sp[4]["name"], "flypack-payload", "{st}");
+    assert_eq!(
+        sp[4]["size"].as_u64().unwrap() * 512,
+        img.manifest.disk.size_bytes,
+        "{st}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("internal.raw");
     let log = dir.path().join("console.log");

@@ -1,15 +1,16 @@
 //! Installer stage: `NAME-installer.img`, a USB stick that images a
 //! server's internal disk. It is the appliance's own system (the tree the
 //! appliance image was made from, reused: no second root filesystem) with
-//! the appliance image inside as its payload, the firstboot units swapped for
-//! the installer unit, and its own disk identifiers.
+//! the firstboot units swapped for the installer unit, its own disk
+//! identifiers, and the appliance image as its payload in a fifth partition.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use flypack_contracts::atomic::remove_any;
-use flypack_contracts::cmd::Cmd;
+use flypack_contracts::bmap::Bmap;
+use flypack_contracts::layout::PART_PAYLOAD;
 use serde_json::json;
 
 use crate::disk_plan::{self, Ids};
@@ -46,16 +47,19 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
     remove_any(&root.join(crate::stages::store::STORE_DIR))?;
     remove_any(&root.join("usr/share/flypack/stack.json"))?;
 
-    stage.progress("adding the appliance image as the payload");
+    // The payload is not a file in the stick's root (mkfs.ext4 -d copies a
+    // file's GiBs at about 100 MiB/s of CPU): it is the image itself, raw, in
+    // a partition of its own after root, copied in by the kernel
+    // (copy_file_range) once the stick's filesystems are made. The block map
+    // in the root says which ranges hold data and checks each one.
+    stage.progress("mapping the appliance image (the payload)");
     let dir = root.join(PAYLOAD_DIR);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let payload = dir.join("payload.img");
-    share_payload(appliance.image.path(), &payload)?;
     let (map, sha) = appliance.map(|d, t| stage.bytes(d, t))?;
     replace_file(&dir.join("payload.bmap"), map.to_xml().as_bytes(), 0o644)?;
     let settings = json!({
         "name": plan.name,
-        "payload": format!("/{PAYLOAD_DIR}/payload.img"),
+        "payload_partition": PART_PAYLOAD,
         "bmap": format!("/{PAYLOAD_DIR}/payload.bmap"),
         "payload_sha256": sha,
         "choose": plan.installer.choose,
@@ -88,33 +92,43 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
         root: rootfs,
         total: 2 * mib + d[0].size + d[1].size + d[2].size + rootfs,
     };
-    let layout = disk_plan::plan(&sizes, &Ids::random());
+    let layout = disk_plan::plan(&sizes, &Ids::random()).with_payload(map.image_size, uuid::Uuid::new_v4());
     tree::write_boot_files(plan, &layout, &root)?;
     stage.done(&format!(
         "payload {} of data",
         indicatif::HumanBytes(map.mapped_bytes())
     ));
     let disk = crate::stages::disk::build(plan, &layout, image_out, tree, rep)?;
+    let part = layout.part(PART_PAYLOAD);
+    copy_ranges(appliance.image.path(), map, disk.image.path(), part.start)
+        .context("copying the appliance image into the stick's payload partition")?;
     Ok(Some(disk))
 }
 
-/// Puts the appliance image into the installer's tree without copying its
-/// GiBs when the filesystem allows: a hard link (the image is not written
-/// again once made; mkfs only reads the tree), else a reflink, else a sparse
-/// copy.
-fn share_payload(image: &Path, payload: &Path) -> Result<()> {
-    remove_any(payload)?;
-    match fs::hard_link(image, payload) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            tracing::debug!("payload not hard-linked ({e}): copying it");
-            Cmd::new("cp")
-                .args(["--reflink=auto", "--sparse=always"])
-                .arg(image)
-                .arg(payload)
-                .run()
-                .context("copying the payload")?;
-            Ok(())
+/// Copies the mapped ranges of `image` into `out` at byte `at`, in the
+/// kernel (copy_file_range: no round trip through this process, a reflink
+/// where the filesystem has them). Holes stay holes.
+fn copy_ranges(image: &Path, map: &Bmap, out: &Path, at: u64) -> Result<()> {
+    let src = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let dst = OpenOptions::new()
+        .write(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    for r in &map.ranges {
+        let start = r.offset(map.block_size);
+        let end = (start + r.len(map.block_size)).min(map.image_size);
+        let (mut from, mut to) = (start, at + start);
+        while from < end {
+            let want = usize::try_from(end - from).unwrap_or(usize::MAX).min(1 << 30);
+            let n = rustix::fs::copy_file_range(&src, Some(&mut from), &dst, Some(&mut to), want)
+                .with_context(|| format!("copying bytes {from}.. of {} into {}", image.display(), out.display()))?;
+            anyhow::ensure!(
+                n > 0,
+                "{} ended at byte {from}, its block map says {end}: was it changed during the build?",
+                image.display()
+            );
         }
     }
+    // Synced with the rest when the outputs stage renames it into place.
+    Ok(())
 }
