@@ -349,6 +349,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits up to 30 s until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "nothing listens on 127.0.0.1:{port} after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Makes an SSH key pair in `dir`; returns (private key path, public key line).
 pub fn keygen(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("id_ed25519");

@@ -114,18 +114,49 @@ fn fleet_status_reports_every_unit_and_runs_nothing_a_unit_sends() {
     std::fs::write(&qa_go, qa("fp-enc-01", "GO", "pass", "2 links up")).unwrap();
     let qa_nogo = d.path().join("qa-nogo.json");
     std::fs::write(&qa_nogo, qa("fp-mon-01", "NO-GO", "fail", &hostile)).unwrap();
+    // Each unit's vmalert, stood in for by files served on 127.0.0.1: none
+    // firing on the GO unit (vmalert 1.79 says null), and on the NO-GO one
+    // a firing alert whose summary is hostile (labels come from the
+    // network) and a pending one.
+    let web = d.path().join("vmalert");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::write(web.join("go.json"), r#"{"status":"success","data":{"alerts":null}}"#).unwrap();
+    std::fs::write(
+        web.join("nogo.json"),
+        json!({"status": "success", "data": {"alerts": [
+            {"name": "McastGroupMissing", "state": "pending", "labels": {"severity": "critical"},
+             "annotations": {"summary": "group 239.1.1.2 quiet"}, "activeAt": "2026-12-06T10:00:00Z"},
+            {"name": "SrtPacketLoss", "state": "firing", "labels": {"severity": "warning"},
+             "annotations": {"summary": hostile}, "activeAt": "2026-12-06T09:59:00Z"}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let port = free_port();
+    let _server = Kill(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(&web)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port);
     let conn = d.path().join("connections.yml");
-    let local = |fb: &Path, q: &Path| {
+    let local = |fb: &Path, q: &Path, alerts: &str| {
         json!({"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
-               "fleet_status_firstboot": fb, "fleet_status_qa_report": q})
+               "fleet_status_firstboot": fb, "fleet_status_qa_report": q,
+               "fleet_status_alerts_url": format!("http://127.0.0.1:{port}/{alerts}")})
     };
     // YAML is a superset of JSON.
     let closed = free_port();
     std::fs::write(
         &conn,
         json!({"all": {"hosts": {
-            "fp-enc-01": local(&fb_go, &qa_go),
-            "fp-mon-01": local(&fb_nogo, &qa_nogo),
+            "fp-enc-01": local(&fb_go, &qa_go, "go.json"),
+            "fp-mon-01": local(&fb_nogo, &qa_nogo, "nogo.json"),
             "fp-dec-07": {"ansible_host": "127.0.0.1", "ansible_port": closed,
                           "ansible_ssh_common_args": "-o ConnectTimeout=5 -o StrictHostKeyChecking=no"}}}})
         .to_string(),
@@ -161,8 +192,28 @@ fn fleet_status_reports_every_unit_and_runs_nothing_a_unit_sends() {
             want("truck-b", "fp-dec-07", "UNREACHABLE")
         ]
     );
+    let alerts = |i: usize| -> Vec<(String, String)> {
+        report["units"][i]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["name"].as_str().unwrap().into(), a["state"].as_str().unwrap().into()))
+            .collect()
+    };
+    assert_eq!(alerts(0), vec![]);
+    assert_eq!(report["units"][0]["alerts_problem"], "");
+    assert_eq!(
+        alerts(1),
+        vec![
+            ("SrtPacketLoss".to_string(), "firing".to_string()),
+            ("McastGroupMissing".to_string(), "pending".to_string())
+        ],
+        "firing first"
+    );
     let html = std::fs::read_to_string(out.join("fleet-status.html")).unwrap();
     assert!(html.contains("1 of 3 units GO"), "{html}");
+    assert!(html.contains("1 unit(s) with a firing alert"), "{html}");
+    assert!(html.contains("firing, warning: <b>SrtPacketLoss</b>"), "{html}");
     assert!(
         !html.contains("<script>") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{html}"
@@ -191,15 +242,27 @@ fn fleet_status_reports_every_unit_and_runs_nothing_a_unit_sends() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert_eq!(
         String::from_utf8_lossy(&check.stdout).trim(),
-        "fp-enc-01:0/3 fp-mon-01:2/3 fp-dec-07:1/1"
+        "fp-enc-01:0/4 fp-mon-01:3/4 fp-dec-07:1/1"
     );
 
+    // A unit whose vmalert does not answer (its stack down) stays GO; the
+    // report says its alerts are unknown and why.
     let (ok, o) = playbook(
         "status.yml",
         &[&inv, &conn],
-        &["-e".into(), dest, "--limit".into(), "fp-enc-01".into()],
+        &[
+            "-e".into(),
+            dest,
+            "-e".into(),
+            format!("fleet_status_alerts_url=http://127.0.0.1:{closed}/api/v1/alerts"),
+            "--limit".into(),
+            "fp-enc-01".into(),
+        ],
     );
     assert!(ok && o.contains("fp-enc-01: GO"), "{o}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("fleet-status.json")).unwrap()).unwrap();
+    let problem = report["units"][0]["alerts_problem"].as_str().unwrap();
+    assert!(problem.contains("vmalert did not answer") && problem.contains("stack"), "{problem}");
 }
 
 /// An archive sealed to `key` whose manifest names `hostname`.

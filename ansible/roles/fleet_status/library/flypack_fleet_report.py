@@ -8,20 +8,23 @@ DOCUMENTATION = r"""
 module: flypack_fleet_report
 short_description: Write the fleet's status report (HTML, JUnit, JSON) from what each unit said
 description:
-  - Every unit's `firstboot status --json` output and last QA report
-    (base64, as slurp returns it) are parsed here, on the laptop, as data:
+  - Every unit's `firstboot status --json` output, last QA report
+    (base64, as slurp returns it) and its vmalert's alerts (firing and
+    pending, as GET /api/v1/alerts returns them) are parsed here, on the
+    laptop, as data:
     nothing a unit sends is templated or trusted. A unit that did not
     answer, or whose answer does not parse, is a failed unit in the report.
   - Writes fleet-status.html, fleet-status.xml (JUnit: one test suite per
     unit, one test case for its verdict and one per QA check) and
     fleet-status.json into dest, each under a temporary name, renamed when
-    complete.
+    complete. A firing alert fails the unit's "alerts" test case in the
+    JUnit; it does not change the unit's verdict.
   - Fails, after writing, when a unit is not GO (GO-WITH-WARNINGS counts as
     GO) and fail_unless_go is true.
 options:
   dest: {description: Folder for the report (made if missing)., required: true, type: path}
   units:
-    description: One entry per unit (host, flypack, role, reachable, msg, status_rc, status, qa).
+    description: One entry per unit (host, flypack, role, reachable, msg, status_rc, status, qa, alerts_status, alerts_msg, alerts).
     required: true
     type: list
     elements: dict
@@ -43,6 +46,7 @@ OUTCOMES = ("pass", "fail", "waived", "skip")
 # What a unit may send: bounded, so one unit cannot fill the laptop's report.
 MAX_TEXT = 4096
 MAX_CHECKS = 500
+MAX_ALERTS = 100
 # XML 1.0 has no place for these; a unit's text may hold them.
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -69,11 +73,15 @@ def parse_unit(u):
         "problem": "",
         "firstboot_version": "",
         "status_time": "",
+        "alerts": [],
+        "alerts_left_off": 0,
+        "alerts_problem": "",
     }
     if u.get("reachable") not in (True, "True", "true"):
         out["verdict"] = "UNREACHABLE"
         out["problem"] = "not reached: " + text(u.get("msg")) + " (is it powered, cabled, and is SSH open to this laptop?)"
         return out
+    parse_alerts(u, out)
     try:
         rc = int(u.get("status_rc"))
     except (TypeError, ValueError):
@@ -129,6 +137,54 @@ def parse_unit(u):
     return out
 
 
+def parse_alerts(u, out):
+    """The unit's firing and pending alerts (vmalert's GET /api/v1/alerts), bounded."""
+    try:
+        code = int(u.get("alerts_status"))
+    except (TypeError, ValueError):
+        code = None
+    if code != 200:
+        out["alerts_problem"] = (
+            "alerts unknown: the unit's vmalert did not answer (HTTP %s%s): is its stack up? "
+            "Run the stack.yml playbook on it, or `firstboot stack up`" % (
+                text(code, 20), ", " + text(u.get("alerts_msg"), 300) if u.get("alerts_msg") else ""))
+        return
+    try:
+        body = u.get("alerts")
+        body = body if isinstance(body, dict) else json.loads(body or "")
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise ValueError("no data")
+        # vmalert 1.79 answers null, not [], when nothing is firing or pending.
+        alerts = data.get("alerts") or []
+        if not isinstance(alerts, list):
+            raise ValueError("alerts is not a list")
+    except (ValueError, TypeError) as e:
+        out["alerts_problem"] = "alerts unknown: the unit's vmalert answer does not parse: " + text(str(e), 200)
+        return
+    parsed = []
+    for a in alerts:
+        if not isinstance(a, dict):
+            continue
+        labels = a.get("labels") if isinstance(a.get("labels"), dict) else {}
+        notes = a.get("annotations") if isinstance(a.get("annotations"), dict) else {}
+        parsed.append({
+            "name": text(a.get("name"), 200),
+            "state": "firing" if a.get("state") == "firing" else "pending",
+            "severity": text(labels.get("severity"), 50),
+            "summary": text(notes.get("summary"), 500),
+            "since": text(a.get("activeAt"), 50),
+        })
+    # Firing first, critical first, then by name.
+    parsed.sort(key=lambda a: (a["state"] != "firing", a["severity"] != "critical", a["name"]))
+    out["alerts"] = parsed[:MAX_ALERTS]
+    out["alerts_left_off"] = max(0, len(parsed) - MAX_ALERTS)
+
+
+def firing(u):
+    return [a for a in u["alerts"] if a["state"] == "firing"]
+
+
 def fine(u):
     return u["verdict"] in ("GO", "GO-WITH-WARNINGS") and not u["problem"]
 
@@ -144,16 +200,29 @@ def render_html(units):
         details += "".join("<li>%s</li>" % e(r) for r in u["reasons"])
         if u["problem"]:
             details += "<li>%s</li>" % e(u["problem"])
+        alerts = "".join(
+            "<li>%s, %s: <b>%s</b>: %s (since %s)</li>" % (
+                e(a["state"]), e(a["severity"] or "no severity"), e(a["name"]), e(a["summary"]), e(a["since"]))
+            for a in u["alerts"])
+        if u["alerts_left_off"]:
+            alerts += "<li>and %d more</li>" % u["alerts_left_off"]
+        if u["alerts_problem"]:
+            alerts += "<li>%s</li>" % e(u["alerts_problem"])
+        if u["verdict"] != "UNREACHABLE" and not alerts:
+            alerts = "<li>none</li>"
         rows.append(
-            '<tr class="%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%d/%d</td><td><ul>%s</ul></td></tr>' % (
+            '<tr class="%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%d/%d</td><td><ul>%s</ul></td>'
+            '<td><ul>%s</ul></td></tr>' % (
                 "ok" if fine(u) else "bad", e(u["flypack"]), e(u["host"]), e(u["role"]), e(u["verdict"]),
-                sum(c["outcome"] == "pass" for c in u["checks"]), len(u["checks"]), details))
+                sum(c["outcome"] == "pass" for c in u["checks"]), len(u["checks"]), details, alerts))
     go = sum(fine(u) for u in units)
+    alerting = sum(bool(firing(u)) for u in units)
     return (
         HEAD
         + "<h1>Fleet status: %d of %d units GO</h1>\n" % (go, len(units))
+        + "<p>%d unit(s) with a firing alert.</p>\n" % alerting
         + "<table><thead><tr><th>flypack</th><th>unit</th><th>role</th><th>verdict</th>"
-        + "<th>QA passed</th><th>why</th></tr></thead><tbody>\n"
+        + "<th>QA passed</th><th>why</th><th>alerts</th></tr></thead><tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table>\n</body></html>\n"
     )
@@ -196,6 +265,17 @@ def render_junit(units):
             elif c["outcome"] in ("skip", "waived", "unknown"):
                 skipped += 1
                 ET.SubElement(case, "skipped", message=c["outcome"] + ": " + c["evidence"])
+        if u["verdict"] != "UNREACHABLE":
+            case = ET.SubElement(s, "testcase", name="alerts", classname=u["flypack"] + "." + u["host"])
+            cases += 1
+            now = firing(u)
+            if now:
+                failures += 1
+                f = ET.SubElement(case, "failure", message="%d alert(s) firing" % len(now), type="alerts")
+                f.text = "\n".join("%s (%s): %s" % (a["name"], a["severity"], a["summary"]) for a in now)
+            elif u["alerts_problem"]:
+                skipped += 1
+                ET.SubElement(case, "skipped", message=u["alerts_problem"])
         s.set("tests", str(cases))
         s.set("failures", str(failures))
         s.set("skipped", str(skipped))
