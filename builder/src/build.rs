@@ -110,6 +110,105 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
         t = std::time::Instant::now();
     };
     preflight(plan)?;
+    // The container images (their own mmdebstraps and package cache) and
+    // the Docker store they are loaded into are made on another thread while
+    // the appliance's root filesystem is: dpkg keeps about one core busy, and
+    // a cold build used to wait for each in turn.
+    let (appliance, containers) = std::thread::scope(|scope| {
+        let containers = scope.spawn(|| {
+            let mut laps = Vec::new();
+            let t = std::time::Instant::now();
+            let images = stages::images::run(plan, &plan.cache_dir, rep)?;
+            laps.push(("images", t.elapsed().as_secs_f64()));
+            let t = std::time::Instant::now();
+            let store = match &images {
+                Some(i) => {
+                    crate::interrupt::check()?;
+                    let s = stages::store::run(i, &plan.cache_dir, rep)?;
+                    laps.push(("store", t.elapsed().as_secs_f64()));
+                    Some(s)
+                }
+                None => None,
+            };
+            anyhow::Ok((images, store, laps))
+        });
+        let appliance = rootfs_and_gate(plan, rep);
+        if appliance.is_err() {
+            // Moot now: stop it rather than wait for it.
+            crate::interrupt::stop_the_rest();
+        }
+        (appliance, containers.join())
+    });
+    let (rootfs, security, laps) = appliance?;
+    let (images, store, container_laps) =
+        containers.map_err(|_| anyhow::anyhow!("the container images' thread panicked"))??;
+    secs.extend(laps);
+    secs.extend(container_laps);
+    // Restart the clock for the stages below (those above timed themselves).
+    lap("", &mut Vec::new());
+    crate::interrupt::check()?;
+    let mut manifest = manifest(plan, &rootfs)?;
+    manifest.security = security;
+    if let (Some(i), Some(s)) = (&images, &store) {
+        manifest.container_images = i.in_store();
+        manifest.docker_store = Some(s.dockerd.clone());
+    }
+    let mut tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
+    lap("tree", &mut secs);
+    crate::interrupt::check()?;
+    let disk = stages::disk::run(plan, &tree, rep)?;
+    lap("disk", &mut secs);
+    crate::interrupt::check()?;
+    let installer = stages::installer::run(plan, &mut tree, &disk, rep)?;
+    if installer.is_some() {
+        lap("installer", &mut secs);
+    }
+    // While the outputs are hashed: the tree's GiBs are removed, and the
+    // images' data goes to the disk (the renames into place fsync them
+    // again, with little left to write). The build ends once both are done.
+    let images: Vec<std::path::PathBuf> = [Some(&disk), installer.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.image.path().to_path_buf())
+        .collect();
+    let removal = std::thread::spawn(move || drop(tree));
+    let syncing = std::thread::spawn(move || {
+        for p in images {
+            let _ = fs::File::open(&p).and_then(|f| f.sync_data());
+        }
+    });
+    let written = crate::interrupt::check().and_then(|()| stages::outputs::run(plan, disk, installer, manifest, rep));
+    let _ = syncing.join();
+    if removal.join().is_err() {
+        tracing::warn!("removing the build's work tree failed; the next build sweeps it");
+    }
+    let written = written?;
+    lap("outputs", &mut secs);
+    Ok(Report {
+        written,
+        rootfs_cached: rootfs.cached,
+        stage_seconds: secs,
+    })
+}
+
+/// The appliance's root filesystem, checked against the security indices
+/// (built again from the archive when the cached one lags them); with the
+/// seconds each step took.
+#[allow(clippy::type_complexity)]
+fn rootfs_and_gate(
+    plan: &Plan,
+    rep: &Reporter,
+) -> Result<(
+    Rootfs,
+    Option<flypack_contracts::manifest::SecurityReport>,
+    Vec<(&'static str, f64)>,
+)> {
+    let mut secs = Vec::new();
+    let mut t = std::time::Instant::now();
+    let mut lap = |name: &'static str, secs: &mut Vec<(&'static str, f64)>| {
+        secs.push((name, t.elapsed().as_secs_f64()));
+        t = std::time::Instant::now();
+    };
     let mut rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
     lap("rootfs", &mut secs);
     check_glibc(plan, &rootfs)?;
@@ -135,49 +234,7 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     if let Some(r) = &security {
         stages::gate::enforce(r)?;
     }
-    crate::interrupt::check()?;
-    let images = stages::images::run(plan, &plan.cache_dir, rep)?;
-    lap("images", &mut secs);
-    crate::interrupt::check()?;
-    let store = match &images {
-        Some(i) => {
-            let s = stages::store::run(i, &plan.cache_dir, rep)?;
-            lap("store", &mut secs);
-            crate::interrupt::check()?;
-            Some(s)
-        }
-        None => None,
-    };
-    let mut manifest = manifest(plan, &rootfs)?;
-    manifest.security = security;
-    if let (Some(i), Some(s)) = (&images, &store) {
-        manifest.container_images = i.in_store();
-        manifest.docker_store = Some(s.dockerd.clone());
-    }
-    let mut tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
-    lap("tree", &mut secs);
-    crate::interrupt::check()?;
-    let disk = stages::disk::run(plan, &tree, rep)?;
-    lap("disk", &mut secs);
-    crate::interrupt::check()?;
-    let installer = stages::installer::run(plan, &mut tree, &disk, rep)?;
-    if installer.is_some() {
-        lap("installer", &mut secs);
-    }
-    // The tree's GiBs are removed on another core while the outputs are
-    // hashed; the build ends only once they are gone.
-    let removal = std::thread::spawn(move || drop(tree));
-    let written = crate::interrupt::check().and_then(|()| stages::outputs::run(plan, disk, installer, manifest, rep));
-    if removal.join().is_err() {
-        tracing::warn!("removing the build's work tree failed; the next build sweeps it");
-    }
-    let written = written?;
-    lap("outputs", &mut secs);
-    Ok(Report {
-        written,
-        rootfs_cached: rootfs.cached,
-        stage_seconds: secs,
-    })
+    Ok((rootfs, security, secs))
 }
 
 /// The root filesystem's libc6 must be at least what firstboot needs.

@@ -24,6 +24,14 @@ pub fn install() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the build's other work (a stage running on another thread) as an
+/// interrupt would, without the message: one stage failed, so the rest is
+/// moot. Its commands are terminated and its next [`check`] fails.
+pub fn stop_the_rest() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    flypack_contracts::cmd::terminate_running();
+}
+
 /// Whether an interrupt arrived.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 /// How progress is shown.
@@ -41,6 +41,9 @@ pub struct Reporter {
     mode: Mode,
     start: Instant,
     out: Mutex<()>,
+    /// The terminal's bars: stages may run at once (the container images
+    /// are made beside the root filesystem), one bar each.
+    bars: MultiProgress,
 }
 
 impl Reporter {
@@ -50,6 +53,21 @@ impl Reporter {
             mode,
             start: Instant::now(),
             out: Mutex::new(()),
+            bars: if mode == Mode::Tty {
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
+            } else {
+                MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+            },
+        }
+    }
+
+    /// Prints a line above the bars (they are drawn again below it).
+    fn line(&self, line: &str) {
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if self.mode == Mode::Tty {
+            let _ = self.bars.println(line);
+        } else {
+            eprintln!("{line}");
         }
     }
 
@@ -63,8 +81,7 @@ impl Reporter {
     }
 
     fn plain(&self, line: &str) {
-        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        eprintln!("[{:>7.1}s] {line}", self.elapsed());
+        self.line(&format!("[{:>7.1}s] {line}", self.elapsed()));
     }
 
     /// Emits one JSON event line (JSON mode only).
@@ -105,7 +122,7 @@ impl Reporter {
     pub fn stage(&self, name: &'static str, what: &str) -> Stage<'_> {
         let bar = match self.mode {
             Mode::Tty => {
-                let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                let pb = self.bars.add(ProgressBar::new_spinner());
                 pb.set_style(
                     ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold:>8} {elapsed:>4} {wide_msg}")
                         .expect("valid template"),
@@ -209,9 +226,10 @@ impl Stage<'_> {
             Mode::Tty => {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();
+                    self.reporter.bars.remove(&b);
                 }
-                let _guard = self.reporter.out.lock().unwrap_or_else(|e| e.into_inner());
-                eprintln!("  \u{2713} {:>8} {secs:>6.1}s  {summary}", self.name);
+                self.reporter
+                    .line(&format!("  \u{2713} {:>8} {secs:>6.1}s  {summary}", self.name));
             }
             Mode::Plain => self
                 .reporter
@@ -235,9 +253,10 @@ impl Drop for Stage<'_> {
             Mode::Tty => {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();
+                    self.reporter.bars.remove(&b);
                 }
-                let _guard = self.reporter.out.lock().unwrap_or_else(|e| e.into_inner());
-                eprintln!("  \u{2717} {:>8} {secs:>6.1}s  failed", self.name);
+                self.reporter
+                    .line(&format!("  \u{2717} {:>8} {secs:>6.1}s  failed", self.name));
             }
             Mode::Plain => self.reporter.plain(&format!("{}: failed after {secs:.1}s", self.name)),
             Mode::Json => self

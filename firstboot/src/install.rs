@@ -43,8 +43,10 @@ pub struct Settings {
     /// Its block map (in the stick's root): the image's size, which ranges
     /// hold data, and each range's SHA-256.
     pub bmap: PathBuf,
-    /// SHA-256 of the payload image.
-    pub payload_sha256: String,
+    /// SHA-256 of the payload's block map, which is the build's `NAME.bmap`
+    /// byte for byte (its per-range digests decide every byte written): the
+    /// install record names the image by it, checkable against SHA256SUMS.
+    pub payload_bmap_sha256: String,
     /// `only`, `smallest` or `largest`.
     pub choose: String,
     /// USB disks may be targets.
@@ -527,7 +529,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
 
     let ids = fresh_ids(&disk.path, &run_dir).context("giving the copy fresh identifiers")?;
     let record = json!({
-        "image": s.name, "payload_sha256": s.payload_sha256, "disk": disk.path, "serial": disk.serial,
+        "image": s.name, "payload_bmap_sha256": s.payload_bmap_sha256, "disk": disk.path, "serial": disk.serial,
         "reason": reason, "config": resolved.source, "installer_version": env!("CARGO_PKG_VERSION"),
         "time": crate::runner::now(), "ids": ids,
     });
@@ -681,7 +683,7 @@ mod tests {
             name: "flypack".into(),
             payload_partition: 5,
             bmap: "/p.bmap".into(),
-            payload_sha256: String::new(),
+            payload_bmap_sha256: String::new(),
             choose: choose.into(),
             allow_usb: false,
             allow_wipe: false,

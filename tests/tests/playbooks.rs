@@ -262,7 +262,10 @@ fn fleet_status_reports_every_unit_and_runs_nothing_a_unit_sends() {
     assert!(ok && o.contains("fp-enc-01: GO"), "{o}");
     let report: Value = serde_json::from_slice(&std::fs::read(out.join("fleet-status.json")).unwrap()).unwrap();
     let problem = report["units"][0]["alerts_problem"].as_str().unwrap();
-    assert!(problem.contains("vmalert did not answer") && problem.contains("stack"), "{problem}");
+    assert!(
+        problem.contains("vmalert did not answer") && problem.contains("stack"),
+        "{problem}"
+    );
 }
 
 /// An archive sealed to `key` whose manifest names `hostname`.

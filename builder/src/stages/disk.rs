@@ -45,6 +45,12 @@ impl Disk {
         let m = flypack_contracts::bmap::map_file(self.image.path(), progress)?;
         Ok(self.map.get_or_init(|| m))
     }
+
+    /// Keeps a block map and whole-file SHA-256 made elsewhere (the
+    /// installer stage makes them on two threads while it works).
+    pub fn set_map(&self, map: Bmap, sha256: String) {
+        let _ = self.map.set((map, sha256));
+    }
 }
 
 /// Runs the stage: the appliance image.

@@ -351,7 +351,8 @@ fn build_debian_images(
             serde_json::from_slice(&fs::read(&ids_file)?).context("reading cached image ids")?;
         return Ok((archive, ids));
     }
-    let base = crate::stages::rootfs::run(&plan.base, cache, profile, rep)?;
+    let base =
+        crate::stages::rootfs::run_with(&plan.base, cache, crate::stages::rootfs::APT_CACHE_IMAGES, profile, rep)?;
     let work = flypack_contracts::atomic::temp_dir_in(&cache.join("work"), "images")?;
     let stage = rep.stage("images", "making the shared base layer");
     let base_tree = work.path().join("base");
@@ -366,7 +367,14 @@ fn build_debian_images(
         let layer = match img {
             StackImagePlan::Debian { reference, rootfs } => {
                 stage.progress(&format!("{reference}: packages"));
-                let built = crate::stages::rootfs::run(rootfs, cache, profile, rep)?;
+                crate::interrupt::check()?;
+                let built = crate::stages::rootfs::run_with(
+                    rootfs,
+                    cache,
+                    crate::stages::rootfs::APT_CACHE_IMAGES,
+                    profile,
+                    rep,
+                )?;
                 let tree = work.path().join(format!("img{i}"));
                 unpack(&built.archive, &tree)?;
                 let (add, removed) = diff(&base_tree, &tree)?;

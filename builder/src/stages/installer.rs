@@ -9,9 +9,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use flypack_contracts::atomic::remove_any;
-use flypack_contracts::bmap::Bmap;
+use flypack_contracts::bmap::{self, Bmap};
 use flypack_contracts::layout::PART_PAYLOAD;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::disk_plan::{self, Ids};
 use crate::overlay::replace_file;
@@ -52,16 +53,45 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
     // a partition of its own after root, copied in by the kernel
     // (copy_file_range) once the stick's filesystems are made. The block map
     // in the root says which ranges hold data and checks each one.
-    stage.progress("mapping the appliance image (the payload)");
+    let image = appliance.image.path().to_path_buf();
+    std::thread::scope(|scope| -> Result<Option<Disk>> {
+        // The whole image's digest (for the outputs) on the other core while
+        // this one maps the ranges and makes the stick.
+        let whole = scope.spawn(|| flypack_contracts::digest::sha256_file(&image));
+        stage.progress("mapping the appliance image (the payload)");
+        let map = bmap::map_ranges(&image, |d, t| stage.bytes(d, t))?;
+        let disk = stick(plan, tree, &map, image_out, rep, stage)?;
+        let part = disk.1.part(PART_PAYLOAD);
+        copy_ranges(&image, &map, disk.0.image.path(), part.start)
+            .context("copying the appliance image into the stick's payload partition")?;
+        let sha = whole
+            .join()
+            .map_err(|_| anyhow::anyhow!("the appliance image's digest thread panicked"))??;
+        appliance.set_map(map, sha);
+        Ok(Some(disk.0))
+    })
+}
+
+/// The stick's tree (its block map and settings included) and its disk
+/// image, the payload partition still empty.
+fn stick(
+    plan: &Plan,
+    tree: &mut Tree,
+    map: &Bmap,
+    image_out: &Path,
+    rep: &Reporter,
+    stage: crate::progress::Stage,
+) -> Result<(Disk, disk_plan::DiskPlan)> {
+    let root = tree.path().to_path_buf();
     let dir = root.join(PAYLOAD_DIR);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (map, sha) = appliance.map(|d, t| stage.bytes(d, t))?;
-    replace_file(&dir.join("payload.bmap"), map.to_xml().as_bytes(), 0o644)?;
+    let xml = map.to_xml();
+    replace_file(&dir.join("payload.bmap"), xml.as_bytes(), 0o644)?;
     let settings = json!({
         "name": plan.name,
         "payload_partition": PART_PAYLOAD,
         "bmap": format!("/{PAYLOAD_DIR}/payload.bmap"),
-        "payload_sha256": sha,
+        "payload_bmap_sha256": hex::encode(Sha256::digest(xml.as_bytes())),
         "choose": plan.installer.choose,
         "allow_usb": plan.installer.allow_usb,
         "allow_wipe": plan.installer.allow_wipe,
@@ -99,10 +129,7 @@ pub fn run(plan: &Plan, tree: &mut Tree, appliance: &Disk, rep: &Reporter) -> Re
         indicatif::HumanBytes(map.mapped_bytes())
     ));
     let disk = crate::stages::disk::build(plan, &layout, image_out, tree, rep)?;
-    let part = layout.part(PART_PAYLOAD);
-    copy_ranges(appliance.image.path(), map, disk.image.path(), part.start)
-        .context("copying the appliance image into the stick's payload partition")?;
-    Ok(Some(disk))
+    Ok((disk, layout))
 }
 
 /// Copies the mapped ranges of `image` into `out` at byte `at`, in the

@@ -1,7 +1,9 @@
 //! Root filesystem stage: mmdebstrap from Debian's archive (signatures
 //! checked by apt, as mmdebstrap does), cached by a digest of its inputs.
 //!
-//! Downloaded packages are kept between builds in `CACHE/apt/` with the
+//! Downloaded packages are kept between builds in `CACHE/apt/` (the
+//! container images' in `CACHE/apt-images/`: they are built at the same
+//! time, and one cache serves one mmdebstrap at a time) with the
 //! recipe from mmdebstrap's manual (`--skip=essential/unlink`, `sync-in` in
 //! a setup hook, `sync-out` in a customize hook). The result is one tar
 //! archive per input digest in `CACHE/rootfs/`, written under a temporary
@@ -35,6 +37,24 @@ pub struct Rootfs {
 
 /// Runs the stage.
 pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) -> Result<Rootfs> {
+    run_with(plan, cache_dir, APT_CACHE, profile, rep)
+}
+
+/// The package cache of the appliance's root filesystem, in the cache folder.
+pub const APT_CACHE: &str = "apt";
+/// The package cache of the container images' root filesystems: their own,
+/// so that they are built while the appliance's is (a package cache is used
+/// by one mmdebstrap at a time).
+pub const APT_CACHE_IMAGES: &str = "apt-images";
+
+/// [`run`] with the package cache `CACHE/apt_cache/`.
+pub fn run_with(
+    plan: &RootfsPlan,
+    cache_dir: &Path,
+    apt_cache: &str,
+    profile: &Path,
+    rep: &Reporter,
+) -> Result<Rootfs> {
     let dir = cache_dir.join("rootfs");
     fs::create_dir_all(&dir).with_context(|| format!("creating cache folder {}", dir.display()))?;
     let list = plan.archive.with_extension("packages.json");
@@ -67,7 +87,9 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
     check_mirrors(plan, profile)?;
     stage.progress("running mmdebstrap");
 
-    let apt_cache = cache_dir.join("apt");
+    crate::interrupt::check()?;
+    let apt_lock_path = cache_dir.join(format!("{apt_cache}.lock"));
+    let apt_cache = cache_dir.join(apt_cache);
     fs::create_dir_all(&apt_cache).with_context(|| format!("creating {}", apt_cache.display()))?;
     let work = cache_dir.join("work");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -79,7 +101,6 @@ pub fn run(plan: &RootfsPlan, cache_dir: &Path, profile: &Path, rep: &Reporter) 
     }
 
     // One mmdebstrap at a time shares the package cache (sync-in/sync-out).
-    let apt_lock_path = cache_dir.join("apt.lock");
     let apt_lock = File::create(&apt_lock_path).with_context(|| format!("creating {}", apt_lock_path.display()))?;
     if apt_lock.try_lock().is_err() {
         stage.progress("waiting for another build using the package cache");
