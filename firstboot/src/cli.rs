@@ -165,6 +165,12 @@ pub enum StackCommand {
     Up,
     /// Show each service's state. Exit 1 if a critical service is not healthy.
     Status,
+    /// Restart one service's container and wait until it is up again
+    /// (healthy, or running when it has no health check). Exit 1 if it is not.
+    Restart {
+        /// The service (as `firstboot stack status` names it).
+        service: String,
+    },
 }
 
 /// `firstboot run`.

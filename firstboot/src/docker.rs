@@ -65,7 +65,7 @@ pub struct ServiceState {
     pub critical: bool,
     /// Container id (short).
     pub container: String,
-    /// What was done: `created`, `recreated`, `started`, `unchanged`.
+    /// What was done: `created`, `recreated`, `started`, `unchanged`, `restarted`.
     pub action: String,
     /// Why firstboot stopped waiting for it, when it is not up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -706,7 +706,19 @@ pub async fn up(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-    // Wait for every service to settle.
+    settle(d, stack, &mut out, &mut prober, progress).await?;
+    Ok(out)
+}
+
+/// Waits until every service in `out` is up or given up on (see
+/// [`Waiter`]), updating its state; `progress` hears what is waited for.
+async fn settle(
+    d: &Docker,
+    stack: &Stack,
+    out: &mut [ServiceState],
+    prober: &mut Prober,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<()> {
     let mut waiter = Waiter::new(engine::STALL);
     loop {
         let mut waiting = Vec::new();
@@ -724,14 +736,63 @@ pub async fn up(
             }
         }
         if waiting.is_empty() {
-            break;
+            return Ok(());
         }
         let what = waiting.join(", ");
         waiter.check_stall(&what)?;
         progress(&format!("waiting {} s for {what}", waiter.seconds()));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(out)
+}
+
+/// Restarts one service's container (as `docker restart` does: stop, with
+/// 20 s to exit, then start) and waits until it is up again or given up on.
+/// A name that is not one of the stack's services is refused.
+pub async fn restart(
+    d: &Docker,
+    stack: &Stack,
+    service: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<ServiceState> {
+    let Some(s) = stack.service(service) else {
+        bail!(
+            "{service:?} is not a service of this unit's stack ({}): nothing was restarted",
+            stack
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let name = container_name(stack, &s.name);
+    if observe(d, &name).await?.state() == State::Missing {
+        bail!("{service} has no container: bring the stack up (firstboot stack up) instead");
+    }
+    d.restart_container(
+        &name,
+        Some(
+            bollard::query_parameters::RestartContainerOptionsBuilder::default()
+                .t(20)
+                .build(),
+        ),
+    )
+    .await
+    .with_context(|| format!("restarting {name}"))?;
+    let mut out = [ServiceState {
+        name: s.name.clone(),
+        state: State::Starting,
+        critical: s.critical,
+        container: String::new(),
+        action: "restarted".into(),
+        gave_up: None,
+    }];
+    // Docker resets the health to "starting" on a start; our own probe
+    // answers before its first one (see [`Prober`]).
+    settle(d, stack, &mut out, &mut Prober::default(), progress).await?;
+    let [mut st] = out;
+    st.container = observe(d, &name).await?.id;
+    Ok(st)
 }
 
 fn want_text(c: Condition) -> &'static str {

@@ -415,6 +415,16 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
         &["node-exporter: healthy (unchanged)", "changed=0"],
     );
 
+    // An operator's restart of one service from the web app, through the
+    // root helper: `firstboot stack restart`, which waits until the service
+    // is healthy again.
+    let (_, code, events) = run_job("/actions/restart", &["service=node-exporter"]);
+    assert_eq!(code, 0, "{events}");
+    assert!(
+        events.contains("event: end\ndata: succeeded") && events.contains("restarted"),
+        "restarting node-exporter from the web app: {events}"
+    );
+
     // Housekeeping on the real unit: of nine backups a day apart, the seven
     // newest stay (the journal's vacuum runs too); a second run does nothing.
     let (code, out) = ssh(

@@ -251,6 +251,49 @@ fn the_stack_comes_up_healthy_and_converges() {
         assert_eq!(a["container"], b["container"], "{a} vs {b}");
     }
 
+    // One service restarted (the operator's action in the web app): the
+    // same container, started again, healthy when the command returns; the
+    // others untouched. A name that is not a service restarts nothing.
+    let started_at = |name: &str| {
+        let (ok, t) = docker(&["inspect", "-f", "{{.State.StartedAt}}", &format!("{project}_{name}_1")]);
+        assert!(ok, "{t}");
+        t.trim().to_string()
+    };
+    let (vmagent0, vm0) = (started_at("vmagent"), started_at("victoriametrics"));
+    let restart = |service: &str| {
+        let o = firstboot()
+            .arg("stack")
+            .arg("--config")
+            .arg(&config)
+            .args(["--json", "restart", service])
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = restart("vmagent");
+    assert_eq!(code, 0, "{out}{err}");
+    let r = states(&format!("{out}{STDERR_MARK}"));
+    assert_eq!(r.len(), 1, "{out}");
+    assert_eq!(
+        (r[0]["name"].as_str(), r[0]["action"].as_str(), r[0]["state"].as_str()),
+        (Some("vmagent"), Some("restarted"), Some("healthy")),
+        "{out}"
+    );
+    let vmagent_first = first.iter().find(|s| s["name"] == "vmagent").unwrap();
+    assert_eq!(r[0]["container"], vmagent_first["container"], "{out}");
+    assert_ne!(started_at("vmagent"), vmagent0, "vmagent was not started again");
+    assert_eq!(started_at("victoriametrics"), vm0, "another service was restarted");
+    let (code, out, err) = restart("vmagent; reboot");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("is not a service of this unit's stack") && err.contains("vmagent"),
+        "{err}"
+    );
+
     // Data in VictoriaMetrics' volume survives a recreate of the service.
     let (ok, msg) = sh(Command::new("curl").args([
         "-s",

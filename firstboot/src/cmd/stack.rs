@@ -6,7 +6,7 @@ use crate::cli::{StackArgs, StackCommand};
 use crate::root::Root;
 use crate::{docker, stages};
 
-/// Brings the stack up or shows its services.
+/// Brings the stack up, shows its services, or restarts one.
 pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
     let path = a
         .config
@@ -18,7 +18,7 @@ pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
             path.display()
         );
     };
-    let states = match a.command {
+    let states = match &a.command {
         StackCommand::Up => {
             let mut last = String::new();
             let (notes, states) = stages::stack::bring_up(root, &cfg, &stack, &mut |m| {
@@ -39,6 +39,13 @@ pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
             let d = docker::connect_running().await?;
             docker::states(&d, &stack).await
         })?,
+        StackCommand::Restart { service } => {
+            let st = docker::block_on(async {
+                let d = docker::connect_running().await?;
+                docker::restart(&d, &stack, service, &mut |m| eprintln!("{m}")).await
+            })?;
+            vec![st]
+        }
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&states)?);
