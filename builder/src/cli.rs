@@ -251,7 +251,9 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<PathBuf>,
 
-    /// Write to this image file instead (renamed into place only when complete).
+    /// Write to this image file instead (renamed into place only when
+    /// complete), with its block map beside it (NAME.bmap); FILE.zst is
+    /// written compressed (what `firstboot reflash` takes).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 

@@ -39,6 +39,11 @@ pub struct Options {
     pub target: PathBuf,
     /// Allow a device larger than [`LARGE`].
     pub allow_large: bool,
+    /// The target is the disk this system runs from, on purpose (`firstboot
+    /// reflash`): the caller made its filesystems read-only first and
+    /// reboots when done. Any other disk is then refused, and the disk is
+    /// opened without O_EXCL (its read-only filesystems still hold it).
+    pub running_system: bool,
     /// Files to write into the seed partition too, by name on the seed
     /// (`unit.toml`, `fleet.toml`, `backup-key.toml`), validated by the caller.
     pub seed: Vec<(&'static str, Vec<u8>)>,
@@ -93,7 +98,7 @@ pub fn find_bmap(image: &Path, given: Option<&Path>) -> Result<Option<Bmap>> {
 }
 
 /// Checks a target and opens it for writing.
-fn open_target(target: &Path, need: u64, allow_large: bool) -> Result<(File, bool)> {
+fn open_target(target: &Path, need: u64, allow_large: bool, running_system: bool) -> Result<(File, bool)> {
     let meta = match std::fs::metadata(target) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -144,6 +149,29 @@ fn open_target(target: &Path, need: u64, allow_large: bool) -> Result<(File, boo
             }),
         size: blockdev::size_bytes(&name).context("reading the device size")?,
     };
+    if running_system {
+        if facts.system_disk.as_deref() != Some(canon.as_path()) {
+            bail!(
+                "{} is not the disk this system runs from ({}): a reflash writes only its own disk",
+                target.display(),
+                facts.system_disk.as_deref().unwrap_or(Path::new("?")).display()
+            );
+        }
+        let own = DeviceFacts {
+            system_disk: None,
+            mounted_at: Vec::new(),
+            ..facts
+        };
+        if let Some(why) = refusal(&own, need, true) {
+            bail!("{}: {why}", target.display());
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(target)
+            .with_context(|| format!("opening {}", target.display()))?;
+        return Ok((f, true));
+    }
     if let Some(why) = refusal(&facts, need, allow_large) {
         bail!("{}: {why}", target.display());
     }
@@ -317,6 +345,97 @@ pub fn flash(o: &Options, hooks: &Hooks) -> Result<Report> {
     }
 }
 
+/// A mapped range: start and end byte, its digest, first and last block.
+type Span = (u64, u64, String, u64, u64);
+
+fn spans(map: &Bmap) -> Vec<Span> {
+    map.ranges
+        .iter()
+        .map(|r| {
+            let s = r.offset(map.block_size);
+            (
+                s,
+                (s + r.len(map.block_size)).min(map.image_size),
+                r.sha256.clone(),
+                r.first,
+                r.last,
+            )
+        })
+        .collect()
+}
+
+/// Reads the mapped ranges from the image in order and hands each chunk
+/// to `sink` (which returns false to stop). A range's last chunk is not
+/// handed on until the range matched the map: a corrupt image never
+/// completes a range. Stops at the first error, after handing it on.
+fn read_checked(
+    src: &mut Source,
+    spans: Vec<Span>,
+    image_shown: &str,
+    mut sink: impl FnMut(Result<(u64, Vec<u8>)>) -> bool,
+) {
+    for (start, end, sha, first, last) in spans {
+        let mut at = start;
+        let mut h = Sha256::new();
+        while at < end {
+            let n = (end - at).min(8 << 20) as usize;
+            let mut buf = vec![0u8; n];
+            let mut r = src.read_at(at, &mut buf).map(|_| (at, buf));
+            if let Ok((_, b)) = &r {
+                h.update(b);
+            }
+            at += n as u64;
+            if at >= end && r.is_ok() && !sha.is_empty() {
+                let got = hex::encode(std::mem::take(&mut h).finalize());
+                if got != sha {
+                    r = Err(anyhow::anyhow!(
+                        "{image_shown} is corrupt: blocks {first}-{last} do not match its block map \
+                         (SHA-256 {got}, the map says {sha}); rebuild or copy the image again"
+                    ));
+                }
+            }
+            let failed = r.is_err();
+            if !sink(r) || failed {
+                return;
+            }
+        }
+    }
+}
+
+fn open_source(image: &Path, zst: bool) -> Result<Source> {
+    let f = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    Ok(if zst {
+        Source::Zstd {
+            dec: zstd::stream::read::Decoder::new(f)?,
+            pos: 0,
+        }
+    } else {
+        Source::Raw(f)
+    })
+}
+
+/// Reads the whole image (raw or zstd) and checks every mapped range
+/// against its block map, writing nothing: what `firstboot reflash` does
+/// before it touches the disk it runs from. Returns the map.
+pub fn check_source(image: &Path, bmap: Option<&Path>) -> Result<Bmap> {
+    let zst = is_zstd(image)?;
+    let map = find_bmap(image, bmap)?
+        .with_context(|| format!("{} has no block map beside it: give its .bmap", image.display()))?;
+    let mut src = open_source(image, zst)?;
+    let mut failed = None;
+    read_checked(&mut src, spans(&map), &image.display().to_string(), |r| match r {
+        Ok(_) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(map),
+    }
+}
+
 fn flash_inner(o: &Options, hooks: &Hooks, opened: &mut bool) -> Result<Report> {
     let zst = is_zstd(&o.image)?;
     let map = match find_bmap(&o.image, o.bmap.as_deref())? {
@@ -351,67 +470,18 @@ fn flash_inner(o: &Options, hooks: &Hooks, opened: &mut bool) -> Result<Report> 
             );
         }
     }
-    let (mut target, is_dev) = open_target(&o.target, map.image_size, o.allow_large)?;
+    let (mut target, is_dev) = open_target(&o.target, map.image_size, o.allow_large, o.running_system)?;
     *opened = true;
-    let mut src = if zst {
-        Source::Zstd {
-            dec: zstd::stream::read::Decoder::new(File::open(&o.image)?)?,
-            pos: 0,
-        }
-    } else {
-        Source::Raw(File::open(&o.image)?)
-    };
+    let mut src = open_source(&o.image, zst)?;
     let total = map.mapped_bytes();
     let t0 = Instant::now();
     let mut head: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut done = 0u64;
     // A reader thread decompresses/reads ahead while this one writes.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, Vec<u8>)>>(4);
-    let spans: Vec<(u64, u64, String, u64, u64)> = map
-        .ranges
-        .iter()
-        .map(|r| {
-            let s = r.offset(map.block_size);
-            (
-                s,
-                (s + r.len(map.block_size)).min(map.image_size),
-                r.sha256.clone(),
-                r.first,
-                r.last,
-            )
-        })
-        .collect();
+    let spans = spans(&map);
     let image_shown = o.image.display().to_string();
-    let reader = std::thread::spawn(move || {
-        for (start, end, sha, first, last) in spans {
-            let mut at = start;
-            let mut h = Sha256::new();
-            while at < end {
-                let n = (end - at).min(8 << 20) as usize;
-                let mut buf = vec![0u8; n];
-                let mut r = src.read_at(at, &mut buf).map(|_| (at, buf));
-                if let Ok((_, b)) = &r {
-                    h.update(b);
-                }
-                at += n as u64;
-                // The range's last chunk is not handed on until the range
-                // matched the map: a corrupt image never completes a range.
-                if at >= end && r.is_ok() && !sha.is_empty() {
-                    let got = hex::encode(std::mem::take(&mut h).finalize());
-                    if got != sha {
-                        r = Err(anyhow::anyhow!(
-                            "{image_shown} is corrupt: blocks {first}-{last} do not match its block map \
-                             (SHA-256 {got}, the map says {sha}); rebuild or copy the image again"
-                        ));
-                    }
-                }
-                let failed = r.is_err();
-                if tx.send(r).is_err() || failed {
-                    return;
-                }
-            }
-        }
-    });
+    let reader = std::thread::spawn(move || read_checked(&mut src, spans, &image_shown, |r| tx.send(r).is_ok()));
     for chunk in rx {
         let (at, buf) = chunk?;
         let n = buf.len();
@@ -688,5 +758,34 @@ mod tests {
         assert_eq!(find_bmap(&d.path().join("x.img.zst"), None).unwrap(), Some(map.clone()));
         assert_eq!(find_bmap(&d.path().join("x.img"), None).unwrap(), Some(map));
         assert!(find_bmap(&d.path().join("x.img"), Some(&d.path().join("no.bmap"))).is_err());
+    }
+    #[test]
+    fn check_source_reads_every_range_raw_or_compressed_and_names_a_corrupt_one() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("x.img");
+        // Data, a hole, data.
+        let mut f = File::create(&img).unwrap();
+        f.write_all(&vec![7u8; 8192]).unwrap();
+        f.seek(SeekFrom::Start(64 << 10)).unwrap();
+        f.write_all(&vec![9u8; 4096]).unwrap();
+        f.set_len(128 << 10).unwrap();
+        drop(f);
+        let (map, _) = bmap::map_file(&img, |_, _| {}).unwrap();
+        std::fs::write(d.path().join("x.bmap"), map.to_xml()).unwrap();
+        assert_eq!(check_source(&img, None).unwrap(), map);
+        let zst = d.path().join("x.img.zst");
+        let raw = std::fs::read(&img).unwrap();
+        std::fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+        assert_eq!(check_source(&zst, None).unwrap(), map);
+        // One byte of the second range flipped.
+        let mut bad = raw.clone();
+        bad[(64 << 10) + 100] ^= 1;
+        std::fs::write(&zst, zstd::encode_all(&bad[..], 3).unwrap()).unwrap();
+        let e = format!("{:#}", check_source(&zst, None).unwrap_err());
+        assert!(e.contains("is corrupt: blocks 16-16"), "{e}");
+        // No map: said, not guessed.
+        std::fs::remove_file(d.path().join("x.bmap")).unwrap();
+        let e = format!("{:#}", check_source(&zst, None).unwrap_err());
+        assert!(e.contains("has no block map"), "{e}");
     }
 }

@@ -54,6 +54,9 @@ pub enum Command {
     /// USB installer (on the installer stick): choose the internal disk by the
     /// rules, write the appliance image onto it, verify, reboot into it.
     Install(InstallArgs),
+    /// Write a new image over the disk this unit runs from and reboot into it
+    /// (a rolling update: the laptop's `fleet/image-update.yml` drives it).
+    Reflash(ReflashArgs),
     /// Write the man pages (firstboot.8 and one per subcommand) into DIR.
     #[command(hide = true)]
     Man {
@@ -318,4 +321,52 @@ mod tests {
         assert!(Cli::try_parse_from(["firstboot", "network", "--interactive", "confirm"]).is_err());
         assert!(Cli::try_parse_from(["firstboot", "frobnicate"]).is_err());
     }
+}
+
+/// `firstboot reflash`.
+#[derive(Debug, Args)]
+pub struct ReflashArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ReflashCommand,
+}
+
+/// `firstboot reflash ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReflashCommand {
+    /// Make room in memory for an image of BYTES (compressed): a private
+    /// tmpfs at /run/flypack-reflash. The image cannot wait on the disk it
+    /// is about to overwrite. Refused when memory is short.
+    Stage {
+        /// The size of the image file (and its block map) to be put there.
+        #[arg(long, value_name = "BYTES")]
+        bytes: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check IMAGE (raw or .zst, in memory) against its block map, make every
+    /// filesystem read-only, write the image over this disk, read it back,
+    /// and reboot into it. The image's own first boot restores the unit's
+    /// backup when `builder restore --output` put one in it.
+    Write {
+        /// The image, in the staging folder (`reflash stage`).
+        image: PathBuf,
+        /// Its block map [default: beside it].
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+        /// Do not reboot when written (the running system stays read-only).
+        #[arg(long)]
+        no_reboot: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reboot AFTER seconds once told so on stdin (started by `write`).
+    #[command(hide = true)]
+    RebootWhenTold {
+        /// Seconds between being told and rebooting.
+        #[arg(long, default_value_t = crate::reflash::REBOOT_AFTER)]
+        after: u64,
+    },
 }

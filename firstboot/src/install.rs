@@ -498,6 +498,7 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
         bmap: Some(bmap_path),
         target: disk.path.clone(),
         allow_large: true,
+        running_system: false,
         seed: seed_files,
     };
     let last = std::sync::Mutex::new((Phase::Write, 0u64));

@@ -19,6 +19,7 @@ pub mod netfiles;
 pub mod netlink;
 pub mod network;
 pub mod qa;
+pub mod reflash;
 pub mod root;
 pub mod runner;
 pub mod stages;

@@ -258,16 +258,52 @@ pub fn shared_image() -> Image {
     let out = e2e_dir().join("default");
     let profile = repo().join("images/flypack.toml");
     let _l = lock("default-image");
-    let want = plan_digest(&profile, &out);
+    built(&profile, &out, "the default image")
+}
+
+/// The image of `profile` in `out`, built unless its manifest has the
+/// profile's plan digest.
+fn built(profile: &Path, out: &Path, what: &str) -> Image {
+    let want = plan_digest(profile, out);
     let current = std::fs::read(out.join("flypack.manifest.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         .map(|m| m.plan_digest);
     if current.as_deref() != Some(want.as_str()) || !out.join("flypack.img").is_file() {
-        let r = build(&profile, &out);
-        assert_eq!(r.code, 0, "building the default image failed:\n{}", r.stderr);
+        let r = build(profile, out);
+        assert_eq!(r.code, 0, "building {what} failed:\n{}", r.stderr);
     }
-    Image::load(&out, "flypack")
+    Image::load(out, "flypack")
+}
+
+/// A newer build of the default image, for updates: the default profile
+/// with one overlay file changed (the video sysctl's `net.core.rmem_max`
+/// halved to 33554432, which a unit shows once it runs it). Built once per
+/// run (rebuilt only when its plan digest changed), on the cached root
+/// filesystem.
+pub fn updated_image() -> Image {
+    let out = e2e_dir().join("update");
+    let src = e2e_dir().join("update-src");
+    let _l = lock("update-image");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).expect("creating the update's overlay folder");
+    let overlay = src.join("base");
+    let (ok, msg) = sh(Command::new("cp")
+        .arg("-a")
+        .arg(repo().join("overlays/base"))
+        .arg(&overlay));
+    assert!(ok, "{msg}");
+    let sysctl = overlay.join("etc/sysctl.d/60-flypack-video.conf");
+    let text = std::fs::read_to_string(&sysctl).expect("the video sysctl");
+    assert!(text.contains("net.core.rmem_max = 67108864"), "{text}");
+    std::fs::write(
+        &sysctl,
+        text.replace("net.core.rmem_max = 67108864", "net.core.rmem_max = 33554432"),
+    )
+    .expect("writing the sysctl");
+    let profile = src.join("flypack.toml");
+    std::fs::write(&profile, default_profile_text(Some(&[&overlay]))).expect("writing the profile");
+    built(&profile, &out, "the updated image")
 }
 
 /// How a boot ended.

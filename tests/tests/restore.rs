@@ -311,6 +311,42 @@ fn bad_archives_are_refused_with_a_reason_and_nothing_is_written() {
         .arg("-fn")
         .arg(format!("{}?offset={start}", out.display())));
     assert!(ok, "e2fsck after restore: {msg}");
+    // The same, compressed with its block map beside it (what a rolling
+    // update sends a unit): every range checks, and it is the same image.
+    let zst = dir.path().join("restored-z.img.zst");
+    let r = restore_to_file(&good, &key_path, &img.path, &zst);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let map = flypack_engine::flash::check_source(&zst, None).unwrap();
+    assert_eq!(map.image_size, std::fs::metadata(&out).unwrap().len());
+    let raw = dir.path().join("restored-z.img");
+    let (ok, msg) = sh(Command::new("zstd")
+        .args(["-dqf", "--sparse"])
+        .arg(&zst)
+        .arg("-o")
+        .arg(&raw));
+    assert!(ok, "{msg}");
+    // The seed and the root were written anew (file times differ): the
+    // table and the boot partitions are the same bytes, and the archive
+    // inside is the unit's, authenticated.
+    let (ok, msg) = sh(Command::new("cmp")
+        .arg("-n")
+        .arg(img.part(3).start_bytes.to_string())
+        .arg(&out)
+        .arg(&raw));
+    assert!(ok, "the compressed image's boot partitions differ: {msg}");
+    let inside_z = dir.path().join("inside-z.tar.zst");
+    let (ok, msg) = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!(
+            "dump /var/lib/flypack/restore/backup.tar.zst {}",
+            inside_z.display()
+        ))
+        .arg(format!("{}?offset={start}", raw.display())));
+    assert!(ok, "{msg}");
+    let (m, _) = backup::verify(&inside_z, &backup::Keys::unit(&key.unit_part())).unwrap();
+    assert_eq!(m.hostname, "fp-test");
+    // Every range of the map, read from the decompressed image, matches.
+    assert_eq!(flypack_engine::flash::check_source(&raw, None).unwrap(), map);
 }
 
 trait TapMkdir {
@@ -425,13 +461,14 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         "the first boot finished before the cut"
     );
 
-    let before = {
-        // Second boot of the same disk.
+    let (s, before) = {
+        // Second boot of the same disk, with the memory a rolling update
+        // stages its image in.
         let s = Session::start(
             &copy,
             &key,
             &dir.path().join("console-2.log"),
-            &["--overlay", overlay.to_str().unwrap()],
+            &["--overlay", overlay.to_str().unwrap(), "--memory", "4096"],
         );
         assert_eq!(
             s.status.verdict,
@@ -687,10 +724,8 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         let (code, facts) = s.ssh(FACTS);
         assert_eq!(code, 0, "{facts}");
         assert!(facts.contains("ssh-ed25519 ") && facts.contains("unit.key"), "{facts}");
-        facts
+        (s, facts)
     };
-    std::fs::remove_file(&copy).unwrap();
-    std::fs::remove_file(&overlay).unwrap();
 
     // The archive reveals no secret without the key; the key verifies it.
     let archive = dir.path().join("unit.flypack-backup.age");
@@ -708,39 +743,97 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         .arg(&fleet_key));
     assert_eq!(r.code, 0, "{}", r.stderr);
 
-    // A blank disk, restored.
-    let restored = dir.path().join("restored.img");
-    let r = restore_to_file(&archive, &fleet_key, &img.path, &restored);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let s = Session::start(&restored, &key, &dir.path().join("console-3.log"), &[]);
+    // The rolling update: the fleet playbook takes and pulls the unit's
+    // backup, restores it into a newer image on this laptop, sends that to
+    // the unit, which writes it over its own disk and reboots into it (the
+    // same QEMU: a real unit's reboot); its first boot restores the backup.
+    let new = updated_image();
+    assert_ne!(new.manifest.plan_digest, img.manifest.plan_digest);
+    let inv = dir.path().join("inventory.json");
+    std::fs::write(
+        &inv,
+        serde_json::json!({"all": {"hosts": {"fp-renamed-07": {
+            "ansible_host": "127.0.0.1", "ansible_port": s.port, "ansible_user": "flypack",
+            "ansible_ssh_private_key_file": key,
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                                        -o ServerAliveInterval=5 -o ServerAliveCountMax=3"}}}})
+        .to_string(),
+    )
+    .unwrap();
+    let work = dir.path().join("image-update");
+    let update = |what: &str| {
+        let t = std::time::Instant::now();
+        let o = Command::new("timeout")
+            .args(["1800", "ansible-playbook", "playbooks/fleet/image-update.yml", "-i"])
+            .arg(&inv)
+            .arg("-e")
+            .arg(format!(
+                "image_update_image={} image_update_key={} image_update_work_dir={} image_update_builder={}",
+                new.path.display(),
+                fleet_key.display(),
+                work.display(),
+                bins().builder.display()
+            ))
+            .current_dir(repo().join("ansible"))
+            .output()
+            .expect("ansible-playbook");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        println!(
+            "restore: image-update.yml ({what}) took {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        (o.status.success(), out)
+    };
+    let (ok, out) = update("the update");
+    assert!(ok, "{out}\n{}", console_tail(&s.log, 60));
+    assert!(out.contains("GO on the image built"), "{out}");
+    // The laptop keeps the verified backup, not the image holding its secrets.
+    let names: Vec<String> = names(&work.join("fp-renamed-07"));
+    assert!(
+        names.iter().any(|n| n.ends_with(".flypack-backup.age")) && !names.iter().any(|n| n.ends_with(".zst")),
+        "{names:?}"
+    );
+    // A second run finds the unit on the new image and changes nothing.
+    let (ok, again) = update("again");
+    assert!(
+        ok && again.contains("changed=0") && again.contains("skipped"),
+        "{again}"
+    );
+
+    let (code, status) = s.ssh("cat /var/lib/flypack/status.json");
+    assert_eq!(code, 0, "{status}");
+    let status: flypack_contracts::status::Status =
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
     assert_eq!(
-        s.status.verdict.as_str(),
+        status.verdict.as_str(),
         "GO",
-        "{:?}\n{}",
-        s.status,
+        "{status:?}\n{}",
         console_tail(&s.log, 40)
     );
-    assert_eq!(s.status.hostname, "fp-renamed-07");
-    let restore_stage = s
-        .status
+    assert_eq!(status.hostname, "fp-renamed-07");
+    let restore_stage = status
         .stages
         .iter()
         .find(|st| st.name == "restore")
         .expect("a restore stage");
-    assert_eq!(
-        restore_stage.state,
-        flypack_contracts::status::StageState::Done,
-        "{restore_stage:?}"
-    );
+    assert_eq!(restore_stage.state, StageState::Done, "{restore_stage:?}");
+    // It runs the new image.
+    let (code, out) = s.ssh("cat /etc/sysctl.d/60-flypack-video.conf");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("net.core.rmem_max = 33554432"), "{out}");
     let (code, facts) = s.ssh(FACTS);
     assert_eq!(code, 0, "{facts}");
     assert_eq!(
         facts, before,
-        "machine-id, SSH host key or web app TLS differ after the restore"
+        "machine-id, SSH host key or web app TLS differ after the update"
     );
     // The restored unit serves its fleet certificate, which names it by its
     // old name: the stage says so, with the fix.
-    let detail = webapp_detail(&s.status);
+    let detail = webapp_detail(&status);
     assert!(
         detail.contains(&fleet_fp) && detail.contains("does not name fp-renamed-07") && detail.contains("--fleet-ca"),
         "{detail}"
@@ -752,4 +845,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         s.ssh("curl -fsSg 'http://127.0.0.1:8428/api/v1/query?query=last_over_time(flypack_restore_probe[1h])'");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"42\""), "the probe series did not come back: {out}");
+    drop(s);
+    std::fs::remove_file(&copy).unwrap();
+    std::fs::remove_file(&overlay).unwrap();
 }

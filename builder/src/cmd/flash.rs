@@ -22,6 +22,7 @@ pub fn run(a: &FlashArgs, rep: &Reporter) -> Result<i32> {
         bmap: a.bmap.clone(),
         target: a.target.clone(),
         allow_large: a.allow_large,
+        running_system: false,
         seed,
     };
     let r = flash::flash(&o, rep, None)?;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use flypack_contracts::atomic::TempPath;
+use flypack_contracts::bmap;
 use flypack_contracts::cmd::Cmd;
 use flypack_contracts::digest::sha256_file;
 use flypack_contracts::layout::PART_ROOT;
@@ -108,6 +109,46 @@ fn put_archive(target: &Path, offset: u64, archive: &Path, work: &Path) -> Resul
     Ok(())
 }
 
+/// The block map of a restored image file, beside it as `builder build`
+/// puts one (`NAME.bmap` for `NAME.img` and `NAME.img.zst`): `builder flash`
+/// and `firstboot reflash` write by it and check every range.
+pub fn bmap_beside(output: &Path) -> PathBuf {
+    let s = output.display().to_string();
+    PathBuf::from(format!("{}.bmap", s.trim_end_matches(".zst").trim_end_matches(".img")))
+}
+
+/// Puts a restored image file in place with its block map; an output
+/// named `*.zst` is compressed (what a rolling update sends to a unit).
+fn finish_file(raw: TempPath, output: &Path, rep: &Reporter) -> Result<()> {
+    let st = rep.stage("map", "mapping the restored image (its block map)");
+    let (map, _) = bmap::map_file(raw.path(), |_, _| {})?;
+    let bmap_path = bmap_beside(output);
+    let bmap_tmp = TempPath::sibling(&bmap_path)?;
+    std::fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
+    st.done(&format!("{} of data", indicatif::HumanBytes(map.mapped_bytes())));
+    if output.extension().is_some_and(|e| e == "zst") {
+        let st = rep.stage("compress", &format!("compressing into {}", output.display()));
+        // Not `sibling(output)`: that is the raw image's own temporary name.
+        let name = output.file_name().context("the output has no file name")?;
+        let z = TempPath::sibling(&output.with_file_name(format!("{}.z", name.to_string_lossy())))?;
+        let mut enc = zstd::stream::write::Encoder::new(
+            std::fs::File::create_new(z.path()).with_context(|| format!("creating {}", z.path().display()))?,
+            3,
+        )?;
+        // Two workers: the holes are zeros and cost little.
+        enc.multithread(2)?;
+        let mut src = std::fs::File::open(raw.path())?;
+        std::io::copy(&mut src, &mut enc).with_context(|| format!("compressing into {}", z.path().display()))?;
+        enc.finish()?.sync_all()?;
+        z.persist(output)?;
+        st.done(&indicatif::HumanBytes(std::fs::metadata(output)?.len()).to_string());
+    } else {
+        raw.persist(output)?;
+    }
+    bmap_tmp.persist(&bmap_path)?;
+    Ok(())
+}
+
 /// Runs `builder restore`.
 pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
     // 1. The archive, all of it, before anything is written.
@@ -190,6 +231,7 @@ pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
         bmap: None,
         target: target.clone(),
         allow_large: a.allow_large,
+        running_system: false,
         seed: vec![(
             flypack_contracts::seed::BACKUP_KEY_FILE,
             key.unit_part().to_toml().into_bytes(),
@@ -207,7 +249,7 @@ pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
     flash::flash(&o, rep, Some(&put))?;
     let dest = match tmp {
         Some((t, f)) => {
-            t.persist(&f)?;
+            finish_file(t, &f, rep)?;
             f
         }
         None => {
@@ -218,7 +260,10 @@ pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
     if rep.mode() == Mode::Json {
         rep.event(
             "result",
-            json!({ "target": dest, "hostname": backup.hostname, "created": backup.created, "image": m.name }),
+            json!({
+                "target": dest, "hostname": backup.hostname, "created": backup.created, "image": m.name,
+                "bmap": a.output.as_deref().map(bmap_beside),
+            }),
         );
     } else {
         eprintln!(
@@ -229,4 +274,35 @@ pub fn run(a: &RestoreArgs, rep: &Reporter) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+
+    #[test]
+    fn a_restored_image_goes_out_compressed_with_its_block_map_and_reads_back_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("fp-01.img.zst");
+        // As `run` names it: the output's own temporary sibling.
+        let raw = TempPath::sibling(&out).unwrap();
+        let mut f = std::fs::File::create(raw.path()).unwrap();
+        f.write_all(&vec![1u8; 3 << 20]).unwrap();
+        f.seek(SeekFrom::Start(100 << 20)).unwrap();
+        f.write_all(&(0..(5u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<_>>())
+            .unwrap();
+        f.set_len(256 << 20).unwrap();
+        drop(f);
+        let plain = std::fs::read(raw.path()).unwrap();
+        finish_file(raw, &out, &Reporter::new(Mode::Quiet)).unwrap();
+        assert_eq!(bmap_beside(&out), d.path().join("fp-01.bmap"));
+        let map = flypack_engine::flash::check_source(&out, None).unwrap();
+        assert_eq!(map.image_size, 256 << 20);
+        let back = zstd::decode_all(std::fs::File::open(&out).unwrap()).unwrap();
+        assert!(back == plain, "the compressed image is not the image");
+        // Only the image and its map are left.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
 }

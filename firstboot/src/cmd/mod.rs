@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod install;
 pub mod network;
 pub mod qa;
+pub mod reflash;
 pub mod run;
 pub mod stack;
 pub mod status;
@@ -34,6 +35,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(&root, &a, seed),
         Command::Firewall(c) => firewall::run(&root, &c),
         Command::Install(a) => install::run(&root, &a),
+        Command::Reflash(a) => reflash::run(&root, &a),
         Command::Man { out } => {
             use clap::CommandFactory;
             for p in flypack_engine::man::write_pages(Cli::command(), "8", &out)? {
