@@ -232,7 +232,9 @@ pub fn write(root: &Root, image: &Path, bmap: Option<&Path>, no_reboot: bool, js
         &format!("every range matches ({} of data)", human(map.mapped_bytes())),
     );
     // 2. The helper that reboots, started while the disk is still the old
-    // system's (its program is read from there).
+    // system's (its program is read from there). Not through `Cmd`: its
+    // processes end with their handle and get no stdin, and this one must
+    // outlive this process and hear from it.
     let helper = if no_reboot {
         None
     } else {
