@@ -444,3 +444,87 @@ fn backup_pull_keeps_only_verified_backups_of_the_unit_they_came_from() {
         ]
     );
 }
+
+/// The rolling update's checks before it touches a unit (the update itself
+/// runs in QEMU in `restore.rs`): relative paths refused; units already on
+/// the image skipped, which is how a second run changes nothing; a unit of
+/// another profile refused (its backup would not restore into the image),
+/// which stops the rollout before the next unit. The "units" are this
+/// machine, each with a manifest of its own.
+#[test]
+fn image_update_skips_a_unit_on_the_image_and_refuses_another_profile() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = generated_inventory(d.path());
+    let key = d.path().join("fleet-backup.key");
+    let r = run(builder().args(["backup-key", "new", "--out"]).arg(&key));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = d.path().join("flypack.img");
+    std::fs::write(&image, b"").unwrap();
+    let manifest =
+        |name: &str, digest: &str| json!({"name": name, "plan_digest": digest, "built_at": "2026-12-06T00:00:00Z"});
+    std::fs::write(
+        d.path().join("flypack.manifest.json"),
+        manifest("flypack", "new").to_string(),
+    )
+    .unwrap();
+    let unit = |h: &str, name: &str, digest: &str| {
+        let p = d.path().join(format!("{h}.manifest.json"));
+        std::fs::write(&p, manifest(name, digest).to_string()).unwrap();
+        json!({"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+               "ansible_user": "root", "image_update_unit_manifest": p})
+    };
+    let conn = d.path().join("connections.yml");
+    std::fs::write(
+        &conn,
+        json!({"all": {"hosts": {"fp-dec-07": unit("fp-dec-07", "other", "old"),
+                                  "fp-enc-01": unit("fp-enc-01", "flypack", "new"),
+                                  "fp-mon-01": unit("fp-mon-01", "flypack", "new")}}})
+        .to_string(),
+    )
+    .unwrap();
+    let work = d.path().join("work");
+    let vars = |image: &str| {
+        vec![
+            "-e".to_string(),
+            format!(
+                "image_update_image={image} image_update_key={} image_update_work_dir={} image_update_builder={}",
+                key.display(),
+                work.display(),
+                bins().builder.display()
+            ),
+        ]
+    };
+    let recap = |o: &str, h: &str| {
+        o.lines()
+            .find(|l| l.starts_with(h) && l.contains("ok="))
+            .map(str::to_string)
+    };
+    let (ok, o) = playbook("image-update.yml", &[&inv, &conn], &vars("flypack.img"));
+    assert!(!ok && o.contains("as absolute paths"), "a relative image path: {o}");
+    let image = image.display().to_string();
+    // Units on the image already: nothing to do, nothing changed.
+    let (ok, o) = playbook(
+        "image-update.yml",
+        &[&inv, &conn],
+        &[vars(&image), vec!["--limit".into(), "fp-enc-01,fp-mon-01".into()]].concat(),
+    );
+    assert!(ok, "{o}");
+    for h in ["fp-enc-01", "fp-mon-01"] {
+        let r = recap(&o, h).unwrap_or_else(|| panic!("{h} not in the recap: {o}"));
+        assert!(r.contains("changed=0") && r.contains("failed=0"), "{r}");
+    }
+    // One unit at a time, in the inventory's order: fp-dec-07 runs another
+    // profile and is refused, and the rollout stops there.
+    let (ok, o) = playbook("image-update.yml", &[&inv, &conn], &vars(&image));
+    assert!(!ok, "{o}");
+    assert!(
+        o.contains("fp-dec-07 runs the other image") && o.contains("give a other image"),
+        "another profile: {o}"
+    );
+    assert!(recap(&o, "fp-dec-07").is_some_and(|r| r.contains("failed=1")), "{o}");
+    assert!(
+        recap(&o, "fp-enc-01").is_none() && recap(&o, "fp-mon-01").is_none(),
+        "the rollout went on after a refused unit: {o}"
+    );
+    assert!(!work.exists(), "nothing made on the laptop: {o}");
+}
