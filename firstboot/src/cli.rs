@@ -43,6 +43,9 @@ pub enum Command {
     Qa(QaArgs),
     /// Apply, confirm or roll back network changes; --interactive to set up the network at the console.
     Network(NetworkArgs),
+    /// Rotate the admins' SSH keys, kept only once a login with a new key confirms them.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// The container stack: bring it up (idempotent) or show its services.
     Stack(StackArgs),
     /// Back the unit up (identity and data) into one encrypted, authenticated archive, or verify a decrypted one.
@@ -257,6 +260,41 @@ pub enum NetworkCommand {
     },
     /// Verify the network config in force, without changing anything.
     Verify,
+}
+
+/// `firstboot access ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Put the `[access] ssh_authorized_keys` of this unit's config FILE in force for every admin.
+    ///
+    /// Only the keys are taken from FILE (the rest of the config in force
+    /// stays; push it with `firstboot network apply`). The old keys files
+    /// are saved and a rollback is armed: unless `firstboot access confirm`
+    /// runs within SECS seconds, the old keys come back by themselves, even
+    /// if this process is killed or the unit loses power. Confirm over a new
+    /// SSH connection that logged in with a new key: that proves the keys
+    /// work before the old ones are gone. Prints "unchanged" when these keys
+    /// are in force already.
+    Keys {
+        /// This unit's config with the new keys (validated; its hostname must be this unit's).
+        #[arg(long, value_name = "FILE")]
+        unit: PathBuf,
+        /// Seconds the confirm has before the old keys come back.
+        #[arg(long, default_value_t = 90, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(10..=3600))]
+        confirm_within: u64,
+    },
+    /// Keep the keys put in force with `firstboot access keys` (they go into the config in force).
+    Confirm,
+    /// Put the old keys back now.
+    Rollback {
+        /// Only if this change is still pending (used by the rollback timer).
+        #[arg(long, value_name = "TOKEN")]
+        if_pending: Option<String>,
+        /// Wait this long first (the armed rollback where systemd does not run).
+        #[arg(long, value_name = "SECS", hide = true)]
+        after: Option<u64>,
+    },
 }
 
 /// `firstboot status`.

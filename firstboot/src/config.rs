@@ -463,13 +463,30 @@ pub fn in_force(root: &Root) -> Option<Unit> {
     parse_unit(&path, &text).ok()
 }
 
+/// The unit config in force (what the config stage resolved, or what was
+/// applied on the unit since), or why there is none.
+pub fn in_force_required(root: &Root) -> Result<Unit> {
+    let text = std::fs::read_to_string(root.path(RESOLVED))
+        .with_context(|| format!("no unit config in force ({RESOLVED}): provisioning has not run yet"))?;
+    Ok(parse_unit(Path::new(RESOLVED), &text)?)
+}
+
 /// Records a config the operator applied by hand (`firstboot network apply`)
 /// as the one in force.
 pub fn persist_local(root: &Root, unit: &Unit) -> Result<bool> {
+    persist_local_because(
+        root,
+        unit,
+        "applied on the unit with `firstboot network apply` and confirmed",
+    )
+}
+
+/// Records a config changed on the unit as the one in force, saying how.
+pub fn persist_local_because(root: &Root, unit: &Unit, reason: &str) -> Result<bool> {
     let r = Resolved {
         unit: unit.clone(),
         source: "local".into(),
-        reason: "applied on the unit with `firstboot network apply` and confirmed".into(),
+        reason: reason.into(),
         explain: vec![],
         hardware: hardware(root),
     };

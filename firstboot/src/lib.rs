@@ -5,10 +5,12 @@
 //! the outside (`netlink`, `docker`, external commands through the contracts'
 //! command helper).
 
+pub mod access;
 pub mod backup;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod deadline;
 pub mod docker;
 pub mod firewall;
 #[cfg(test)]

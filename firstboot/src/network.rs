@@ -15,6 +15,7 @@ use flypack_contracts::cmd::Cmd;
 use flypack_contracts::unit::{Find, Link, Unit, parse_unit};
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::{now_secs, systemd_running};
 use crate::netfiles::{self, Files};
 use crate::netlink::{self, Snapshot};
 use crate::root::Root;
@@ -112,9 +113,12 @@ fn stale_netdevs(old: &Files, new: &Files) -> Vec<String> {
         .collect()
 }
 
-fn systemd_running() -> bool {
-    Path::new("/run/systemd/system").is_dir()
-}
+/// The network change's deadline.
+const DEADLINE: crate::deadline::Kind = crate::deadline::Kind {
+    subcommand: "network",
+    unit_prefix: "flypack-net-rollback-",
+    description: "Flypack: roll back an unconfirmed network change",
+};
 
 /// Deletes the stale VLANs that exist; returns their parents (sorted, once each).
 fn delete_stale(stale: &[String], notes: &mut Vec<String>) -> Result<Vec<String>> {
@@ -555,13 +559,6 @@ pub struct Pending {
     pub unit: String,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Reads the pending change, if any.
 pub fn pending(root: &Root) -> Result<Option<Pending>> {
     match std::fs::read(root.path(PENDING)) {
@@ -583,7 +580,7 @@ pub fn apply_with_confirm(root: &Root, unit: &Unit, secs: u64, self_exe: &Path) 
             p.token
         );
     }
-    let token = format!("{:x}", now_secs() ^ (std::process::id() as u64) << 20);
+    let token = crate::deadline::token();
     let pend = Pending {
         token: token.clone(),
         deadline: now_secs() + secs,
@@ -594,7 +591,7 @@ pub fn apply_with_confirm(root: &Root, unit: &Unit, secs: u64, self_exe: &Path) 
     std::fs::create_dir_all(root.path(STATE_DIR)).with_context(|| format!("creating {STATE_DIR}"))?;
     // Armed before anything changes: a crash from here on still rolls back.
     write_atomic(&root.path(PENDING), serde_json::to_vec_pretty(&pend)?.as_slice(), 0o600)?;
-    arm_rollback(root, &token, secs, self_exe)?;
+    crate::deadline::arm(root, DEADLINE, &token, secs, self_exe)?;
     let applied = apply(
         root,
         unit,
@@ -611,51 +608,9 @@ pub fn apply_with_confirm(root: &Root, unit: &Unit, secs: u64, self_exe: &Path) 
     Ok((applied, pend))
 }
 
-fn arm_rollback(root: &Root, token: &str, secs: u64, self_exe: &Path) -> Result<()> {
-    let root_arg = root.dir().display().to_string();
-    if root.is_live() && systemd_running() {
-        Cmd::new("systemd-run")
-            .arg(format!("--unit=flypack-net-rollback-{token}"))
-            .arg(format!("--on-active={secs}"))
-            .arg("--description=Flypack: roll back an unconfirmed network change")
-            .arg(self_exe)
-            .args(["--root", &root_arg, "network", "rollback", "--if-pending", token])
-            .run()
-            .context("arming the rollback timer (systemd-run)")?;
-        return Ok(());
-    }
-    // No systemd: a detached process in its own session (setsid --fork),
-    // immune to the caller being killed or its terminal hanging up; its
-    // output goes nowhere, so nothing waits for it.
-    Cmd::new("setsid")
-        .arg("--fork")
-        .arg(self_exe)
-        .args([
-            "--root",
-            &root_arg,
-            "network",
-            "rollback",
-            "--if-pending",
-            token,
-            "--after",
-        ])
-        .arg(secs.to_string())
-        .run_detached()
-        .context("arming the rollback (setsid)")?;
-    Ok(())
-}
-
 fn disarm(root: &Root, token: &str) -> Result<()> {
     flypack_contracts::atomic::remove_any(&root.path(PENDING))?;
-    if root.is_live() && systemd_running() {
-        // The timer may have fired already; stopping it is best effort.
-        if let Err(e) = Cmd::new("systemctl")
-            .args(["stop", &format!("flypack-net-rollback-{token}.timer")])
-            .run()
-        {
-            tracing::debug!("stopping the rollback timer: {e}");
-        }
-    }
+    crate::deadline::disarm(root, DEADLINE, token);
     Ok(())
 }
 

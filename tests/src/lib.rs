@@ -496,38 +496,47 @@ impl Session {
     pub fn ssh(&self, cmd: &str) -> (i32, String) {
         let mut last = String::new();
         for _ in 0..10 {
-            let o = Command::new("ssh")
-                .args([
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "ConnectTimeout=10",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-i",
-                ])
-                .arg(&self.key)
-                .args(["-p", &self.port.to_string(), "flypack@127.0.0.1", cmd])
-                .stdin(Stdio::null())
-                .output()
-                .expect("running ssh");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let (code, text) = self.ssh_with(&self.key, cmd);
             // 255: ssh itself failed (sshd not up yet): try again.
-            if o.status.code() != Some(255) {
-                return (o.status.code().unwrap_or(-1), text);
+            if code != 255 {
+                return (code, text);
             }
             last = text;
             std::thread::sleep(std::time::Duration::from_secs(3));
         }
         panic!("cannot ssh into the guest: {last}");
+    }
+
+    /// One attempt at running a command in the guest, logging in with
+    /// `key` and no other: (exit code, output); 255 when ssh failed.
+    pub fn ssh_with(&self, key: &Path, cmd: &str) -> (i32, String) {
+        let o = Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
+            .arg(key)
+            .args(["-p", &self.port.to_string(), "flypack@127.0.0.1", cmd])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ssh");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code().unwrap_or(-1), text)
     }
 
     /// `ip -j ARGS` in the guest, parsed.

@@ -11,6 +11,12 @@
 //!   address cuts the laptop off, so the confirm cannot come and the unit
 //!   rolls back by itself and answers again as before. A second push of the
 //!   kept config changes nothing.
+//! - access rotation, both units in one batch, to a new SSH key: fp-demo-01's
+//!   laptop logs in with the new key, confirms, and the old key is refused
+//!   from then on; fp-demo-02's laptop holds a key that is not the new one,
+//!   so the confirm cannot come and the unit puts its old key back by
+//!   itself. fp-demo-01 also gets the fleet's web users (its web app stopped
+//!   for the moment, then serving them). A second run changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -66,7 +72,7 @@ fn playbook(name: &str, inventories: &[&Path], args: &[String]) -> (bool, String
 }
 
 #[test]
-fn two_units_from_the_laptop_status_backup_pull_and_a_config_push_kept_or_rolled_back() {
+fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rotation_kept_or_rolled_back() {
     let img = shared_image();
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(dir.path());
@@ -141,13 +147,19 @@ fn two_units_from_the_laptop_status_backup_pull_and_a_config_push_kept_or_rolled
     };
     regenerate();
     let conn = dir.path().join("forwards.yml");
+    // The access rotation's new key, and a key that is not it (the laptop
+    // of fp-demo-02 was handed the wrong one).
+    let (new_key, new_public) = keygen(&mkdir(dir.path(), "new-key"));
+    let (wrong_key, _) = keygen(&mkdir(dir.path(), "wrong-key"));
     let hosts: serde_json::Map<String, Value> = sessions
         .iter()
         .zip(UNITS)
-        .map(|(s, h)| {
+        .zip([&new_key, &wrong_key])
+        .map(|((s, h), rotate_key)| {
             (
                 h.to_string(),
                 json!({"ansible_host": "127.0.0.1", "ansible_port": s.port,
+                       "rotate_access_key": rotate_key,
                        "ansible_ssh_private_key_file": key,
                        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
                                                    -o ServerAliveInterval=5 -o ServerAliveCountMax=3"}),
@@ -292,4 +304,103 @@ fn two_units_from_the_laptop_status_backup_pull_and_a_config_push_kept_or_rolled
         ok && o.contains("fp-demo-01: unchanged;") && o.contains("changed=0"),
         "a second push: {o}"
     );
+
+    // Access rotation: every unit's config now lists only the new key; the
+    // fleet's web users add an admin. fp-demo-02's config is its first one
+    // again (its management change was rolled back above).
+    configs[1] = toml::from_str(&unit_text(&public, UNITS[1])).unwrap();
+    for c in &mut configs {
+        c["access"]["ssh_authorized_keys"] = toml::Value::Array(vec![toml::Value::String(new_public.clone())]);
+    }
+    write_fleet(&fleet, &configs);
+    regenerate();
+    let mut hash = Command::new(&bins().webapp)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut hash.stdin.take().unwrap(), b"rotated password 2027\n").unwrap();
+    let hash = String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap();
+    let web_users = dir.path().join("web-users.toml");
+    std::fs::write(
+        &web_users,
+        format!(
+            "version = 1\nretire = [\"old-laptop\"]\n[[users]]\nname = \"ana\"\nrole = \"admin\"\npassword_hash = {:?}\n",
+            hash.trim()
+        ),
+    )
+    .unwrap();
+    let rotate = |extra: &[String]| {
+        let mut args = vec![
+            "-e".to_string(),
+            format!(
+                "rotate_access_dir={} rotate_access_web_users={} rotate_access_serial=2 rotate_access_confirm_within=20",
+                unit_configs.display(),
+                web_users.display()
+            ),
+        ];
+        args.extend_from_slice(extra);
+        playbook("rotate-access.yml", &invs, &args)
+    };
+    let (ok, o, secs) = rotate(&[]);
+    println!("fleet: rotate-access.yml (one kept, one rolled back, web users) took {secs:.1} s");
+    assert!(!ok, "a unit that put its old keys back fails the run: {o}");
+    assert!(o.contains("confirmed with the new key, it stays"), "{o}");
+    assert!(
+        o.contains("fp-demo-02: the new keys were put in force, but this laptop could not log in with"),
+        "{o}"
+    );
+    assert!(o.contains("fp-demo-01: web users added ana"), "{o}");
+
+    // fp-demo-01: only the new key gets in, and it is in the config in force.
+    let (code, out) = s1.ssh_with(&key, "true");
+    assert_eq!(code, 255, "the old key is refused: {out}");
+    let (code, out) = s1.ssh_with(
+        &new_key,
+        "sudo cat /etc/flypack/ssh/flypack.keys /etc/flypack/unit.toml; sudo ls /var/lib/flypack/access; \
+         systemctl is-active flypack-web; sudo stat -c '%U %a' /var/lib/flypack/webapp/users.json; \
+         sudo cat /var/lib/flypack/webapp/users.json",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches(new_public.as_str()).count(),
+        2,
+        "in force and in the config: {out}"
+    );
+    assert!(!out.contains(&public) && !out.contains("pending.json"), "{out}");
+    assert!(
+        out.contains("\nactive\nflypack-web 600\n"),
+        "serving, and its user owns the users: {out}"
+    );
+    assert!(out.contains("\"name\": \"ana\"") && out.contains(hash.trim()), "{out}");
+    // fp-demo-02: its old key is back, nothing waits, no timer is left.
+    let (code, out) = s2.ssh(
+        "sudo cat /etc/flypack/ssh/flypack.keys; sudo ls /var/lib/flypack/access; \
+         systemctl list-timers --all --no-legend 'flypack-access-rollback-*'",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&public) && !out.contains(&new_public),
+        "rolled back: {out}"
+    );
+    assert!(
+        !out.contains("pending.json") && !out.contains("flypack-access-rollback"),
+        "{out}"
+    );
+
+    // A second run on the rotated unit (reached with its new key) changes nothing.
+    let (ok, o, _) = rotate(&[
+        "--limit".into(),
+        "fp-demo-01".into(),
+        "-e".into(),
+        format!("ansible_ssh_private_key_file={}", new_key.display()),
+    ]);
+    assert!(ok && o.contains("changed=0"), "a second rotation: {o}");
+}
+
+fn mkdir(parent: &Path, name: &str) -> PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir(&d).unwrap();
+    d
 }

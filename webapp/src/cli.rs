@@ -31,6 +31,41 @@ pub enum Command {
     /// The root helper for the allow-listed actions (the web app's service cannot gain privileges).
     #[command(subcommand)]
     Privileged(PrivilegedCommand),
+    /// Manage the unit's web users from outside the web app.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `flypack-web users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Merge a fleet's web users file into this unit's users (with the web app stopped).
+    ///
+    /// FILE (TOML) lists the users every unit has, with their role and
+    /// argon2id hash (`flypack-web hash-password`), and the users to retire:
+    ///
+    ///   version = 1
+    ///   retire = ["old-laptop"]
+    ///   [[users]]
+    ///   name = "ana"
+    ///   role = "admin"
+    ///   password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."
+    ///
+    /// Listed users are added or brought to the file's role and password
+    /// (their sessions end); retired users are removed with their sessions;
+    /// others are left alone. Refused while the web app runs, and when the
+    /// unit would be left with no admin. Prints one line per change, or
+    /// "unchanged".
+    Apply {
+        /// Root and config.
+        #[command(flatten)]
+        root: RootArgs,
+        /// Only say what would change.
+        #[arg(long)]
+        check: bool,
+        /// The fleet's web users file.
+        file: PathBuf,
+    },
 }
 
 /// `flypack-web privileged ...`.

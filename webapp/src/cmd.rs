@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, EnrolArgs, PrivilegedCommand, RootArgs, ServeArgs};
+use crate::cli::{Cli, Command, EnrolArgs, PrivilegedCommand, RootArgs, ServeArgs, UsersCommand};
 use crate::config::Config;
 
 /// Runs a parsed command line.
@@ -15,6 +15,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::EnrolCode(a) => enrol_code(a),
         Command::HashPassword => hash_password(),
         Command::Tls(a) => tls(a),
+        Command::Users(UsersCommand::Apply { root, check, file }) => users_apply(&root, check, &file),
         Command::Privileged(PrivilegedCommand::Call { socket, argv }) => {
             let code = crate::privileged::call(&socket, &argv)?;
             std::process::exit(code)
@@ -62,6 +63,18 @@ fn serve(a: ServeArgs) -> Result<()> {
         tracing::info!("stopping");
         Ok(())
     })
+}
+
+fn users_apply(a: &RootArgs, check: bool, file: &std::path::Path) -> Result<()> {
+    let cfg = Config::load(&a.root, a.config.as_deref())?;
+    let changes = crate::rotate::apply(&a.root, &cfg, file, check)?;
+    if changes.is_empty() {
+        println!("unchanged");
+    }
+    for c in &changes {
+        println!("{}{c}", if check { "would have " } else { "" });
+    }
+    Ok(())
 }
 
 fn enrol_code(a: EnrolArgs) -> Result<()> {

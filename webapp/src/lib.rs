@@ -32,6 +32,7 @@ pub mod prom;
 pub mod proxy;
 pub mod ratelimit;
 pub mod role;
+pub mod rotate;
 pub mod routes;
 pub mod security;
 pub mod server;

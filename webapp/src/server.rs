@@ -25,6 +25,9 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// The shared state (tests look at jobs and the hub).
     pub state: AppState,
+    /// Held while serving: `flypack-web users apply` refuses to change the
+    /// users under a web app that holds them in memory.
+    _lock: std::fs::File,
 }
 
 /// Binds the listeners and serves (on the current tokio runtime).
@@ -32,6 +35,7 @@ pub async fn start(root: &Path, config: Config) -> Result<Running> {
     let tls = crate::tls::server_config(root).context(
         "no usable TLS material: `flypack-web tls` makes it (flypack-web.service runs it as root before it starts)",
     )?;
+    let lock = crate::rotate::take_serve_lock(root, "only one web app serves a unit")?;
     let https_addr = config.listen.https;
     let http_addr = config.listen.http;
     let state = crate::state::build(root, config)?;
@@ -58,6 +62,7 @@ pub async fn start(root: &Path, config: Config) -> Result<Running> {
         https: https_local,
         http: http_local,
         state,
+        _lock: lock,
     })
 }
 

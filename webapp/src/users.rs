@@ -226,6 +226,14 @@ impl Users {
         Ok(())
     }
 
+    /// Replaces every user with `next` (checked by the caller), and saves.
+    pub fn replace(&self, next: UsersFile) -> Result<()> {
+        let mut file = self.lock();
+        self.save(&next)?;
+        *file = next;
+        Ok(())
+    }
+
     /// Removes a user (never the last admin).
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut file = self.lock();

@@ -10,12 +10,12 @@ use crate::root::Root;
 pub fn run(root: &Root, c: &FirewallCommand) -> Result<i32> {
     match c {
         FirewallCommand::Show => {
-            let unit = super::unit_in_force(root)?;
+            let unit = crate::config::in_force_required(root)?;
             print!("{}", firewall::render(&unit, &firewall::resolve(&unit)?)?);
             Ok(0)
         }
         FirewallCommand::Apply => {
-            println!("{}", firewall::apply(root, &super::unit_in_force(root)?)?);
+            println!("{}", firewall::apply(root, &crate::config::in_force_required(root)?)?);
             Ok(0)
         }
         FirewallCommand::Status => {

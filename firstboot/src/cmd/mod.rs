@@ -2,6 +2,7 @@
 //! returns the process exit code. The logic lives in the library modules
 //! they call (stages, network, backup, firewall, install).
 
+pub mod access;
 pub mod backup;
 pub mod config;
 pub mod firewall;
@@ -13,10 +14,7 @@ pub mod run;
 pub mod stack;
 pub mod status;
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
-use flypack_contracts::unit::Unit;
+use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 use crate::root::Root;
@@ -31,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Config(a) => config::run(&root, &a, seed),
         Command::Qa(a) => qa::run(&root, &a),
         Command::Network(a) => network::run(&root, &a, seed),
+        Command::Access(c) => access::run(&root, &c),
         Command::Stack(a) => stack::run(&root, &a),
         Command::Backup(a) => backup::run(&root, &a, seed),
         Command::Firewall(c) => firewall::run(&root, &c),
@@ -44,12 +43,4 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-/// The unit config in force (what the config stage persisted).
-pub fn unit_in_force(root: &Root) -> Result<Unit> {
-    let p = crate::config::RESOLVED;
-    let text = std::fs::read_to_string(root.path(p))
-        .with_context(|| format!("no unit config in force ({p}): provisioning has not run yet"))?;
-    Ok(flypack_contracts::unit::parse_unit(Path::new(p), &text)?)
 }

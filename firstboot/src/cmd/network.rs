@@ -6,22 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flypack_contracts::unit::{Unit, parse_unit};
+use flypack_contracts::unit::parse_unit;
 
 use crate::cli::{NetworkArgs, NetworkCommand};
 use crate::network::{self, Applied, Options};
 use crate::root::Root;
-
-fn unit_in_force(root: &Root) -> Result<Unit> {
-    let p = root.path(crate::config::RESOLVED);
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "no unit config in force ({}): give --unit FILE",
-            crate::config::RESOLVED
-        )
-    })?;
-    Ok(parse_unit(Path::new(crate::config::RESOLVED), &text)?)
-}
 
 fn report(a: &Applied) -> i32 {
     println!("{}", a.summary());
@@ -51,7 +40,7 @@ pub fn run(root: &Root, a: &NetworkArgs, seed: Option<&Path>) -> Result<i32> {
                     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
                     parse_unit(p, &text)?
                 }
-                None => unit_in_force(root)?,
+                None => crate::config::in_force_required(root)?,
             };
             match confirm_within {
                 Some(secs) => {
@@ -102,7 +91,7 @@ pub fn run(root: &Root, a: &NetworkArgs, seed: Option<&Path>) -> Result<i32> {
             }
         }
         NetworkCommand::Verify => {
-            let u = unit_in_force(root)?;
+            let u = crate::config::in_force_required(root)?;
             let v = network::verify(&u, Duration::from_secs(u.qa.settle_seconds as u64))?;
             println!("{}", v.summary());
             for w in &v.warnings {
@@ -137,7 +126,8 @@ pub fn interactive(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<i32> {
-    let current = unit_in_force(root).or_else(|_| crate::config::resolve_here(root, seed).map(|r| r.unit))?;
+    let current =
+        crate::config::in_force_required(root).or_else(|_| crate::config::resolve_here(root, seed).map(|r| r.unit))?;
     let snap = crate::netlink::snapshot()?;
     // Physical NICs (with a device in sysfs); where there are none (a
     // container), every non-loopback link that is not a VLAN.

@@ -11,7 +11,7 @@ use crate::{qa, stages, status};
 
 /// Runs QA, prints the report, writes it and the status.
 pub fn run(root: &Root, a: &QaArgs) -> Result<i32> {
-    let ctx = Ctx::with_unit(root.clone(), super::unit_in_force(root)?);
+    let ctx = Ctx::with_unit(root.clone(), crate::config::in_force_required(root)?);
     let journal = Journal::load(&root.path(target::JOURNAL))?;
     let report = stages::qa::run_qa(&ctx, &journal, None)?;
     match a.format {

@@ -21,7 +21,7 @@ fn boot_id() -> String {
 
 /// Renders and loads the firewall for the unit config in force.
 fn refresh_firewall(root: &Root) -> Result<()> {
-    let what = firewall::apply(root, &super::unit_in_force(root)?)?;
+    let what = firewall::apply(root, &crate::config::in_force_required(root)?)?;
     tracing::info!("firewall: {what}");
     Ok(())
 }
@@ -43,6 +43,12 @@ pub fn run(root: &Root, early: bool, seed: Option<&Path>) -> Result<i32> {
             Ok(Some(a)) => tracing::warn!("unconfirmed network change rolled back: {}", a.summary()),
             Ok(None) => {}
             Err(e) => tracing::error!("rolling back an unconfirmed network change: {e:#}"),
+        }
+        // So do SSH keys that were never confirmed.
+        match crate::access::rollback_expired(root) {
+            Ok(Some(t)) => tracing::warn!("unconfirmed SSH key change {t} rolled back: the old keys are in force"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("rolling back an unconfirmed SSH key change: {e:#}"),
         }
     }
     let done_marker = root.path(target::DONE_MARKER);

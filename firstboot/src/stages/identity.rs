@@ -235,11 +235,18 @@ fn host_keys(root: &Root) -> Result<Vec<String>> {
     Ok(fps)
 }
 
-fn authorized_keys(root: &Root, keys: &[String]) -> Result<usize> {
+/// The keys file's text for `keys`.
+pub fn keys_text(keys: &[String]) -> String {
+    keys.iter().map(|k| format!("{}\n", k.trim())).collect()
+}
+
+/// Writes every admin's keys file (`KEYS_DIR/ADMIN.keys`) from the unit
+/// config's keys (none: removed); returns the number of admins.
+pub fn authorized_keys(root: &Root, keys: &[String]) -> Result<usize> {
     let dir = root.path(KEYS_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let admins = admins(root);
-    let text: String = keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+    let text = keys_text(keys);
     for a in &admins {
         let f = dir.join(format!("{a}.keys"));
         if keys.is_empty() {
