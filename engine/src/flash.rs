@@ -290,6 +290,46 @@ pub enum Phase {
     Verify,
 }
 
+impl Phase {
+    /// The phase as a progress line says it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Phase::Write => "writing",
+            Phase::Verify => "verifying",
+        }
+    }
+}
+
+/// The flash's progress in steps, for a log or a console that must not get
+/// a line per block: `report` calls `f(phase, percent, done, total)` when the
+/// phase changes, when the percentage has grown by `step`, and at a phase's end.
+pub struct Steps<F> {
+    last: std::sync::Mutex<(Phase, u64)>,
+    step: u64,
+    f: F,
+}
+
+impl<F: Fn(Phase, u64, u64, u64) + Sync> Steps<F> {
+    /// Steps of `step` percent.
+    pub fn new(step: u64, f: F) -> Steps<F> {
+        Steps {
+            last: std::sync::Mutex::new((Phase::Write, 0)),
+            step,
+            f,
+        }
+    }
+
+    /// The flash engine's progress callback.
+    pub fn report(&self, phase: Phase, done: u64, total: u64) {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        let mut l = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if l.0 != phase || pct >= l.1 + self.step || done == total {
+            *l = (phase, pct);
+            (self.f)(phase, pct, done, total);
+        }
+    }
+}
+
 /// The caller's finishing writes on the flashed target.
 pub type Finish<'a> = &'a (dyn Fn(&Path) -> Result<()> + Sync);
 
@@ -663,6 +703,24 @@ impl AlignedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_steps_every_ten_percent_each_phase_and_its_end() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let steps = Steps::new(10, |p: Phase, pct, _, _| seen.lock().unwrap().push((p.verb(), pct)));
+        for done in (0..=1000).step_by(7).chain([1000]) {
+            steps.report(Phase::Write, done, 1000);
+        }
+        steps.report(Phase::Verify, 0, 0);
+        let seen = seen.into_inner().unwrap();
+        let writes: Vec<u64> = seen.iter().filter(|(v, _)| *v == "writing").map(|s| s.1).collect();
+        assert_eq!(writes, [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+        assert_eq!(
+            seen.last(),
+            Some(&("verifying", 100)),
+            "a new phase, and an empty one is done"
+        );
+    }
 
     fn stick() -> DeviceFacts {
         DeviceFacts {

@@ -501,19 +501,13 @@ fn install(root: &Root, settings_path: &Path, dry_run: bool, no_reboot: bool) ->
         running_system: false,
         seed: seed_files,
     };
-    let last = std::sync::Mutex::new((Phase::Write, 0u64));
-    let progress = |phase: Phase, done: u64, total: u64| {
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        let mut l = last.lock().expect("progress lock");
-        if l.0 != phase || pct >= l.1 + 10 || done == total {
-            *l = (phase, pct);
-            let what = if phase == Phase::Write { "writing" } else { "verifying" };
-            say(
-                "progress",
-                json!({ "phase": what, "percent": pct, "done": done, "total": total }),
-            );
-        }
-    };
+    let steps = flash::Steps::new(10, |phase: Phase, pct, done, total| {
+        say(
+            "progress",
+            json!({ "phase": phase.verb(), "percent": pct, "done": done, "total": total }),
+        );
+    });
+    let progress = |phase, done, total| steps.report(phase, done, total);
     let report = flash::flash(
         &opts,
         &Hooks {

@@ -301,21 +301,16 @@ pub fn write(root: &Root, image: &Path, bmap: Option<&Path>, no_reboot: bool, js
         running_system: true,
         seed: Vec::new(),
     };
-    let last = std::sync::Mutex::new((Phase::Write, 0u64));
-    let progress = |phase: Phase, done: u64, total: u64| {
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
-        if l.0 != phase || pct >= l.1 + 10 || done == total {
-            *l = (phase, pct);
-            let what = if phase == Phase::Write { "writing" } else { "verifying" };
-            say(
-                json_out,
-                "progress",
-                json!({ "phase": what, "percent": pct }),
-                &format!("{what}: {pct} %"),
-            );
-        }
-    };
+    let steps = flash::Steps::new(10, |phase: Phase, pct, _, _| {
+        let what = phase.verb();
+        say(
+            json_out,
+            "progress",
+            json!({ "phase": what, "percent": pct }),
+            &format!("{what}: {pct} %"),
+        );
+    });
+    let progress = |phase, done, total| steps.report(phase, done, total);
     let report = flash::flash(
         &opts,
         &Hooks {
