@@ -335,7 +335,7 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
         let mut args = vec![
             "-e".to_string(),
             format!(
-                "rotate_access_dir={} rotate_access_web_users={} rotate_access_serial=2 rotate_access_confirm_within=45",
+                "rotate_access_dir={} rotate_access_web_users={} rotate_access_serial=2 rotate_access_confirm_within=90",
                 unit_configs.display(),
                 web_users.display()
             ),

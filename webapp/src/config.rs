@@ -55,6 +55,10 @@ pub struct Sources {
     pub grafana_url: String,
     /// vmalert (the alerts the status page shows).
     pub vmalert_url: String,
+    /// A VictoriaMetrics holding every flypack's federated metrics (the
+    /// central's, `http://127.0.0.1:8428` on the central host): turns on the
+    /// Fleet page. Empty (the default, on a unit): no Fleet page.
+    pub fleet_url: String,
     /// Seconds between live samples.
     pub sample_seconds: u64,
 }
@@ -160,6 +164,7 @@ impl Default for Sources {
             victoriametrics_url: "http://127.0.0.1:8428".into(),
             grafana_url: "http://127.0.0.1:3000".into(),
             vmalert_url: "http://127.0.0.1:8880".into(),
+            fleet_url: String::new(),
             sample_seconds: 1,
         }
     }
@@ -246,6 +251,13 @@ impl Config {
             if !url.starts_with("http://") || url.parse::<hyper::Uri>().is_err() {
                 bail!("{key}: {url:?} is not a plain http:// URL (the sources are on the unit itself)");
             }
+        }
+        let fleet = &self.sources.fleet_url;
+        if !fleet.is_empty() && (!fleet.starts_with("http://") || fleet.parse::<hyper::Uri>().is_err()) {
+            bail!(
+                "sources.fleet_url: {fleet:?} is not a plain http:// URL (the central's VictoriaMetrics, \
+                 on its own host: http://127.0.0.1:8428)"
+            );
         }
         if self.sources.sample_seconds == 0 || self.sources.sample_seconds > 60 {
             bail!(

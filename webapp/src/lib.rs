@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod enrol;
+pub mod fleet;
 pub mod jobs;
 pub mod live;
 pub mod pages;

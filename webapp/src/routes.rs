@@ -127,6 +127,8 @@ pub fn table() -> Vec<RouteDef> {
         r(M::GET, "/stack", V, Page, h!(pages::status::stack)),
         r(M::GET, "/live", V, Page, h!(pages::live_page)),
         r(M::GET, "/history", V, Page, h!(pages::history::page)),
+        r(M::GET, "/fleet", V, Page, h!(pages::fleet::page)),
+        r(M::GET, "/api/fleet", V, Api, h!(pages::fleet::api)),
         r(M::GET, "/jobs", V, Page, h!(pages::jobs::list)),
         r(M::GET, "/jobs/{id}", V, Page, h!(pages::jobs::show)),
         r(M::GET, "/jobs/{id}/events", V, Api, h!(pages::jobs::events)),

@@ -32,6 +32,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/stack", "viewer"),
     ("GET", "/live", "viewer"),
     ("GET", "/history", "viewer"),
+    ("GET", "/fleet", "viewer"),
+    ("GET", "/api/fleet", "viewer"),
     ("GET", "/jobs", "viewer"),
     ("GET", "/jobs/{id}", "viewer"),
     ("GET", "/jobs/{id}/events", "viewer"),

@@ -35,6 +35,8 @@ const PAGES: &[(&str, &str, Option<Role>)] = &[
     ("/stack", "stack.html", Some(Role::Viewer)),
     ("/live", "live.html", Some(Role::Viewer)),
     ("/history", "history.html", Some(Role::Viewer)),
+    // Its source does not answer here: the page says so.
+    ("/fleet", "fleet.html", Some(Role::Viewer)),
     ("/jobs", "jobs.html", Some(Role::Viewer)),
     ("/jobs/20260301-101500-diag", "job.html", Some(Role::Viewer)),
     ("/account", "account.html", Some(Role::Viewer)),
@@ -190,7 +192,13 @@ fn required_fields(route: &str) -> &'static [&'static str] {
 async fn every_template_renders_for_every_role_within_the_csp_and_the_weight() {
     let dir = tempfile::tempdir().unwrap();
     nogo_unit(dir.path());
-    let st = app(dir.path()).await;
+    // With a fleet source (a closed port), so that the Fleet page renders.
+    let mut cfg = config(dir.path());
+    cfg.sources.fleet_url = "http://127.0.0.1:9".into();
+    let st = flypack_web::state::build(dir.path(), cfg).unwrap();
+    for r in ROLES {
+        st.users.add(r.as_str(), r, PASSWORD).unwrap();
+    }
     st.audit.record("admin", "127.0.0.1", "user.add", XSS, "ok");
 
     let templates: BTreeSet<&str> = flypack_web::pages::TEMPLATES.iter().map(|(n, _)| *n).collect();

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod admin;
 pub mod auth;
 pub mod engineer;
+pub mod fleet;
 pub mod history;
 pub mod jobs;
 pub mod status;
@@ -42,6 +43,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("users.html", include_str!("../../templates/users.html")),
     ("audit.html", include_str!("../../templates/audit.html")),
     ("trust.html", include_str!("../../templates/trust.html")),
+    ("fleet.html", include_str!("../../templates/fleet.html")),
 ];
 
 /// The templates, parsed.
@@ -100,6 +102,7 @@ pub fn base(st: &AppState, cur: Option<&Current>, nav: &str) -> tera::Context {
     c.insert("is_admin", &role.is_some_and(|r| r.allows(Role::Admin)));
     let verdict = load_status(&st.root).ok().flatten().map(|s| s.verdict.as_str());
     c.insert("verdict", &verdict);
+    c.insert("has_fleet", &!st.config.sources.fleet_url.is_empty());
     c
 }
 
@@ -160,9 +163,14 @@ pub async fn healthz() -> Response {
         .into_response()
 }
 
-/// GET /: the status page.
-pub async fn home() -> Redirect {
-    Redirect::to("/status")
+/// GET /: the status page; the Fleet page on a central (a web app with a
+/// fleet source and no unit status of its own).
+pub async fn home(State(st): State<AppState>) -> Redirect {
+    if !st.config.sources.fleet_url.is_empty() && matches!(load_status(&st.root), Ok(None)) {
+        Redirect::to("/fleet")
+    } else {
+        Redirect::to("/status")
+    }
 }
 
 /// GET /live.
