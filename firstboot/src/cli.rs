@@ -250,16 +250,31 @@ pub enum NetworkCommand {
     /// Keep the change applied with --confirm-within.
     Confirm,
     /// Undo the pending change (or the last apply).
-    Rollback {
-        /// Only if this change is still pending (used by the rollback timer).
-        #[arg(long, value_name = "TOKEN")]
-        if_pending: Option<String>,
-        /// Wait this long first (the armed rollback where systemd does not run).
-        #[arg(long, value_name = "SECS", hide = true)]
-        after: Option<u64>,
-    },
+    Rollback(RollbackArgs),
     /// Verify the network config in force, without changing anything.
     Verify,
+}
+
+/// `firstboot network rollback` and `firstboot access rollback`: what the
+/// armed deadline runs (`crate::deadline`), and what an engineer may run.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Only if this change is still pending (used by the rollback timer).
+    #[arg(long, value_name = "TOKEN")]
+    pub if_pending: Option<String>,
+    /// Wait this long first (the armed rollback where systemd does not run).
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub after: Option<u64>,
+}
+
+impl RollbackArgs {
+    /// Sleeps for `--after`, if given: the detached process that stands in
+    /// for a systemd timer.
+    pub fn wait(&self) {
+        if let Some(secs) = self.after {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        }
+    }
 }
 
 /// `firstboot access ...`.
@@ -287,14 +302,7 @@ pub enum AccessCommand {
     /// Keep the keys put in force with `firstboot access keys` (they go into the config in force).
     Confirm,
     /// Put the old keys back now.
-    Rollback {
-        /// Only if this change is still pending (used by the rollback timer).
-        #[arg(long, value_name = "TOKEN")]
-        if_pending: Option<String>,
-        /// Wait this long first (the armed rollback where systemd does not run).
-        #[arg(long, value_name = "SECS", hide = true)]
-        after: Option<u64>,
-    },
+    Rollback(RollbackArgs),
 }
 
 /// `firstboot status`.

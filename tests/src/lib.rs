@@ -430,6 +430,23 @@ pub fn example_unit_with_key(public_key: &str) -> String {
         )
 }
 
+/// ssh's options for a test's guest: no prompt, no host key kept (every
+/// guest is new), only the key given (`-i`), a dead guest noticed in 10 s.
+pub const SSH_OPTIONS: [&str; 12] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "LogLevel=ERROR",
+];
+
 /// A VM started with `builder boot --keep-running`, reachable over SSH.
 pub struct Session {
     child: std::process::Child,
@@ -511,21 +528,8 @@ impl Session {
     /// `key` and no other: (exit code, output); 255 when ssh failed.
     pub fn ssh_with(&self, key: &Path, cmd: &str) -> (i32, String) {
         let o = Command::new("ssh")
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "LogLevel=ERROR",
-                "-i",
-            ])
+            .args(SSH_OPTIONS)
+            .arg("-i")
             .arg(key)
             .args(["-p", &self.port.to_string(), "flypack@127.0.0.1", cmd])
             .stdin(Stdio::null())

@@ -516,20 +516,9 @@ fn ssh(ns: &Netns, vm: &Vm, cmd: &str) -> (i32, String) {
     for _ in 0..10 {
         let o = ns
             .exec()
-            .args([
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "LogLevel=ERROR",
-                "-i",
-            ])
+            .arg("ssh")
+            .args(SSH_OPTIONS)
+            .arg("-i")
             .arg(&vm.key)
             .arg(format!("flypack@{MGMT}"))
             .arg(cmd)

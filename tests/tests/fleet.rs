@@ -331,11 +331,14 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
         ),
     )
     .unwrap();
+    // 45 s to confirm: fp-demo-02 waits it out. The confirm is one raw SSH
+    // command right after the keys are in force (a module run there once
+    // outlasted a 45 s window on a loaded host; the raw command does not).
     let rotate = |extra: &[String]| {
         let mut args = vec![
             "-e".to_string(),
             format!(
-                "rotate_access_dir={} rotate_access_web_users={} rotate_access_serial=2 rotate_access_confirm_within=90",
+                "rotate_access_dir={} rotate_access_web_users={} rotate_access_serial=2 rotate_access_confirm_within=45",
                 unit_configs.display(),
                 web_users.display()
             ),

@@ -1,7 +1,5 @@
 //! `firstboot access`: rotate the admins' SSH keys with confirm-or-rollback.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 
 use crate::access::{self, Set};
@@ -37,11 +35,9 @@ pub fn run(root: &Root, c: &AccessCommand) -> Result<i32> {
             println!("SSH key change {token} confirmed: the new keys stay");
             Ok(0)
         }
-        AccessCommand::Rollback { if_pending, after } => {
-            if let Some(secs) = after {
-                std::thread::sleep(Duration::from_secs(*secs));
-            }
-            match access::rollback(root, if_pending.as_deref())? {
+        AccessCommand::Rollback(args) => {
+            args.wait();
+            match access::rollback(root, args.if_pending.as_deref())? {
                 Some(t) => println!("SSH key change {t} rolled back: the old keys are in force"),
                 None => println!("nothing to roll back"),
             }

@@ -78,11 +78,9 @@ pub fn run(root: &Root, a: &NetworkArgs, seed: Option<&Path>) -> Result<i32> {
             println!("change {token} confirmed: it stays");
             Ok(0)
         }
-        NetworkCommand::Rollback { if_pending, after } => {
-            if let Some(secs) = after {
-                std::thread::sleep(Duration::from_secs(*secs));
-            }
-            match network::rollback(root, if_pending.as_deref())? {
+        NetworkCommand::Rollback(args) => {
+            args.wait();
+            match network::rollback(root, args.if_pending.as_deref())? {
                 Some(a) => Ok(report(&a).max(0)),
                 None => {
                     println!("nothing to roll back");
