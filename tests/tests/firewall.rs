@@ -263,7 +263,11 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
     assert!(out.starts_with("403"), "a wrong enrolment code: {out}");
     let (code, out) = enrol_with(enrol);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("303 ") && out.ends_with("/status"), "enrolment: {out}");
+    // To the home page, which sends a unit's users to its status.
+    assert!(
+        out.starts_with("303 ") && out.ends_with(&format!("{MGMT}/")),
+        "enrolment: {out}"
+    );
     let (code, status) = curl(ns, &[&cacert[..], &["-b", jar, &https("/status")]].concat());
     assert_eq!(code, 0, "{status}");
     assert!(status.contains("fp-scan-01"), "{status}");

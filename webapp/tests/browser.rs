@@ -20,75 +20,14 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::browser::*;
 use common::{PASSWORD, config, nogo_unit};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use flypack_web::role::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// chromedriver, ended by its PID when the test ends.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_driver() -> Driver {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver is missing: apt-get install chromium chromium-driver (.ci/debian-packages lists them)");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "chromedriver did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Driver { child, port }
-}
-
-async fn browser(d: &Driver) -> Client {
-    let caps = serde_json::json!({
-        "acceptInsecureCerts": true,
-        "goog:chromeOptions": {
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--no-first-run", "--disable-background-networking"],
-            // A phone's viewport (a desktop window cannot be narrower than 500 px).
-            "mobileEmulation": {"deviceMetrics": {"width": 360, "height": 780, "pixelRatio": 2.0, "touch": true, "mobile": true}},
-        }
-    });
-    let serde_json::Value::Object(caps) = caps else {
-        unreachable!()
-    };
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("a Chromium session")
-}
 
 /// A stub exporter: answers every request with the current metrics text.
 async fn stub_exporter(text: Arc<Mutex<String>>) -> SocketAddr {
@@ -134,105 +73,6 @@ fn slow_firstboot(dir: &Path) -> PathBuf {
     p
 }
 
-struct Shots(PathBuf);
-
-impl Shots {
-    fn new() -> Shots {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webapp-screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        Shots(dir)
-    }
-    async fn take(&self, c: &Client, name: &str) {
-        let png = c.screenshot().await.expect("a screenshot");
-        assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
-        std::fs::write(self.0.join(format!("{name}.png")), png).unwrap();
-    }
-}
-
-async fn text(c: &Client, css: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap(),
-        Err(e) => panic!("no {css} on {:?}: {e}", c.current_url().await.ok()),
-    }
-}
-
-/// Waits until `css`'s text satisfies `ok` (the page's scripts change it).
-async fn wait_text(c: &Client, css: &str, within: Duration, ok: impl Fn(&str) -> bool) -> (String, Duration) {
-    let t0 = Instant::now();
-    loop {
-        let t = match c.find(Locator::Css(css)).await {
-            Ok(e) => e.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if ok(&t) {
-            return (t, t0.elapsed());
-        }
-        assert!(
-            t0.elapsed() < within,
-            "{css} never matched within {within:?}; last text: {t:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn login(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#login button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(c, "footer", Duration::from_secs(20), |t| t.contains(user)).await;
-}
-
-async fn logout(c: &Client) {
-    c.find(Locator::Css("footer button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(c, "#login", Duration::from_secs(20), |_| true).await;
-}
-
-/// Accepts the confirmation dialog app.js opens before `what` posts.
-async fn confirm(c: &Client, what: &str) {
-    let t0 = Instant::now();
-    loop {
-        match c.accept_alert().await {
-            Ok(()) => return,
-            Err(_) if t0.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => panic!("no confirmation dialog for {what}: {e}"),
-        }
-    }
-}
-
-/// A POST from the page itself (its cookie, its CSRF token): the HTTP status.
-async fn post_from_page(c: &Client, path: &str) -> u64 {
-    let js = r#"
-        const done = arguments[arguments.length - 1];
-        const token = document.querySelector('meta[name="csrf-token"]').content;
-        fetch(arguments[0], {method: "POST", headers: {"X-CSRF-Token": token,
-              "Content-Type": "application/x-www-form-urlencoded"}, body: "", redirect: "manual"})
-          .then(r => done(r.status)).catch(e => done(String(e)));
-    "#;
-    let v = c.execute_async(js, vec![serde_json::json!(path)]).await.unwrap();
-    v.as_u64().unwrap_or_else(|| panic!("the fetch failed: {v}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_reads_a_nogo_unit_watches_it_live_and_acts_by_role() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,14 +97,8 @@ async fn a_phone_reads_a_nogo_unit_watches_it_live_and_acts_by_role() {
 
     // The page is laid out for the phone: nothing wider than the screen.
     c.goto(&format!("{base}/login")).await.unwrap();
-    let width = c
-        .execute("return document.documentElement.scrollWidth;", vec![])
-        .await
-        .unwrap();
-    assert!(
-        width.as_u64().unwrap() <= 360,
-        "the login page is {width} px wide on a 360 px screen"
-    );
+    let width = page_width(&c).await;
+    assert!(width <= 360, "the login page is {width} px wide on a 360 px screen");
     shots.take(&c, "login").await;
 
     // A viewer reads why the unit is NO-GO.
@@ -275,11 +109,8 @@ async fn a_phone_reads_a_nogo_unit_watches_it_live_and_acts_by_role() {
     assert!(reasons.contains("media (eth1) has no carrier"), "{reasons}");
     let failed = text(&c, "#check-net\\.carrier").await;
     assert!(failed.contains(common::FIX), "the failed check shows its fix: {failed}");
-    let width = c
-        .execute("return document.documentElement.scrollWidth;", vec![])
-        .await
-        .unwrap();
-    assert!(width.as_u64().unwrap() <= 360, "the status page is {width} px wide");
+    let width = page_width(&c).await;
+    assert!(width <= 360, "the status page is {width} px wide");
     shots.take(&c, "status-nogo").await;
 
     // The viewer is not offered the operator's action, and is refused it.

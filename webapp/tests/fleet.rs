@@ -5,10 +5,13 @@
 //! north (one unit GO with its SRT figures, one silent for 15 minutes since
 //! it went NO-GO) and south (one unit GO with warnings, a stream missing and
 //! an alert firing, and one whose hostname is an HTML injection).
-//! Needs Debian's victoria-metrics.
+//! The same page in a real headless Chromium at a phone's width, from the
+//! real HTTPS listener. Needs Debian's victoria-metrics, chromium and
+//! chromium-driver.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +21,11 @@ use flypack_web::role::Role;
 use serde_json::{Value, json};
 
 mod common;
+use common::browser::*;
 use common::*;
+
+/// 64 characters, what the page cuts a label to, and no place to break it.
+const LONG_UNIT: &str = "fp-a-unit-name-as-long-as-the-fleet-page-shows-and-no-space-0064";
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -98,12 +105,15 @@ async fn the_fleet_page_shows_every_flypacks_units_from_the_central() {
     let n2 = [("flypack", "north"), ("segment", "10_10_0_0_24"), ("unit", "n-02")];
     let s1 = [("flypack", "south"), ("segment", "dhcp"), ("unit", "s-01")];
     let evil = [("flypack", "south"), ("segment", "dhcp"), ("unit", XSS)];
+    // The longest label the page shows whole, with nowhere to break a line.
+    let long = [("flypack", "south"), ("segment", "dhcp"), ("unit", LONG_UNIT)];
     let fresh = [t - 120, t - 60];
     let mut lines = Vec::new();
     lines.extend(verdict(&n1, "GO", &fresh));
     lines.extend(verdict(&n2, "NO-GO", &[t - 960, t - 900]));
     lines.extend(verdict(&s1, "GO-WITH-WARNINGS", &fresh));
     lines.extend(verdict(&evil, "GO", &fresh));
+    lines.extend(verdict(&long, "GO", &fresh));
     for (stream, up) in [("cam-1", 1.0), ("cam-2", 0.0)] {
         let l = [n1.as_slice(), &[("stream", stream)]].concat();
         lines.push(series("flypack_srt_up", &l, &[(t - 120, up), (t - 60, up)]));
@@ -229,8 +239,9 @@ async fn the_fleet_page_shows_every_flypacks_units_from_the_central() {
         "1 of 2 up, worst RTT 48.0 ms",
         "2 group(s), 1 missing, 6.0 Mb/s",
         "MulticastStreamMissing",
-        "2 of 2 GO",
+        "3 of 3 GO",
         XSS_ESCAPED,
+        LONG_UNIT,
         "<a href=\"/fleet\" aria-current=\"page\">Fleet</a>",
     ] {
         assert!(page.contains(want), "{want:?} on the page:\n{page}");
@@ -246,6 +257,63 @@ async fn the_fleet_page_shows_every_flypacks_units_from_the_central() {
         Client::new(&st, None).get("/fleet").await.location.as_deref(),
         Some("/login?next=%2Ffleet")
     );
+
+    // On a phone: the real HTTPS listener, Chromium at 360 px. A viewer
+    // lands on the Fleet page, which fits the screen with the long label;
+    // the injected name is text, and ran nothing.
+    let unit = flypack_contracts::unit::parse_unit(
+        std::path::Path::new("unit.example.toml"),
+        include_str!("../../images/unit.example.toml"),
+    )
+    .unwrap();
+    flypack_web::tls::ensure_unit_tls(&root, &unit).expect("TLS material made");
+    let mut cfg = config(&root);
+    cfg.sources.fleet_url = base.clone();
+    cfg.listen.https = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    cfg.listen.http = None;
+    let run = flypack_web::server::start(&root, cfg)
+        .await
+        .expect("the web app starts");
+    run.state.users.add("phone", Role::Viewer, PASSWORD).unwrap();
+    let driver = start_driver();
+    let c = browser(&driver).await;
+    login(&c, &format!("https://127.0.0.1:{}", run.https.port()), "phone").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/fleet");
+    let width = page_width(&c).await;
+    let wide = c
+        .execute(
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 360)\
+             .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 8);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        width <= 360,
+        "the Fleet page is {width} px wide on a 360 px screen: {wide}"
+    );
+    let names = c
+        .execute(
+            "return [...document.querySelectorAll('article.unit h3')].map(h => h.firstChild.textContent.trim());",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = serde_json::from_value(names).unwrap();
+    assert_eq!(
+        names,
+        ["n-01", "n-02", XSS, LONG_UNIT, "s-01"],
+        "the units as the phone shows them"
+    );
+    assert!(c.get_alert_text().await.is_err(), "the injected name opened a dialog");
+    let scripts = c
+        .execute("return document.querySelectorAll('script:not([src])').length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(scripts, json!(0), "an inline script on the page");
+    Shots::new().take(&c, "fleet").await;
+    c.close().await.unwrap();
+    drop(run);
 
     // The central's VictoriaMetrics gone: the page says so, and still renders.
     drop(vm);

@@ -17,11 +17,12 @@ pub struct Next {
     next: Option<String>,
 }
 
-/// Only a path on this site (never `//host` or a scheme).
+/// Only a path on this site (never `//host` or a scheme). Without one, `/`:
+/// the home page decides (the status page, or the Fleet page on a central).
 fn safe_next(n: Option<&str>) -> String {
     match n {
         Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
-        _ => "/status".into(),
+        _ => "/".into(),
     }
 }
 
@@ -235,7 +236,7 @@ pub async fn enrol(
     }
     st.audit.record(&name, &addr, "enrol", "first admin", "ok");
     let (token, _) = st.sessions.create(&name);
-    let mut r = Redirect::to("/status").into_response();
+    let mut r = Redirect::to("/").into_response();
     if let Ok(v) = HeaderValue::from_str(&st.sessions.cookie(&token)) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -249,9 +250,9 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/jobs/1")), "/jobs/1");
-        assert_eq!(safe_next(Some("//evil.example/")), "/status");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/status");
-        assert_eq!(safe_next(Some("/\\evil")), "/status");
-        assert_eq!(safe_next(None), "/status");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil")), "/");
+        assert_eq!(safe_next(None), "/");
     }
 }

@@ -5,6 +5,8 @@
 // Each test binary uses its own part of these.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
