@@ -48,6 +48,9 @@ pub enum Command {
     Access(AccessCommand),
     /// The container stack: bring it up (idempotent) or show its services.
     Stack(StackArgs),
+    /// The central monitoring's password: hand a new one to this unit in service.
+    #[command(subcommand)]
+    Central(CentralCommand),
     /// Back the unit up (identity and data) into one encrypted, authenticated archive, or verify a decrypted one.
     Backup(BackupArgs),
     /// The unit's firewall (nftables, rendered from the unit config): show
@@ -303,6 +306,26 @@ pub enum AccessCommand {
     Confirm,
     /// Put the old keys back now.
     Rollback(RollbackArgs),
+}
+
+/// `firstboot central ...`.
+#[derive(Debug, Subcommand)]
+pub enum CentralCommand {
+    /// Use the password in FILE ("-": standard input) to send metrics to the central.
+    ///
+    /// For a unit in service, whose seed brought the old password (or none).
+    /// It is installed for vmagent-central and that service restarted
+    /// (started, when the config's `[central]` was waiting for a password).
+    /// It wins over the seed's password from now on, so the old one does not
+    /// come back when the config stage runs again; a different password
+    /// written onto the seed later wins over it. It is kept under
+    /// /etc/flypack/secrets, in the backup. Prints "unchanged" when it is in
+    /// use already. One line, 12 to 256 printable characters, no space.
+    Password {
+        /// The file with the password (a final newline is not part of it).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// `firstboot status`.

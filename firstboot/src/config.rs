@@ -363,20 +363,22 @@ pub fn stack_compose(root: &Root) -> Option<PathBuf> {
 /// image's `_victoria-metrics`): the password file is its alone.
 pub const CENTRAL_USER: (u32, u32) = (100, 101);
 
-/// Installs the seed's central password beside the stack's compose file
-/// (`central/password`, 0400 for vmagent-central's user) and the fleet CA
-/// the central's certificate chains to (`central/ca.crt`), when the seed
-/// has them. Returns what was done, for the stage's line.
-pub fn install_seed_central(files: &SeedFiles, compose: &Path) -> Result<Option<String>> {
+/// Installs the central password beside the stack's compose file
+/// (`central/password`, 0400 for vmagent-central's user): the seed's, or
+/// the one handed over since ([`crate::central`]). With it, the fleet CA the
+/// central's certificate chains to (`central/ca.crt`), when the seed has it.
+/// Returns what was done, for the stage's line.
+pub fn install_central(root: &Root, files: Option<&SeedFiles>, compose: &Path) -> Result<Option<String>> {
     let dir = compose.parent().context("the compose file has no folder")?;
     let mut did = Vec::new();
-    if let Some(p) = &files.central_password {
-        if let Some(why) = seed::central_password_problem(&p.0) {
-            bail!(
-                "the seed's {}: {why}; write it again with `builder customize IMAGE --central-password FILE`",
-                seed::CENTRAL_PASSWORD_FILE
-            );
-        }
+    let seed_pw = files.and_then(|f| f.central_password.as_ref());
+    if let Some(why) = seed_pw.and_then(|p| seed::central_password_problem(&p.0)) {
+        bail!(
+            "the seed's {}: {why}; write it again with `builder customize IMAGE --central-password FILE`",
+            seed::CENTRAL_PASSWORD_FILE
+        );
+    }
+    if let Some((p, from)) = crate::central::choose(root, seed_pw)? {
         let path = dir.join(Central::PASSWORD_FILE);
         std::fs::create_dir_all(path.parent().expect("has a parent"))
             .with_context(|| format!("creating {}", path.display()))?;
@@ -390,9 +392,9 @@ pub fn install_seed_central(files: &SeedFiles, compose: &Path) -> Result<Option<
             Some(rustix::fs::Gid::from_raw(gid)),
         )
         .with_context(|| format!("chown {}", path.display()))?;
-        did.push("central password");
+        did.push(from);
     }
-    if let Some(tls) = &files.tls {
+    if let Some(tls) = files.and_then(|f| f.tls.as_ref()) {
         let path = dir.join(Central::CA_FILE);
         std::fs::create_dir_all(path.parent().expect("has a parent"))
             .with_context(|| format!("creating {}", path.display()))?;
@@ -407,8 +409,8 @@ pub fn install_seed_central(files: &SeedFiles, compose: &Path) -> Result<Option<
 /// Writes what turns federation on or off beside the stack's compose file,
 /// from a unit config's `[central]`: the `.env` (COMPOSE_PROFILES=central,
 /// read by firstboot's stack and by docker-compose alike) and
-/// vmagent-central's settings. Federation needs the seed's password too;
-/// without it the profile stays off and the reason is returned as a
+/// vmagent-central's settings. Federation needs the password too (the
+/// seed's, or one handed over); without it the profile stays off and the reason is returned as a
 /// warning. Returns (changed, warning).
 pub fn write_central(unit: &Unit, compose: &Path) -> Result<(bool, Option<String>)> {
     let dir = compose.parent().context("the compose file has no folder")?;
@@ -657,7 +659,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let did = install_seed_central(&files, &compose).unwrap().unwrap();
+        let r = Root::new(d.path());
+        let did = install_central(&r, Some(&files), &compose).unwrap().unwrap();
         assert!(did.contains("central password") && did.contains("fleet CA"), "{did}");
         let pw = dir.join(Central::PASSWORD_FILE);
         use std::os::unix::fs::MetadataExt;
@@ -698,7 +701,7 @@ mod tests {
             central_password: Some(seed::Secret("short\nline".into())),
             ..Default::default()
         };
-        let e = install_seed_central(&bad, &compose).unwrap_err().to_string();
+        let e = install_central(&r, Some(&bad), &compose).unwrap_err().to_string();
         assert!(e.contains("--central-password"), "{e}");
     }
 }

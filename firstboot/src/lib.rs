@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod central;
 pub mod cli;
 pub mod cmd;
 pub mod config;

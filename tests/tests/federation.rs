@@ -240,7 +240,7 @@ fn units_federate_through_a_cut_link_and_lose_nothing() {
             }),
             ..Default::default()
         };
-        firstboot::config::install_seed_central(&seed, &compose).unwrap();
+        firstboot::config::install_central(&firstboot::root::Root::new(&udir), Some(&seed), &compose).unwrap();
         let (_, warning) = firstboot::config::write_central(&unit, &compose).unwrap();
         assert_eq!(warning, None);
         let dotenv = std::fs::read_to_string(udir.join(".env")).unwrap();

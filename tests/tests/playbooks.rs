@@ -533,3 +533,144 @@ fn image_update_skips_a_unit_on_the_image_and_refuses_another_profile() {
     );
     assert!(!work.exists(), "nothing made on the laptop: {o}");
 }
+
+/// A scratch unit for the central password: a stack config and compose
+/// file, a config in force without `[central]`, and a seed (FAT, made by
+/// mkfs.vfat) holding the password the unit was imaged with. Returns the
+/// root, the seed, and a firstboot that acts on them.
+fn password_unit(dir: &Path, host: &str, seed_password: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let root = dir.join(host);
+    let compose = "/usr/share/flypack/compose/docker-compose.yml";
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    std::fs::create_dir_all(at(compose).parent().unwrap()).unwrap();
+    std::fs::write(at(compose), "services: {}\n").unwrap();
+    std::fs::write(
+        at(flypack_contracts::stack::STACK_CONFIG),
+        json!({"project": "monitoring", "compose": compose, "profiles": [], "images": []}).to_string(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(at("/etc/flypack")).unwrap();
+    std::fs::write(
+        at("/etc/flypack/unit.toml"),
+        format!("version = 1\nhostname = \"{host}\"\n"),
+    )
+    .unwrap();
+    let seed = dir.join(format!("{host}.seed"));
+    File::create(&seed).unwrap().set_len(16 << 20).unwrap();
+    let o = Command::new("mkfs.vfat")
+        .args(["-n", "FLYPACKSEED"])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mkfs.vfat: {}", String::from_utf8_lossy(&o.stderr));
+    flypack_contracts::seed::write(
+        &seed,
+        0,
+        16 << 20,
+        &[(flypack_contracts::seed::CENTRAL_PASSWORD_FILE, seed_password.as_bytes())],
+        &[],
+    )
+    .unwrap();
+    let fb = script(
+        &dir.join(format!("{host}-firstboot")),
+        &format!(
+            "exec '{}' --root '{}' --seed '{}' \"$@\"\n",
+            bins().firstboot.display(),
+            root.display(),
+            seed.display()
+        ),
+    );
+    (root, seed, fb)
+}
+
+/// The central password handed to a flypack's units in service: each unit
+/// takes its own flypack's file (the other flypack's is not there: that
+/// unit fails, naming the file, and is left as it was), keeps it over the
+/// seed's old password (the record firstboot keeps says which one it
+/// replaces), installs it for vmagent-central's user only, and a second
+/// run changes nothing. The real firstboot, on scratch roots: these units'
+/// configs have no `[central]`, so no vmagent-central is restarted (the
+/// restart is `firstboot stack restart`'s, tested in `stack.rs`).
+#[test]
+fn central_password_goes_to_each_flypacks_units_and_outlives_the_seeds() {
+    use firstboot::central::{HANDED, Handed, seed_digest};
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let inv = generated_inventory(d.path());
+    let old = "seed-password-of-2026";
+    let units: Vec<(&str, (PathBuf, PathBuf, PathBuf))> = ["fp-enc-01", "fp-mon-01", "fp-dec-07"]
+        .into_iter()
+        .map(|h| (h, password_unit(d.path(), h, old)))
+        .collect();
+    let conn = d.path().join("connections.yml");
+    let hosts: serde_json::Map<String, Value> = units
+        .iter()
+        .map(|(h, (_, _, fb))| {
+            (
+                h.to_string(),
+                json!({"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+                       "central_password_firstboot": fb,
+                       "central_password_unit_file": d.path().join(format!("{h}.pushed"))}),
+            )
+        })
+        .collect();
+    std::fs::write(&conn, json!({"all": {"hosts": hosts}}).to_string()).unwrap();
+    let passwords = d.path().join("central-passwords");
+    std::fs::create_dir(&passwords).unwrap();
+    let new = "truck-a-password-of-2027";
+    std::fs::write(passwords.join("truck-a.password"), format!("{new}\n")).unwrap();
+    let vars = vec![
+        "-e".to_string(),
+        format!("central_password_dir={}", passwords.display()),
+    ];
+
+    let (ok, o) = playbook("central-password.yml", &[&inv, &conn], &vars);
+    assert!(!ok, "truck-b has no password file: {o}");
+    assert!(
+        o.contains("fp-dec-07 is in flypack truck-b") && o.contains("truck-b.password does not exist"),
+        "{o}"
+    );
+    assert!(!o.contains(new), "the password is never shown: {o}");
+    for (h, (root, _, _)) in &units {
+        let installed = root.join("usr/share/flypack/compose/central/password");
+        let record = root.join(HANDED.trim_start_matches('/'));
+        assert!(
+            !d.path().join(format!("{h}.pushed")).exists(),
+            "{h}: the pushed copy is removed"
+        );
+        if *h == "fp-dec-07" {
+            assert!(!installed.exists() && !record.exists(), "{h} was not touched");
+            continue;
+        }
+        assert_eq!(std::fs::read_to_string(&installed).unwrap(), new, "{h}");
+        let m = std::fs::metadata(&installed).unwrap();
+        assert_eq!(
+            (m.mode() & 0o777, m.uid(), m.gid()),
+            (0o400, 100, 101),
+            "{h}: vmagent's alone"
+        );
+        let rec: Handed = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        assert_eq!(
+            rec,
+            Handed {
+                password: new.into(),
+                replaces_seed: Some(seed_digest(old))
+            },
+            "{h}"
+        );
+        assert_eq!(std::fs::metadata(&record).unwrap().mode() & 0o777, 0o600, "{h}");
+    }
+    assert!(o.contains("no [central]"), "the units say nothing is sent yet: {o}");
+
+    let mut again = vars.clone();
+    again.extend(["--limit".to_string(), "flypack_truck_a".to_string()]);
+    let (ok, o) = playbook("central-password.yml", &[&inv, &conn], &again);
+    assert!(ok, "{o}");
+    for h in ["fp-enc-01", "fp-mon-01"] {
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with(h) && l.contains("changed=0") && l.contains("failed=0")),
+            "{h}: a second run changes nothing: {o}"
+        );
+    }
+}

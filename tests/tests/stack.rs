@@ -385,7 +385,11 @@ fn the_stack_comes_up_healthy_and_converges() {
         central_password: Some(flypack_contracts::seed::Secret("north-password-0123".into())),
         ..Default::default()
     };
-    firstboot::config::install_seed_central(&seed, &file).unwrap();
+    // The test's folder is a scratch root around the compose folder: what
+    // firstboot keeps of a handed password goes under it, never into this
+    // machine's /etc.
+    let root = dir.path().to_path_buf();
+    firstboot::config::install_central(&firstboot::root::Root::new(&root), Some(&seed), &file).unwrap();
     assert_eq!(
         firstboot::config::write_central(&with_central, &file).unwrap(),
         (true, None)
@@ -422,6 +426,65 @@ fn the_stack_comes_up_healthy_and_converges() {
         let (_, logs) = docker(&["logs", &central]);
         logs.contains("127.0.0.1:9") && !logs.contains("cannot read")
     });
+
+    // A new password handed over, as the fleet playbook
+    // central-password.yml does on a unit in service: installed, and
+    // vmagent-central restarted with it; a second time, nothing happens.
+    // firstboot runs on the scratch root, whose stack config names the
+    // compose file inside it and whose config in force has the [central].
+    let mut rooted = cfg.clone();
+    rooted["compose"] = Value::String(format!("/{project}/docker-compose.yml"));
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    std::fs::create_dir_all(at(flypack_contracts::stack::STACK_CONFIG).parent().unwrap()).unwrap();
+    std::fs::write(
+        at(flypack_contracts::stack::STACK_CONFIG),
+        serde_json::to_vec_pretty(&rooted).unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(at("/etc/flypack")).unwrap();
+    std::fs::write(at("/etc/flypack/unit.toml"), with_central.to_toml()).unwrap();
+    let handed = dir.path().join("north-2027.password");
+    std::fs::write(&handed, "north-password-of-2027\n").unwrap();
+    let started = || {
+        let (ok, t) = docker(&["inspect", "-f", "{{.State.StartedAt}}", &central]);
+        assert!(ok, "{t}");
+        t.trim().to_string()
+    };
+    let before = started();
+    let hand = || {
+        let o = firstboot()
+            .arg("--root")
+            .arg(&root)
+            .args(["central", "password"])
+            .arg(&handed)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = hand();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("changed: vmagent-central restarted"), "{out}{err}");
+    assert_ne!(started(), before, "vmagent-central was not restarted");
+    assert_eq!(
+        std::fs::read_to_string(compose_dir.join(flypack_contracts::unit::Central::PASSWORD_FILE)).unwrap(),
+        "north-password-of-2027"
+    );
+    // Up by firstboot's own probe (the command said so; Docker's probe
+    // comes every 30 s), and running.
+    let (_, st) = docker(&["inspect", "-f", "{{.State.Running}}", &central]);
+    assert_eq!(st.trim(), "true", "{out}{err}");
+    let after = started();
+    let (code, out, err) = hand();
+    assert_eq!(
+        (code, out.trim()),
+        (0, "unchanged: vmagent-central sends with this password already"),
+        "{err}"
+    );
+    assert_eq!(started(), after, "restarted for nothing");
 
     // Off again: the profile goes, and so does the container (its queue's
     // volume stays, as with docker-compose).

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod central;
 pub mod config;
 pub mod firewall;
 pub mod install;
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Network(a) => network::run(&root, &a, seed),
         Command::Access(c) => access::run(&root, &c),
         Command::Stack(a) => stack::run(&root, &a),
+        Command::Central(c) => central::run(&root, &c, seed),
         Command::Backup(a) => backup::run(&root, &a, seed),
         Command::Firewall(c) => firewall::run(&root, &c),
         Command::Install(a) => install::run(&root, &a),

@@ -76,7 +76,9 @@ impl Stage for Config {
         h.part("unit", r.unit.digest());
         h.part("source", &r.source);
         // A new central password or fleet CA on the seed is installed too
-        // (only this stage's combined digest is kept, never the secret).
+        // (only this stage's combined digest is kept, never the secret). A
+        // password handed over since (`firstboot central password`) is
+        // installed by that command, and again by this stage when it runs.
         if let Ok(Some(files)) = config::locate_seed(&ctx.root, ctx.seed.as_deref()).and_then(|l| config::read_seed(&l))
         {
             if let Some(p) = &files.central_password {
@@ -96,10 +98,10 @@ impl Stage for Config {
         let central = match config::stack_compose(&ctx.root) {
             Some(compose) => {
                 let loc = config::locate_seed(&ctx.root, ctx.seed.as_deref())?;
-                match config::read_seed(&loc) {
-                    Ok(Some(files)) => config::install_seed_central(&files, &compose)?,
-                    _ => None,
-                }
+                // An unreadable seed was dealt with by resolution: a handed
+                // password still goes in.
+                let files = config::read_seed(&loc).ok().flatten();
+                config::install_central(&ctx.root, files.as_ref(), &compose)?
             }
             None => None,
         };
