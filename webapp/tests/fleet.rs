@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use fantoccini::Locator;
 use flypack_e2e::{Kill, free_port};
 use flypack_web::role::Role;
 use serde_json::{Value, json};
@@ -306,6 +307,12 @@ async fn the_fleet_page_shows_every_flypacks_units_from_the_central() {
         "the units as the phone shows them"
     );
     assert!(c.get_alert_text().await.is_err(), "the injected name opened a dialog");
+    // The header names a central as such (it has no verdict of its own).
+    let badge = c.find(Locator::Id("verdict-badge")).await.unwrap();
+    assert_eq!(
+        (badge.text().await.unwrap(), badge.attr("href").await.unwrap()),
+        ("CENTRAL".to_string(), Some("/fleet".to_string()))
+    );
     let scripts = c
         .execute("return document.querySelectorAll('script:not([src])').length;", vec![])
         .await

@@ -103,7 +103,15 @@ pub fn base(st: &AppState, cur: Option<&Current>, nav: &str) -> tera::Context {
     let verdict = load_status(&st.root).ok().flatten().map(|s| s.verdict.as_str());
     c.insert("verdict", &verdict);
     c.insert("has_fleet", &!st.config.sources.fleet_url.is_empty());
+    c.insert("is_central", &is_central(st));
     c
+}
+
+/// A central: a web app with a fleet source and no unit status of its own
+/// (it runs beside the central's VictoriaMetrics, not on a unit). Its home
+/// is the Fleet page, and its header says CENTRAL, not a unit's verdict.
+pub fn is_central(st: &AppState) -> bool {
+    !st.config.sources.fleet_url.is_empty() && matches!(load_status(&st.root), Ok(None))
 }
 
 /// Renders a template (a template error is a 500 that says which).
@@ -166,7 +174,7 @@ pub async fn healthz() -> Response {
 /// GET /: the status page; the Fleet page on a central (a web app with a
 /// fleet source and no unit status of its own).
 pub async fn home(State(st): State<AppState>) -> Redirect {
-    if !st.config.sources.fleet_url.is_empty() && matches!(load_status(&st.root), Ok(None)) {
+    if is_central(&st) {
         Redirect::to("/fleet")
     } else {
         Redirect::to("/status")
