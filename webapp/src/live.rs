@@ -308,6 +308,9 @@ pub fn sample(
         });
         prev.nics.insert(n.name.clone(), n);
     }
+    // The unit config's links first (what the engineer cabled), then the
+    // rest (Docker's bridges and veths) by name.
+    nics.sort_by(|a, b| (a.label.is_none(), &a.name).cmp(&(b.label.is_none(), &b.name)));
     let (samples, exporter_error) = match exporter {
         Ok(t) => (prom::parse(&t), None),
         Err(e) => (vec![], Some(format!("{e:#}"))),
@@ -497,6 +500,36 @@ mod tests {
         let b = sample(r, 2, Ok(text2), None, &mut prev);
         assert_eq!(b.cpu_percent, Some(50.0));
         assert_eq!(b.srt[0].lost_delta, 4);
+        // The config's links come before Docker's bridges, whatever their names.
+        for (name, mac) in [
+            ("br-0a1b", "02:42:00:00:00:01"),
+            ("enp0s3", "52:54:00:00:00:03"),
+            ("docker0", "02:42:00:00:00:02"),
+        ] {
+            let d = r.join("sys/class/net").join(name);
+            std::fs::create_dir_all(d.join("statistics")).unwrap();
+            std::fs::write(d.join("address"), mac).unwrap();
+        }
+        let unit = flypack_contracts::unit::parse_unit(
+            std::path::Path::new("u.toml"),
+            "version = 1\nhostname = \"u\"\n[[interfaces]]\nlabel = \"mgmt\"\nmatch = { mac = \"52:54:00:00:00:03\" }\naddresses = [\"10.0.0.2/24\"]\n",
+        )
+        .unwrap();
+        let order = sample(r, 3, Ok(String::new()), Some(&unit), &mut prev);
+        let names: Vec<(&str, Option<&str>)> = order
+            .nics
+            .iter()
+            .map(|n| (n.name.as_str(), n.label.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("enp0s3", Some("mgmt")),
+                ("br-0a1b", None),
+                ("docker0", None),
+                ("eth0", None)
+            ]
+        );
         let c = sample(r, 3, Err(anyhow::anyhow!("connection refused")), None, &mut prev);
         assert_eq!(c.exporter_error.as_deref(), Some("connection refused"));
         assert!(c.srt.is_empty());
