@@ -16,6 +16,15 @@ use std::process::{Child, Command, Stdio};
 use flypack_e2e::*;
 use serde_json::Value;
 
+// The web app's browser helpers (headless Chromium at a phone's width),
+// shared with its own browser tests.
+#[path = "../../webapp/tests/common/browser.rs"]
+#[allow(dead_code)]
+mod browser;
+
+/// The first admin's password (enrolled with the console's one-time code).
+const PASSWORD: &str = "correct horse battery";
+
 /// A network namespace, removed (with whatever still runs in it) when dropped.
 struct Netns(String);
 
@@ -96,6 +105,137 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TCP port on this machine's 127.0.0.1 that reaches `addr:port` inside
+/// the namespace: chromedriver and Chromium stay in the test's own network
+/// namespace, the unit is on the rig's. A Python helper binds the port
+/// here, then joins the namespace (setns) and makes each connection to the
+/// unit from there. Ended by its PID with the guard.
+fn forward_into(ns: &Netns, addr: &str, port: u16) -> (u16, Kill) {
+    const PROXY: &str = r#"
+import ctypes, os, socket, sys, threading
+ns, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(32)
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+if libc.setns(fd, 0x40000000) != 0:
+    sys.exit("setns: " + os.strerror(ctypes.get_errno()))
+print(listener.getsockname()[1], flush=True)
+def pump(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    client, _ = listener.accept()
+    try:
+        unit = socket.create_connection((addr, port), timeout=30)
+        unit.settimeout(None)
+    except OSError:
+        client.close()
+        continue
+    threading.Thread(target=pump, args=(client, unit), daemon=True).start()
+    threading.Thread(target=pump, args=(unit, client), daemon=True).start()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", PROXY, &ns.0, addr, &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let local: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the forwarder did not start: {line:?}"));
+    (local, Kill(child))
+}
+
+/// The unit's own web app on a phone: headless Chromium at 360 px, through
+/// [`forward_into`]. The admin logs in and lands on the unit's status with
+/// its real verdict; the status, live and stack pages fit the screen; the
+/// live page takes a new sample from the unit every second or so (its
+/// /proc, its exporters) and lists its NICs by label and its multicast
+/// group; nothing on the pages is an inline script. Screenshots go with the
+/// web app's.
+fn phone_checks(ns: &Netns) {
+    use browser::*;
+    use fantoccini::Locator;
+    use std::time::Duration;
+    let (port, _forward) = forward_into(ns, MGMT, 443);
+    let base = format!("https://127.0.0.1:{port}");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let driver = start_driver();
+            let c = browser(&driver).await;
+            let shots = Shots::new();
+            login(&c, &base, "admin").await;
+            assert_eq!(
+                c.current_url().await.unwrap().path(),
+                "/status",
+                "a unit's home is its status"
+            );
+            assert!(text(&c, "#verdict").await.contains("GO"));
+            let badge = c.find(Locator::Id("verdict-badge")).await.unwrap();
+            assert_eq!(badge.text().await.unwrap(), "GO");
+            assert!(text(&c, "header").await.contains("fp-scan-01"));
+            for page in ["/status", "/stack", "/live"] {
+                c.goto(&format!("{base}{page}")).await.unwrap();
+                let width = page_width(&c).await;
+                assert!(width <= 360, "{page} is {width} px wide on a 360 px screen");
+                let inline = c
+                    .execute("return document.querySelectorAll('script:not([src])').length;", vec![])
+                    .await
+                    .unwrap();
+                assert_eq!(inline, serde_json::json!(0), "an inline script on {page}");
+            }
+            let (state, _) = wait_text(&c, "#live-state", Duration::from_secs(30), |t| {
+                !t.contains("Connecting")
+            })
+            .await;
+            println!("the unit's live page: {state}");
+            let seq = |t: &str| t.trim().parse::<u64>().ok();
+            let (first, _) = wait_text(&c, "#live-seq", Duration::from_secs(30), |t| seq(t).is_some()).await;
+            let first = seq(&first).unwrap();
+            let (_, took) = wait_text(&c, "#live-seq", Duration::from_secs(30), |t| {
+                seq(t).is_some_and(|n| n >= first + 3)
+            })
+            .await;
+            println!(
+                "three new samples from the unit after {:.1} s (goal: one a second)",
+                took.as_secs_f64()
+            );
+            let nics = text(&c, "#tiles-nics").await;
+            // The config's links first, Docker's bridges after.
+            let at = |n: &str| nics.find(n).unwrap_or_else(|| panic!("no {n} tile: {nics}"));
+            assert!(at("mgmt") < at("docker0") && at("media") < at("docker0"), "{nics}");
+            wait_text(&c, "#tiles-mcast", Duration::from_secs(30), |t| {
+                t.contains("239.100.0.1")
+            })
+            .await;
+            shots.take(&c, "unit-live").await;
+            c.goto(&format!("{base}/status")).await.unwrap();
+            shots.take(&c, "unit-status").await;
+            c.close().await.unwrap();
+        });
 }
 
 /// curl from the management LAN; (exit code, stdout and stderr).
@@ -249,9 +389,9 @@ fn web_app_checks(ns: &Netns, vm: &Vm, dir: &Path) {
                 "--data-urlencode",
                 "name=admin",
                 "--data-urlencode",
-                "password=correct horse battery",
+                &format!("password={PASSWORD}"),
                 "--data-urlencode",
-                "password2=correct horse battery",
+                &format!("password2={PASSWORD}"),
                 "--data-urlencode",
                 &format!("pre={pre}"),
                 &https("/enrol"),
@@ -718,6 +858,7 @@ fn a_port_scan_from_each_lan_finds_only_what_the_unit_allows() {
     }
 
     web_app_checks(&ns, &vm, dir.path());
+    phone_checks(&ns);
 
     // The firewall is what keeps them out: without its table, the exporters
     // (host network, every interface) answer on the media LAN.
