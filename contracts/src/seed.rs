@@ -156,19 +156,32 @@ fn find<'a, T: fatfs::ReadWriteSeek>(
 /// written by whoever holds the disk, so nothing is read without a bound).
 pub const MAX_FILE: u64 = 1 << 20;
 
-fn read_text<T: fatfs::ReadWriteSeek>(e: fatfs::DirEntry<'_, T>) -> Result<String> {
+/// Reads at most `limit` bytes of `r`; None when there is more (input from
+/// whoever holds the disk or the laptop is never read without a bound).
+pub fn read_at_most(r: impl Read, limit: u64) -> io::Result<Option<Vec<u8>>> {
     let mut s = Vec::new();
-    e.to_file()
-        .take(MAX_FILE + 1)
-        .read_to_end(&mut s)
-        .with_context(|| format!("reading {} on the seed", e.file_name()))?;
-    if s.len() as u64 > MAX_FILE {
+    r.take(limit + 1).read_to_end(&mut s)?;
+    Ok((s.len() as u64 <= limit).then_some(s))
+}
+
+/// A password file's one line: an editor's (or `echo`'s) final newline,
+/// `\n` or `\r\n`, is not part of it.
+pub fn password_line(text: &str) -> &str {
+    text.strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(text)
+}
+
+fn read_text<T: fatfs::ReadWriteSeek>(e: fatfs::DirEntry<'_, T>) -> Result<String> {
+    let Some(s) =
+        read_at_most(e.to_file(), MAX_FILE).with_context(|| format!("reading {} on the seed", e.file_name()))?
+    else {
         bail!(
             "{} on the seed is larger than {} KiB: it cannot be a Flypack file",
             e.file_name(),
             MAX_FILE >> 10
         );
-    }
+    };
     String::from_utf8(s).with_context(|| format!("{} on the seed is not UTF-8 text: save it as UTF-8", e.file_name()))
 }
 
@@ -206,13 +219,7 @@ pub fn read(path: &Path, offset: u64, len: u64) -> Result<SeedFiles> {
         out.backup_key = Some(read_text(e)?);
     }
     if let Some(e) = find(&root, CENTRAL_PASSWORD_FILE)? {
-        // An editor's final newline is not part of it.
-        let text = read_text(e)?;
-        let p = text
-            .strip_suffix('\n')
-            .map(|t| t.strip_suffix('\r').unwrap_or(t))
-            .unwrap_or(&text);
-        out.central_password = Some(Secret(p.to_string()));
+        out.central_password = Some(Secret(password_line(&read_text(e)?).to_string()));
     }
     let mut tls = Vec::new();
     for name in TLS_FILES {
@@ -301,6 +308,16 @@ mod tests {
             .expect("mkfs.vfat (dosfstools) is needed for this test");
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
         f
+    }
+
+    #[test]
+    fn bounded_reads_and_a_password_files_line() {
+        assert_eq!(read_at_most(&b"abcd"[..], 4).unwrap(), Some(b"abcd".to_vec()));
+        assert_eq!(read_at_most(&b"abcde"[..], 4).unwrap(), None);
+        assert_eq!(password_line("secret-0123\n"), "secret-0123");
+        assert_eq!(password_line("secret-0123\r\n"), "secret-0123");
+        assert_eq!(password_line("secret-0123"), "secret-0123");
+        assert_eq!(password_line("a\n\n"), "a\n", "one final newline only");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `firstboot central password FILE`: a new password for the central, on a
 //! unit in service (the fleet playbook `central-password.yml` runs it).
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use flypack_contracts::seed;
 use flypack_contracts::unit::Central;
 
 use crate::cli::CentralCommand;
@@ -17,32 +17,21 @@ const SERVICE: &str = "vmagent-central";
 /// Reads the password: one line, a final newline (an editor's, `echo`'s)
 /// not part of it. Bounded: FILE may be anything.
 fn read_password(file: &Path) -> Result<String> {
-    let mut text = Vec::new();
     let limit = 4096;
-    if file == Path::new("-") {
-        std::io::stdin()
-            .take(limit + 1)
-            .read_to_end(&mut text)
-            .context("reading the password from standard input")?;
+    let read = if file == Path::new("-") {
+        seed::read_at_most(std::io::stdin(), limit).context("reading the password from standard input")?
     } else {
-        std::fs::File::open(file)
-            .with_context(|| format!("opening {}", file.display()))?
-            .take(limit + 1)
-            .read_to_end(&mut text)
-            .with_context(|| format!("reading {}", file.display()))?;
-    }
-    if text.len() as u64 > limit {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        seed::read_at_most(f, limit).with_context(|| format!("reading {}", file.display()))?
+    };
+    let Some(text) = read else {
         bail!(
             "{} is larger than {limit} bytes: it is not a password file",
             file.display()
         );
-    }
+    };
     let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8 text", file.display()))?;
-    let p = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    Ok(p.to_string())
+    Ok(seed::password_line(&text).to_string())
 }
 
 /// Runs `firstboot central ...`.
