@@ -153,19 +153,24 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
         manifest.container_images = i.in_store();
         manifest.docker_store = Some(s.dockerd.clone());
     }
-    let mut tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
+    let tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
     lap("tree", &mut secs);
     crate::interrupt::check()?;
     let disk = stages::disk::run(plan, &tree, rep)?;
     lap("disk", &mut secs);
     crate::interrupt::check()?;
-    let installer = stages::installer::run(plan, &mut tree, &disk, rep)?;
-    if installer.is_some() {
+    // The installer uses the tree up (and removes it while it works);
+    // without one, the tree's GiBs are removed while the outputs are hashed.
+    let (installer, tree) = if plan.outputs.installer.is_some() {
+        let installer = stages::installer::run(plan, tree, &disk, rep)?;
         lap("installer", &mut secs);
-    }
-    // While the outputs are hashed: the tree's GiBs are removed, and the
-    // images' data goes to the disk (the renames into place fsync them
-    // again, with little left to write). The build ends once both are done.
+        (Some(installer), None)
+    } else {
+        (None, Some(tree))
+    };
+    // While the outputs are hashed, the images' data goes to the disk (the
+    // renames into place fsync them again, with little left to write). The
+    // build ends once both are done.
     let images: Vec<std::path::PathBuf> = [Some(&disk), installer.as_ref()]
         .into_iter()
         .flatten()

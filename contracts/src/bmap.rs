@@ -163,37 +163,118 @@ impl Bmap {
 /// Maps a sparse file: its data ranges (by SEEK_DATA/SEEK_HOLE), in blocks,
 /// with each range's SHA-256. Also returns the SHA-256 of the whole file.
 pub fn map_file(path: &Path, progress: impl FnMut(u64, u64)) -> Result<(Bmap, String)> {
-    let (map, whole) = map_inner(path, progress, true)?;
+    let (map, whole) = map_inner(path, None, progress, true)?;
     Ok((map, whole.unwrap_or_default()))
 }
 
 /// [`map_file`] without the whole file's digest (which hashes the holes as
 /// zeros too: for a 4 GiB image with 1.5 GiB of data, most of the work).
 pub fn map_ranges(path: &Path, progress: impl FnMut(u64, u64)) -> Result<Bmap> {
-    Ok(map_inner(path, progress, false)?.0)
+    Ok(map_inner(path, None, progress, false)?.0)
 }
 
-fn map_inner(path: &Path, mut progress: impl FnMut(u64, u64), want_whole: bool) -> Result<(Bmap, Option<String>)> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = f.metadata()?.len();
-    let fd = rustix::fd::AsFd::as_fd(&f);
-    let mut spans: Vec<(u64, u64)> = Vec::new();
-    let mut pos = 0u64;
-    while pos < size {
+/// A region of a file that holds another, already mapped file byte for byte
+/// (the USB installer's payload partition holds the appliance image).
+#[derive(Debug, Clone, Copy)]
+pub struct Splice<'a> {
+    /// Where the region starts in the file: a multiple of [`BLOCK`].
+    pub at: u64,
+    /// The file the region holds.
+    pub source: &'a Path,
+    /// The source's map: its ranges (shifted) and their digests are reused.
+    pub map: &'a Bmap,
+}
+
+/// [`map_file`] of a file whose region `splice.at..+splice.map.image_size`
+/// holds `splice.source`: that region's ranges are the source's (shifted,
+/// never merged with their neighbours), and the whole file's digest reads
+/// them from the source. So the region is neither scanned nor hashed per
+/// range in the file, and may still be being written while the rest is
+/// mapped; the caller promises it holds exactly the source's mapped ranges
+/// and zeros once written.
+pub fn map_file_spliced(path: &Path, splice: Splice, progress: impl FnMut(u64, u64)) -> Result<(Bmap, String)> {
+    let m = splice.map;
+    if !splice.at.is_multiple_of(BLOCK) || m.block_size != BLOCK || !m.image_size.is_multiple_of(BLOCK) {
+        bail!(
+            "cannot splice {} into {} at byte {}: the offset, its block size ({}) and its size ({}) must be \
+             multiples of {BLOCK}",
+            splice.source.display(),
+            path.display(),
+            splice.at,
+            m.block_size,
+            m.image_size
+        );
+    }
+    let (map, whole) = map_inner(path, Some(splice), progress, true)?;
+    Ok((map, whole.unwrap_or_default()))
+}
+
+/// A run of blocks to map: read and hashed in the file, or taken from the
+/// splice's source (block numbers in the file, the source's digest).
+enum Span {
+    Own(u64, u64),
+    Spliced(u64, u64, String),
+}
+
+/// The file's data runs in blocks between bytes `from` and `to`, merged
+/// where they touch.
+fn data_spans(f: &File, path: &Path, from: u64, to: u64, spans: &mut Vec<Span>) -> Result<()> {
+    let fd = rustix::fd::AsFd::as_fd(f);
+    let mut pos = from;
+    while pos < to {
         let data = match rustix::fs::seek(fd, rustix::fs::SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
+            Ok(d) if d < to => d,
+            Ok(_) | Err(rustix::io::Errno::NXIO) => break,
             Err(e) => return Err(e).with_context(|| format!("SEEK_DATA in {}", path.display())),
         };
         let hole = rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(data))
-            .with_context(|| format!("SEEK_HOLE in {}", path.display()))?;
+            .with_context(|| format!("SEEK_HOLE in {}", path.display()))?
+            .min(to);
         let first = data / BLOCK;
-        let last = (hole.min(size) - 1) / BLOCK;
+        let last = (hole - 1) / BLOCK;
         match spans.last_mut() {
-            Some((_, l)) if *l + 1 >= first => *l = (*l).max(last),
-            _ => spans.push((first, last)),
+            Some(Span::Own(_, l)) if *l + 1 >= first => *l = (*l).max(last),
+            _ => spans.push(Span::Own(first, last)),
         }
         pos = hole;
+    }
+    Ok(())
+}
+
+fn map_inner(
+    path: &Path,
+    splice: Option<Splice>,
+    mut progress: impl FnMut(u64, u64),
+    want_whole: bool,
+) -> Result<(Bmap, Option<String>)> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f.metadata()?.len();
+    let mut spans: Vec<Span> = Vec::new();
+    let mut source = None;
+    match splice {
+        None => data_spans(&f, path, 0, size, &mut spans)?,
+        Some(s) => {
+            let end = s.at + s.map.image_size;
+            if end > size {
+                bail!(
+                    "{} ({} bytes) cannot hold {} at byte {}",
+                    path.display(),
+                    size,
+                    s.source.display(),
+                    s.at
+                );
+            }
+            data_spans(&f, path, 0, s.at, &mut spans)?;
+            let shift = s.at / BLOCK;
+            for r in &s.map.ranges {
+                spans.push(Span::Spliced(r.first + shift, r.last + shift, r.sha256.clone()));
+            }
+            data_spans(&f, path, end, size, &mut spans)?;
+            source = Some((
+                File::open(s.source).with_context(|| format!("opening {}", s.source.display()))?,
+                s.at,
+            ));
+        }
     }
     // Two digests of the same bytes on two cores: the whole file's (holes
     // as zeros) on a thread of its own, each range's here. Each chunk is
@@ -230,30 +311,44 @@ fn map_inner(path: &Path, mut progress: impl FnMut(u64, u64), want_whole: bool) 
             tx.send(p)
                 .map_err(|_| anyhow::anyhow!("the whole-file digest thread stopped"))
         };
-        for (first, last) in spans {
+        for span in spans {
+            let (first, last, reused) = match span {
+                Span::Own(a, b) => (a, b, None),
+                Span::Spliced(a, b, sha) => (a, b, Some(sha)),
+            };
             let start = first * BLOCK;
             let end = ((last + 1) * BLOCK).min(size);
             if at < start {
                 sent(Part::Zeros(start - at))?;
             }
-            f.seek(SeekFrom::Start(start))?;
+            // A spliced range is read from the source only for the whole
+            // digest (not at all without one); its own digest is the source's.
+            let (file, from, name) = match (&reused, &mut source) {
+                (Some(_), Some((src, shift))) => (src, start - *shift, splice.map(|s| s.source).unwrap_or(path)),
+                _ => (&mut f, start, path),
+            };
             let mut h = Sha256::new();
-            let mut left = end - start;
-            while left > 0 {
-                let n = left.min(1 << 20) as usize;
-                let mut buf = vec![0u8; n];
-                f.read_exact(&mut buf)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                h.update(&buf);
-                sent(Part::Data(std::sync::Arc::new(buf)))?;
-                left -= n as u64;
+            if reused.is_none() || want_whole {
+                file.seek(SeekFrom::Start(from))?;
+                let mut left = end - start;
+                while left > 0 {
+                    let n = left.min(1 << 20) as usize;
+                    let mut buf = vec![0u8; n];
+                    file.read_exact(&mut buf)
+                        .with_context(|| format!("reading {}", name.display()))?;
+                    if reused.is_none() {
+                        h.update(&buf);
+                    }
+                    sent(Part::Data(std::sync::Arc::new(buf)))?;
+                    left -= n as u64;
+                }
             }
             at = end;
             progress(at, size);
             ranges.push(Range {
                 first,
                 last,
-                sha256: hex::encode(h.finalize()),
+                sha256: reused.unwrap_or_else(|| hex::encode(h.finalize())),
             });
         }
         if at < size {
@@ -312,5 +407,101 @@ mod tests {
                 .to_string()
                 .contains("the block map is corrupt")
         );
+    }
+
+    /// The bytes of `blocks` in `p`, hashed.
+    fn digest_of(p: &Path, r: &Range, size: u64) -> String {
+        let mut f = File::open(p).unwrap();
+        let start = r.first * BLOCK;
+        let mut buf = vec![0u8; (((r.last + 1) * BLOCK).min(size) - start) as usize];
+        f.seek(SeekFrom::Start(start)).unwrap();
+        f.read_exact(&mut buf).unwrap();
+        hex::encode(Sha256::digest(&buf))
+    }
+
+    #[test]
+    fn a_spliced_region_reuses_the_sources_map_and_the_whole_digest_is_the_files() {
+        let d = tempfile::tempdir().unwrap();
+        let write_at = |f: &mut File, at: u64, b: &[u8]| {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(b).unwrap();
+        };
+        // The source: data at its start, in its middle and in its last block.
+        let src = d.path().join("src");
+        let mut s = File::create(&src).unwrap();
+        s.set_len(48 * BLOCK).unwrap();
+        write_at(&mut s, 0, b"source head");
+        write_at(&mut s, 20 * BLOCK + 7, &[3u8; 9000]);
+        write_at(&mut s, 47 * BLOCK + 100, b"source tail");
+        drop(s);
+        let src_map = map_ranges(&src, |_, _| {}).unwrap();
+        // The file: its own data just before and after the region, which
+        // holds the source from block 32.
+        let p = d.path().join("img");
+        let mut f = File::create(&p).unwrap();
+        f.set_len(100 * BLOCK + 512).unwrap();
+        write_at(&mut f, 0, b"own head");
+        write_at(&mut f, 31 * BLOCK, &[5u8; BLOCK as usize]);
+        write_at(&mut f, 80 * BLOCK, &[6u8; 10]);
+        write_at(&mut f, 100 * BLOCK, &[7u8; 512]);
+        let mut copy = vec![0u8; (48 * BLOCK) as usize];
+        File::open(&src).unwrap().read_exact(&mut copy).unwrap();
+        for r in &src_map.ranges {
+            let (a, b) = (r.offset(BLOCK) as usize, (r.offset(BLOCK) + r.len(BLOCK)) as usize);
+            write_at(&mut f, 32 * BLOCK + a as u64, &copy[a..b]);
+        }
+        drop(f);
+        let splice = Splice {
+            at: 32 * BLOCK,
+            source: &src,
+            map: &src_map,
+        };
+        let (map, whole) = map_file_spliced(&p, splice, |_, _| {}).unwrap();
+        assert_eq!(whole, crate::digest::sha256_file(&p).unwrap());
+        let size = 100 * BLOCK + 512;
+        assert_eq!(map.image_size, size);
+        for r in &map.ranges {
+            assert_eq!(r.sha256, digest_of(&p, r, size), "range {}-{}", r.first, r.last);
+        }
+        // The region's ranges are the source's, shifted and kept apart from
+        // the file's own block 31 that touches them.
+        for r in &src_map.ranges {
+            assert!(
+                map.ranges
+                    .iter()
+                    .any(|m| m.first == r.first + 32 && m.last == r.last + 32 && m.sha256 == r.sha256)
+            );
+        }
+        assert!(map.ranges.iter().any(|m| m.last == 31));
+        // Every block that holds data is mapped, as a scan of the file says.
+        let (scanned, scanned_whole) = map_file(&p, |_, _| {}).unwrap();
+        assert_eq!(scanned_whole, whole);
+        let mapped = |m: &Bmap, b: u64| m.ranges.iter().any(|r| r.first <= b && b <= r.last);
+        for r in &scanned.ranges {
+            for b in r.first..=r.last {
+                let mut one = vec![0u8; BLOCK as usize];
+                let mut f = File::open(&p).unwrap();
+                f.seek(SeekFrom::Start(b * BLOCK)).unwrap();
+                let n = f.read(&mut one).unwrap();
+                if one[..n].iter().any(|x| *x != 0) {
+                    assert!(mapped(&map, b), "block {b} holds data and is not mapped");
+                }
+            }
+        }
+        // The map still reads back from its XML.
+        assert_eq!(Bmap::parse(&map.to_xml()).unwrap(), map);
+        // A region that does not start on a block, or does not fit, is refused.
+        let bad = Splice {
+            at: 32 * BLOCK + 1,
+            ..splice
+        };
+        let e = map_file_spliced(&p, bad, |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("must be multiples of 4096"), "{e}");
+        let bad = Splice {
+            at: 60 * BLOCK,
+            ..splice
+        };
+        let e = map_file_spliced(&p, bad, |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("cannot hold"), "{e}");
     }
 }
