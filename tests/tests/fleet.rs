@@ -239,6 +239,46 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
         assert_eq!(r.event("result").unwrap()["hostname"], h);
     }
 
+    // A new central password for the flypack, to both booted units: each
+    // keeps it (in /etc/flypack/secrets, root only) and says nothing is sent
+    // yet (their configs have no [central]); the password is never shown,
+    // the pushed copy is gone, and a second run changes nothing.
+    let passwords = mkdir(dir.path(), "central-passwords");
+    let central = "e2e-central-password-0042";
+    std::fs::write(passwords.join("e2e.password"), format!("{central}\n")).unwrap();
+    let vars = [
+        "-e".to_string(),
+        format!("central_password_dir={}", passwords.display()),
+    ];
+    let (ok, o, secs) = playbook("central-password.yml", &invs, &vars);
+    assert!(ok, "{o}");
+    println!("fleet: central-password.yml took {secs:.1} s for 2 units");
+    assert!(!o.contains(central), "the password is never shown: {o}");
+    for h in UNITS {
+        assert!(
+            o.contains(&format!(
+                "{h}: changed: the central password is kept; the unit config in force has no [central]"
+            )),
+            "{h}: {o}"
+        );
+    }
+    for s in &sessions {
+        let (code, out) = s.ssh(
+            "sudo stat -c '%a %U' /etc/flypack/secrets/central-password.json; \
+             sudo jq -r .password /etc/flypack/secrets/central-password.json; \
+             sudo test ! -e /run/flypack-central-password && echo gone",
+        );
+        assert_eq!(code, 0, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            ["600 root", central, "gone"],
+            "kept for root alone, no copy left in /run: {out}"
+        );
+    }
+    let (ok, o, _) = playbook("central-password.yml", &invs, &vars);
+    assert!(ok && o.matches("changed=0").count() == 2, "a second run: {o}");
+
     // Config push: fp-demo-01 gets a second media address (kept once
     // confirmed); fp-demo-02's management link moves to an address the
     // laptop's forward does not reach (rolled back by the unit itself).
