@@ -419,6 +419,13 @@ pub struct BootArgs {
     #[arg(long, value_name = "HOST:GUEST")]
     pub forward: Vec<Forward>,
 
+    /// Let the guest reach port HOST on this machine's 127.0.0.1 at
+    /// 10.0.2.100:GUEST (repeatable), e.g. 8427:18427 for a central
+    /// monitoring stack run on the laptop. Each connection runs `socat`
+    /// (Debian's socat package). The guest reaches nothing else.
+    #[arg(long, value_name = "GUEST:HOST", conflicts_with = "mgmt_tap")]
+    pub guest_forward: Vec<crate::qemu::GuestForward>,
+
     /// Accelerator. TCG (software) works everywhere; use kvm where /dev/kvm works.
     #[arg(long, value_enum, env = "FLYPACK_ACCEL", default_value = "tcg")]
     pub accel: Accel,

@@ -14,6 +14,8 @@ pub enum Need {
     Build,
     /// `builder boot`.
     Boot,
+    /// `builder boot --guest-forward`.
+    GuestForward,
     /// Optional output formats and checks.
     Extra,
 }
@@ -128,6 +130,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         package: "ovmf",
         why: "UEFI firmware for builder boot --firmware uefi",
         need: Need::Boot,
+    },
+    Requirement {
+        what: "socat",
+        package: "socat",
+        why: "relays each connection of builder boot --guest-forward to this machine",
+        need: Need::GuestForward,
     },
     Requirement {
         what: "zstd",

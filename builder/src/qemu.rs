@@ -64,6 +64,35 @@ impl std::str::FromStr for Forward {
     }
 }
 
+/// Where the guest reaches a service on this machine: QEMU's user
+/// networking answers on [`GuestForward::ADDRESS`]:`guest` and relays each
+/// connection to 127.0.0.1:`host` (the central a test or a laptop runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestForward {
+    /// Port on [`GuestForward::ADDRESS`], in the guest's network.
+    pub guest: u16,
+    /// Port on this machine's 127.0.0.1.
+    pub host: u16,
+}
+
+impl GuestForward {
+    /// The address the guest connects to: in QEMU's user network
+    /// (10.0.2.0/24), beside its gateway (.2) and DNS (.3).
+    pub const ADDRESS: &str = "10.0.2.100";
+}
+
+impl std::str::FromStr for GuestForward {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected GUEST:HOST ports, e.g. 8427:18427");
+        let (g, h) = s.split_once(':').ok_or_else(bad)?;
+        Ok(GuestForward {
+            guest: g.parse().map_err(|_| bad())?,
+            host: h.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// An internal disk: a raw file, with the serial number the guest sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraDisk {
@@ -130,6 +159,9 @@ pub struct VmConfig {
     pub overlay: Option<PathBuf>,
     /// Port forwards to the management NIC.
     pub forwards: Vec<Forward>,
+    /// Services on this machine the guest may reach (through socat, one
+    /// process per connection; a chardev would carry one connection only).
+    pub guest_forwards: Vec<GuestForward>,
     /// Let the guest reach beyond the VM through QEMU's NAT (DNS, NTP,
     /// gateways, the internet). Off by default: the guest reaches nothing
     /// but its forwards, as a unit at an offline venue.
@@ -472,6 +504,15 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
             for f in &cfg.forwards {
                 user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
             }
+            // restrict=on leaves explicit forwards working, these included.
+            for f in &cfg.guest_forwards {
+                user.push_str(&format!(
+                    ",guestfwd=tcp:{}:{}-cmd:socat - TCP:127.0.0.1:{}",
+                    GuestForward::ADDRESS,
+                    f.guest,
+                    f.host
+                ));
+            }
             user
         }
     };
@@ -541,6 +582,15 @@ mod tests {
         assert_eq!("2222:22".parse::<Forward>().unwrap(), Forward { host: 2222, guest: 22 });
         assert!("22".parse::<Forward>().unwrap_err().contains("HOST:GUEST"));
         assert!("a:b".parse::<Forward>().is_err());
+        assert_eq!(
+            "8427:18427".parse::<GuestForward>().unwrap(),
+            GuestForward {
+                guest: 8427,
+                host: 18427
+            }
+        );
+        assert!("8427".parse::<GuestForward>().unwrap_err().contains("GUEST:HOST"));
+        assert!("8427:99999".parse::<GuestForward>().is_err());
     }
 
     #[test]
@@ -574,6 +624,7 @@ mod tests {
             disk_size: None,
             overlay: None,
             forwards: vec![],
+            guest_forwards: vec![],
             nat: false,
             mgmt_tap: None,
             media: MediaNet::Isolated,
@@ -644,6 +695,18 @@ mod tests {
                 .join(" ")
         };
         assert!(a(&base()).contains("-netdev user,id=mgmt,restrict=on "));
+        // A service on this machine's loopback, reached at 10.0.2.100: a
+        // socat per connection, to 127.0.0.1 only; still restricted.
+        let g = VmConfig {
+            guest_forwards: vec!["8427:18427".parse().unwrap()],
+            ..base()
+        };
+        let args = qemu_args(&g, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg).unwrap();
+        assert!(
+            args.iter()
+                .any(|x| x == "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:8427-cmd:socat - TCP:127.0.0.1:18427"),
+            "{args:?}"
+        );
         let nat = VmConfig { nat: true, ..base() };
         assert!(a(&nat).contains("-netdev user,id=mgmt,restrict=off "));
         let l = VmConfig {

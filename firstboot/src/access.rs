@@ -160,8 +160,9 @@ fn restore(root: &Root, p: &Pending) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the pending keys: they go into the config in force.
-pub fn confirm(root: &Root) -> Result<String> {
+/// Keeps the pending keys: they go into the config in force. Returns the
+/// change's token, and what keeping it changed.
+pub fn confirm(root: &Root) -> Result<(String, crate::config::Persisted)> {
     let Some(p) = pending(root)? else {
         bail!("no SSH key change is waiting for confirmation (it may have rolled back: its deadline passed)")
     };
@@ -174,14 +175,14 @@ pub fn confirm(root: &Root) -> Result<String> {
         );
     }
     let unit = parse_unit(Path::new("pending"), &p.unit)?;
-    crate::config::persist_local_because(
+    let persisted = crate::config::persist_local_because(
         root,
         &unit,
         "SSH keys set on the unit with `firstboot access keys` and confirmed",
     )?;
     remove_any(&root.path(PENDING))?;
     deadline::disarm(root, DEADLINE, &p.token);
-    Ok(p.token)
+    Ok((p.token, persisted))
 }
 
 /// Puts the old keys back (only the change `if_pending` names, when given);

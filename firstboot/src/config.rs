@@ -288,9 +288,21 @@ pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolve
     Ok(r)
 }
 
+/// What [`persist`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Persisted {
+    /// The config in force (or its copy for the exporter) changed.
+    pub config: bool,
+    /// Federation was turned on or off, or its settings changed: on a unit
+    /// in service the stack must converge for that to count (the config
+    /// stage's is followed by the stack stage).
+    pub central: bool,
+}
+
 /// Writes the resolved config and its source to /etc/flypack (atomically,
-/// only when changed). Returns whether anything changed.
-pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
+/// only when changed). Says what changed.
+pub fn persist(root: &Root, r: &Resolved) -> Result<Persisted> {
+    let mut done = Persisted::default();
     let toml = format!(
         "# The unit config in force, resolved by firstboot from {} ({}).\n# Edit the source, not this file.\n{}",
         r.source,
@@ -312,8 +324,12 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
             .and_then(|c| write_central(&r.unit, &root.path(&c.compose)));
         match central {
             Err(e) => tracing::warn!("the central's settings are not updated: {e:#}"),
-            Ok((_, Some(w))) => tracing::warn!("{w}"),
-            Ok(_) => {}
+            Ok((changed, warning)) => {
+                done.central = changed;
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+            }
         }
         // The node exporter's textfile folder (the last backup's time goes
         // there); missing, it logs an error at every scrape.
@@ -323,7 +339,7 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
         }
     }
     if same(RESOLVED) && same(EXPORTER_COPY) {
-        return Ok(false);
+        return Ok(done);
     }
     std::fs::create_dir_all(path.parent().expect("has a parent"))
         .with_context(|| format!("creating {}", path.display()))?;
@@ -334,7 +350,8 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<bool> {
     write_atomic(&copy, toml.as_bytes(), 0o644)?;
     let src = serde_json::json!({ "source": r.source, "reason": r.reason, "explain": r.explain, "digest": r.unit.digest(), "hardware": r.hardware });
     write_atomic(&root.path(SOURCE), serde_json::to_vec_pretty(&src)?.as_slice(), 0o644)?;
-    Ok(true)
+    done.config = true;
+    Ok(done)
 }
 
 /// Writes vmalert's notifier file beside the stack's compose file (only
@@ -475,7 +492,7 @@ pub fn in_force_required(root: &Root) -> Result<Unit> {
 
 /// Records a config the operator applied by hand (`firstboot network apply`)
 /// as the one in force.
-pub fn persist_local(root: &Root, unit: &Unit) -> Result<bool> {
+pub fn persist_local(root: &Root, unit: &Unit) -> Result<Persisted> {
     persist_local_because(
         root,
         unit,
@@ -484,7 +501,7 @@ pub fn persist_local(root: &Root, unit: &Unit) -> Result<bool> {
 }
 
 /// Records a config changed on the unit as the one in force, saying how.
-pub fn persist_local_because(root: &Root, unit: &Unit, reason: &str) -> Result<bool> {
+pub fn persist_local_because(root: &Root, unit: &Unit, reason: &str) -> Result<Persisted> {
     let r = Resolved {
         unit: unit.clone(),
         source: "local".into(),
@@ -599,8 +616,14 @@ mod tests {
     fn persist_writes_once() {
         let (_d, r) = root_with(Some("version = 1\nhostname = \"d\"\n"), None);
         let x = resolve(&r, &Ok(None), &hw("x")).unwrap();
-        assert!(persist(&r, &x).unwrap());
-        assert!(!persist(&r, &x).unwrap());
+        assert_eq!(
+            persist(&r, &x).unwrap(),
+            Persisted {
+                config: true,
+                central: false
+            }
+        );
+        assert_eq!(persist(&r, &x).unwrap(), Persisted::default());
         let text = std::fs::read_to_string(r.path(RESOLVED)).unwrap();
         assert!(text.contains("hostname = \"d\""), "{text}");
         assert_eq!(parse_unit(Path::new("x"), &text).unwrap(), x.unit);
@@ -612,14 +635,30 @@ mod tests {
         let cfg = r.path(flypack_contracts::stack::STACK_CONFIG);
         std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
         std::fs::write(&cfg, stack.to_string()).unwrap();
-        assert!(!persist(&r, &x).unwrap(), "the config itself is unchanged");
+        // The config itself is unchanged; federation's files are written
+        // (off) the first time there is a stack, and only then.
+        assert_eq!(
+            persist(&r, &x).unwrap(),
+            Persisted {
+                config: false,
+                central: true
+            }
+        );
+        assert_eq!(persist(&r, &x).unwrap(), Persisted::default());
         let notifier = compose.parent().unwrap().join(ALERT_NOTIFIER);
         let n = std::fs::read_to_string(&notifier).unwrap();
         assert!(n.contains("static_configs: []"), "{n}");
         assert!(r.path(crate::backup::METRICS_DIR).is_dir());
         let text = "version = 1\nhostname = \"d\"\n[alerting]\nalertmanager = \"http://10.1.2.3:9093\"\n";
         let y = parse_unit(Path::new("x"), text).unwrap();
-        assert!(persist_local(&r, &y).unwrap());
+        assert_eq!(
+            persist_local(&r, &y).unwrap(),
+            Persisted {
+                config: true,
+                central: false
+            },
+            "[alerting] is not federation"
+        );
         let n = std::fs::read_to_string(&notifier).unwrap();
         assert!(n.contains("targets: [\"10.1.2.3:9093\"]"), "{n}");
         assert!(

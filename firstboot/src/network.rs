@@ -614,16 +614,16 @@ fn disarm(root: &Root, token: &str) -> Result<()> {
     Ok(())
 }
 
-/// Confirms the pending change.
-pub fn confirm(root: &Root) -> Result<String> {
+/// Confirms the pending change: its token, and what keeping it changed.
+pub fn confirm(root: &Root) -> Result<(String, crate::config::Persisted)> {
     let Some(p) = pending(root)? else {
         bail!("no network change is waiting for confirmation")
     };
     let unit = parse_unit(Path::new("pending"), &p.unit)?;
     write_atomic(&root.path(GOOD), p.unit.as_bytes(), 0o644)?;
-    crate::config::persist_local(root, &unit)?;
+    let persisted = crate::config::persist_local(root, &unit)?;
     disarm(root, &p.token)?;
-    Ok(p.token)
+    Ok((p.token, persisted))
 }
 
 /// Rolls the pending change back (or, with no pending change and

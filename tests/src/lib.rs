@@ -808,6 +808,139 @@ impl Drop for Kill {
     }
 }
 
+/// Starts `cmd` (a binary name, then flags) behind `prefix` (e.g. `ip
+/// netns exec NS`, or nothing), its output to `log`; killed with the guard.
+pub fn spawn_logged(prefix: &[&str], cmd: &[String], env: &[(String, String)], log: &Path) -> Kill {
+    let out = std::fs::File::create(log).expect("creating the log");
+    let all: Vec<&str> = prefix.iter().copied().chain(cmd.iter().map(String::as_str)).collect();
+    let child = Command::new(all[0])
+        .args(&all[1..])
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("the log"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", all[0]));
+    Kill(child)
+}
+
+/// A service's command in a compose file, with `profiles` on.
+pub fn compose_command(file: &Path, service: &str, profiles: &[&str]) -> Vec<String> {
+    let text = std::fs::read_to_string(file).expect("reading the compose file");
+    let profiles: Vec<String> = profiles.iter().map(|p| p.to_string()).collect();
+    let stack = flypack_engine::compose::parse(file, &text, &profiles).expect("parsing the compose file");
+    stack
+        .service(service)
+        .unwrap_or_else(|| panic!("{} has no service {service}", file.display()))
+        .command
+        .clone()
+        .expect("the service has a command")
+}
+
+/// Replaces the flag `name`'s value; the flag must be in the command, so the
+/// test follows the compose file.
+pub fn set_flag(cmd: &mut [String], name: &str, value: &str) {
+    let prefix = format!("{name}=");
+    let a = cmd
+        .iter_mut()
+        .find(|a| a.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("the compose file's command has no {name}"));
+    *a = format!("{prefix}{value}");
+}
+
+/// Where a test's central listens.
+pub struct CentralAt<'a> {
+    /// Runs each process (e.g. `ip netns exec NS`; empty: this machine).
+    pub prefix: &'a [&'a str],
+    /// VictoriaMetrics's listen address (`:8428`, `127.0.0.1:PORT`).
+    pub vm: &'a str,
+    /// vmauth's (TLS).
+    pub auth: &'a str,
+    /// `tls.crt` and `tls.key` for vmauth (`builder fleet-ca server`).
+    pub tls: &'a Path,
+}
+
+/// The central monitoring stack of `compose/central`, VictoriaMetrics and
+/// vmauth, run as processes with the compose file's commands (there is no
+/// image registry here for its containers). vmauth's users are the example
+/// auth file's, with its flypack `north` named `flypack` and given
+/// `password`. Data and logs (`central-vm.log`, `central-vmauth.log`) in
+/// `dir`. Waits until VictoriaMetrics answers.
+pub fn start_central(dir: &Path, at: &CentralAt, flypack: &str, password: &str) -> Vec<Kill> {
+    let file = repo().join("compose/central/docker-compose.yml");
+    let mut vm = compose_command(&file, "victoriametrics", &[]);
+    set_flag(
+        &mut vm,
+        "-storageDataPath",
+        dir.join("central-vm").to_str().expect("UTF-8"),
+    );
+    set_flag(&mut vm, "-httpListenAddr", at.vm);
+    vm.insert(0, "victoria-metrics".into());
+    let example =
+        std::fs::read_to_string(repo().join("compose/central/vmauth/auth.example.yml")).expect("the example auth file");
+    let upstream = "http://victoriametrics:8428/";
+    assert!(example.contains("password: \"CHANGE-ME-north\"") && example.contains(upstream));
+    let vm_port = at.vm.rsplit(':').next().expect("a port");
+    let auth = dir.join("auth.yml");
+    std::fs::write(
+        &auth,
+        example
+            .replace("CHANGE-ME-north", password)
+            .replace("username: north", &format!("username: {flypack}"))
+            .replace("flypack=north", &format!("flypack={flypack}"))
+            .replace(upstream, &format!("http://127.0.0.1:{vm_port}/")),
+    )
+    .expect("writing auth.yml");
+    let mut vmauth = compose_command(&file, "vmauth", &[]);
+    set_flag(&mut vmauth, "-auth.config", auth.to_str().expect("UTF-8"));
+    set_flag(&mut vmauth, "-httpListenAddr", at.auth);
+    set_flag(
+        &mut vmauth,
+        "-tlsCertFile",
+        at.tls.join("tls.crt").to_str().expect("UTF-8"),
+    );
+    set_flag(
+        &mut vmauth,
+        "-tlsKeyFile",
+        at.tls.join("tls.key").to_str().expect("UTF-8"),
+    );
+    for a in &mut vmauth {
+        // docker-compose's ${VMAUTH_ADMIN_KEY:?...} from .env
+        if let Some(i) = a.find("${VMAUTH_ADMIN_KEY") {
+            *a = format!("{}admin-key-for-the-test", &a[..i]);
+        }
+    }
+    vmauth.insert(0, "vmauth".into());
+    let procs = vec![
+        spawn_logged(at.prefix, &vm, &[], &dir.join("central-vm.log")),
+        spawn_logged(at.prefix, &vmauth, &[], &dir.join("central-vmauth.log")),
+    ];
+    let health = format!("http://127.0.0.1:{vm_port}/health");
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut c = Command::new(at.prefix.first().copied().unwrap_or("curl"));
+        if !at.prefix.is_empty() {
+            c.args(&at.prefix[1..]).arg("curl");
+        }
+        let ok = c
+            .args(["-sf", "--max-time", "5", "-o", "/dev/null", &health])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return procs;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "the central's VictoriaMetrics did not answer within 30 s: {}",
+            tail(
+                &std::fs::read_to_string(dir.join("central-vm.log")).unwrap_or_default(),
+                20
+            )
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Network namespaces a test made, deleted when the guard goes.
 pub struct Netns(pub Vec<String>);
 

@@ -17,11 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flypack_contracts::unit::Central;
-use flypack_e2e::{Kill, Netns, builder, repo, run, sh_ok};
+use flypack_e2e::{
+    CentralAt, Kill, Netns, builder, compose_command, repo, run, set_flag, sh_ok, spawn_logged, start_central,
+};
 use serde_json::Value;
 
 const CENTRAL_IP: &str = "10.77.0.1";
@@ -44,43 +46,9 @@ impl Drop for Logs {
     }
 }
 
-/// A service's command in a compose file, with `profiles` on.
-fn compose_command(file: &Path, service: &str, profiles: &[&str]) -> Vec<String> {
-    let text = std::fs::read_to_string(file).unwrap();
-    let profiles: Vec<String> = profiles.iter().map(|p| p.to_string()).collect();
-    let stack = flypack_engine::compose::parse(file, &text, &profiles).unwrap();
-    stack
-        .service(service)
-        .unwrap_or_else(|| panic!("{} has no service {service}", file.display()))
-        .command
-        .clone()
-        .unwrap()
-}
-
-/// Replaces the flag `name`'s value; the flag must be in the command, so the
-/// test follows the compose file.
-fn set_flag(cmd: &mut [String], name: &str, value: &str) {
-    let prefix = format!("{name}=");
-    let a = cmd
-        .iter_mut()
-        .find(|a| a.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("the compose file's command has no {name}"));
-    *a = format!("{prefix}{value}");
-}
-
 /// Starts `cmd` (a binary name, then flags) in namespace `ns`.
 fn spawn(ns: &str, cmd: &[String], env: &[(String, String)], log: &Path) -> Kill {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Kill(child)
+    spawn_logged(&["ip", "netns", "exec", ns], cmd, env, log)
 }
 
 fn get_in(ns: &str, url: &str, auth: Option<&str>) -> (u16, String) {
@@ -186,36 +154,17 @@ fn units_federate_through_a_cut_link_and_lose_nothing() {
     assert_eq!(r.code, 0, "fleet-ca server: {}", r.stderr);
 
     // The central, with the compose file's commands.
-    let central_file = repo().join("compose/central/docker-compose.yml");
-    let mut vm = compose_command(&central_file, "victoriametrics", &[]);
-    set_flag(&mut vm, "-storageDataPath", d.join("central-vm").to_str().unwrap());
-    vm.insert(0, "victoria-metrics".into());
-    let example = std::fs::read_to_string(repo().join("compose/central/vmauth/auth.example.yml")).unwrap();
-    assert!(example.contains("password: \"CHANGE-ME-north\"") && example.contains("http://victoriametrics:8428/"));
-    let auth = d.join("auth.yml");
-    std::fs::write(
-        &auth,
-        example
-            .replace("CHANGE-ME-north", PASSWORD)
-            .replace("http://victoriametrics:8428/", "http://127.0.0.1:8428/"),
-    )
-    .unwrap();
-    let mut vmauth = compose_command(&central_file, "vmauth", &[]);
-    set_flag(&mut vmauth, "-auth.config", auth.to_str().unwrap());
-    set_flag(&mut vmauth, "-tlsCertFile", tls.join("tls.crt").to_str().unwrap());
-    set_flag(&mut vmauth, "-tlsKeyFile", tls.join("tls.key").to_str().unwrap());
-    for a in &mut vmauth {
-        // docker-compose's ${VMAUTH_ADMIN_KEY:?...} from .env
-        if let Some(i) = a.find("${VMAUTH_ADMIN_KEY") {
-            *a = format!("{}admin-key-for-the-test", &a[..i]);
-        }
-    }
-    vmauth.insert(0, "vmauth".into());
-    let _vm = spawn(&central, &vm, &[], &d.join("central-vm.log"));
-    let _auth = spawn(&central, &vmauth, &[], &d.join("central-vmauth.log"));
-    wait_for("the central's VictoriaMetrics", 30, || {
-        get_in(&central, "http://127.0.0.1:8428/health", None).0 == 200
-    });
+    let _central = start_central(
+        d,
+        &CentralAt {
+            prefix: &["ip", "netns", "exec", &central],
+            vm: ":8428",
+            auth: ":8427",
+            tls: &tls,
+        },
+        "north",
+        PASSWORD,
+    );
 
     // The units: what firstboot writes for each, then vmagent-central as the
     // unit's compose file runs it.

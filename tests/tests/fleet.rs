@@ -28,6 +28,10 @@ use flypack_e2e::*;
 use serde_json::{Value, json};
 
 const UNITS: [&str; 2] = ["fp-demo-01", "fp-demo-02"];
+/// Where a guest reaches the central (builder boot --guest-forward).
+const CENTRAL_IP: &str = "10.0.2.100";
+const CENTRAL_PORT: u16 = 8427;
+const CENTRAL_PASSWORD: &str = "e2e-central-password-0042";
 
 fn unit_text(public: &str, hostname: &str) -> String {
     example_unit_with_key(public).replace("hostname = \"fp-demo-01\"", &format!("hostname = {hostname:?}"))
@@ -79,6 +83,33 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
     let fleet_key = dir.path().join("fleet.key");
     let r = run(builder().args(["backup-key", "new", "--out"]).arg(&fleet_key));
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // The flypack's central, on this machine: its vmauth's certificate
+    // from the fleet CA the units' seeds carry, for the address a guest
+    // reaches it at (builder boot --guest-forward).
+    let fleet_ca = dir.path().join("fleet-ca.pem");
+    let r = run(builder()
+        .args(["fleet-ca", "new", "--name", "e2e", "--out"])
+        .arg(&fleet_ca));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let central_dir = mkdir(dir.path(), "central");
+    let r = run(builder()
+        .args(["fleet-ca", "server", "--address", CENTRAL_IP, "--ca"])
+        .arg(&fleet_ca)
+        .arg("--out")
+        .arg(central_dir.join("tls")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (vm_port, auth_port) = (free_port(), free_port());
+    let _central = start_central(
+        &central_dir,
+        &CentralAt {
+            prefix: &[],
+            vm: &format!("127.0.0.1:{vm_port}"),
+            auth: &format!("127.0.0.1:{auth_port}"),
+            tls: &central_dir.join("tls"),
+        },
+        "e2e",
+        CENTRAL_PASSWORD,
+    );
     let images: Vec<PathBuf> = UNITS
         .iter()
         .map(|h| {
@@ -91,7 +122,9 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
                 .arg("--unit")
                 .arg(d.join("unit.toml"))
                 .arg("--backup-key")
-                .arg(&fleet_key));
+                .arg(&fleet_key)
+                .arg("--fleet-ca")
+                .arg(&fleet_ca));
             assert_eq!(r.code, 0, "{}", r.stderr);
             copy
         })
@@ -106,7 +139,8 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
             .map(|(img, h)| {
                 let log = dir.path().join(format!("{h}.console.log"));
                 let key = key.clone();
-                s.spawn(move || Session::start(img, &key, &log, &[]))
+                let reach = format!("{CENTRAL_PORT}:{auth_port}");
+                s.spawn(move || Session::start(img, &key, &log, &["--guest-forward", &reach]))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -244,7 +278,7 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
     // yet (their configs have no [central]); the password is never shown,
     // the pushed copy is gone, and a second run changes nothing.
     let passwords = mkdir(dir.path(), "central-passwords");
-    let central = "e2e-central-password-0042";
+    let central = CENTRAL_PASSWORD;
     std::fs::write(passwords.join("e2e.password"), format!("{central}\n")).unwrap();
     let vars = [
         "-e".to_string(),
@@ -282,6 +316,19 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
     // Config push: fp-demo-01 gets a second media address (kept once
     // confirmed); fp-demo-02's management link moves to an address the
     // laptop's forward does not reach (rolled back by the unit itself).
+    // Both are told to send their metrics to the flypack's central.
+    for (c, segment) in configs.iter_mut().zip(["stage-left", "stage-right"]) {
+        let mut central = toml::Table::new();
+        central.insert(
+            "url".into(),
+            toml::Value::String(format!("https://{CENTRAL_IP}:{CENTRAL_PORT}/api/v1/write")),
+        );
+        central.insert("flypack".into(), toml::Value::String("e2e".into()));
+        central.insert("segment".into(), toml::Value::String(segment.into()));
+        c.as_table_mut()
+            .unwrap()
+            .insert("central".into(), toml::Value::Table(central));
+    }
     configs[0]["interfaces"][1]["addresses"]
         .as_array_mut()
         .unwrap()
@@ -338,6 +385,57 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
     // The kept change is not rolled back later (its timer was stopped).
     let (_, timers) = s1.ssh("systemctl list-timers --all --no-legend 'flypack-net-rollback-*'");
     assert!(!timers.contains("flypack-net-rollback"), "{timers}");
+
+    // Federation followed the kept config at once (no reboot): fp-demo-01's
+    // metrics reach the central over TLS, with the password handed over
+    // above, labelled with its flypack, unit and segment. fp-demo-02's
+    // [central] went with its rolled-back change: it sends nothing.
+    assert!(
+        o.contains("federation follows the config: vmagent-central runs with its settings"),
+        "{o}"
+    );
+    let t = Instant::now();
+    let at_central = || -> Vec<(String, String)> {
+        let o = Command::new("curl")
+            .args(["-sfG", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{vm_port}/api/v1/series"))
+            .args(["--data-urlencode", "match[]={flypack=\"e2e\"}"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let mut got: Vec<(String, String)> = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l["unit"].as_str().unwrap_or("?").to_string(),
+                    l["segment"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        got.dedup();
+        got
+    };
+    while at_central().is_empty() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    println!(
+        "fleet: the kept unit's metrics were at the central {:.0} s after the push ended",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        at_central(),
+        [("fp-demo-01".to_string(), "stage-left".to_string())],
+        "the central's log: {}",
+        tail(
+            &std::fs::read_to_string(central_dir.join("central-vmauth.log")).unwrap_or_default(),
+            20
+        )
+    );
+    let (code, out) = s2.ssh("sudo docker ps --all --filter name=vmagent-central --format '{{.Names}}'");
+    assert_eq!((code, out.trim()), (0, ""), "fp-demo-02 runs no vmagent-central");
 
     let (ok, o, _) = push(Some("fp-demo-01"));
     assert!(

@@ -18,6 +18,9 @@ pub const EXIT_QEMU: i32 = 125;
 /// Boots an image.
 pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
     crate::host::require(&[crate::host::Need::Boot])?;
+    if !args.guest_forward.is_empty() {
+        crate::host::require(&[crate::host::Need::GuestForward])?;
+    }
     let log = args.log.clone().unwrap_or_else(|| {
         let mut s = args.image.clone().into_os_string();
         s.push(format!(
@@ -57,6 +60,7 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
         disk_size: (!args.installer).then_some(args.disk_gib << 30),
         overlay: args.overlay.clone(),
         forwards: args.forward.clone(),
+        guest_forwards: args.guest_forward.clone(),
         media: match (args.media_listen, args.media_connect, &args.media_tap) {
             (Some(p), _, _) => MediaNet::Listen(p),
             (None, Some(p), _) => MediaNet::Connect(p),

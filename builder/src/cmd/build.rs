@@ -73,6 +73,7 @@ pub fn run(args: &BuildArgs, rep: &Reporter) -> Result<i32> {
             expect_ready: Some(600),
             keep_running: false,
             forward: vec![],
+            guest_forward: vec![],
             accel: Accel::Tcg,
             memory: 2048,
             cpus: 2,

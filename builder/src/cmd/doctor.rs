@@ -8,7 +8,12 @@ use crate::progress::{Mode, Reporter};
 
 /// Prints every requirement and whether it is met; exit 1 if any is missing.
 pub fn run(rep: &Reporter) -> Result<i32> {
-    let missing = host::missing(&[host::Need::Build, host::Need::Boot, host::Need::Extra]);
+    let missing = host::missing(&[
+        host::Need::Build,
+        host::Need::Boot,
+        host::Need::GuestForward,
+        host::Need::Extra,
+    ]);
     if rep.mode() == Mode::Json {
         let items: Vec<_> = REQUIREMENTS
             .iter()

@@ -53,7 +53,7 @@ fn new_keys_are_in_force_at_once_and_in_the_config_only_once_confirmed() {
         .to_string();
     assert!(e.contains("already waiting") && e.contains(&p.token), "{e}");
 
-    assert_eq!(confirm(&root).unwrap(), p.token);
+    assert_eq!(confirm(&root).unwrap().0, p.token);
     assert_eq!(
         crate::config::in_force_required(&root)
             .unwrap()

@@ -31,8 +31,9 @@ pub fn run(root: &Root, c: &AccessCommand) -> Result<i32> {
             Ok(0)
         }
         AccessCommand::Confirm => {
-            let token = access::confirm(root)?;
+            let (token, persisted) = access::confirm(root)?;
             println!("SSH key change {token} confirmed: the new keys stay");
+            super::central::follow_config(root, persisted);
             Ok(0)
         }
         AccessCommand::Rollback(args) => {

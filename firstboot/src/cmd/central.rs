@@ -85,15 +85,12 @@ pub fn run(root: &Root, c: &CentralCommand, seed: Option<&Path>) -> Result<i32> 
     let health = stack.service(SERVICE).is_some_and(|v| v.health.is_some());
     if turned_on {
         // [central] was waiting for a password: the profile is on now.
-        let (notes, states) = stages::stack::bring_up(root, &cfg, &stack, &mut |m| eprintln!("{m}"))?;
-        for n in notes {
-            eprintln!("{n}");
-        }
-        stages::stack::record(root, &states)?;
+        let states = converge(root, &cfg, &stack)?;
         return report(
             &states,
             health,
             "changed: federation is on with the new password, vmagent-central started",
+            "the new password is in place",
         );
     }
     let running = docker::block_on(async {
@@ -117,22 +114,76 @@ pub fn run(root: &Root, c: &CentralCommand, seed: Option<&Path>) -> Result<i32> 
         &[st],
         health,
         "changed: vmagent-central restarted with the new password",
+        "the new password is in place",
     )
 }
 
-/// Prints `done` when vmagent-central is up among `states`; exit 1 otherwise.
-fn report(states: &[docker::ServiceState], health: bool, done: &str) -> Result<i32> {
+/// After a unit config in service was kept (`firstboot network confirm`,
+/// `network apply`, `access confirm`): when that turned federation on or
+/// off or changed where it sends, the stack converges, so vmagent-central
+/// starts, is recreated with the new settings, or goes, at once rather
+/// than at the next boot. Prints what federation is now, or a warning: the
+/// config is kept either way (the exit code says whether it was), and the
+/// stack's record, which the status page shows, says how the service is.
+pub fn follow_config(root: &Root, persisted: config::Persisted) {
+    if !persisted.central {
+        return;
+    }
+    match follow(root) {
+        Ok(Some(line)) => println!("{line}"),
+        Ok(None) => {}
+        Err(e) => println!(
+            "warning: the config is kept, but federation did not follow it: {e:#}; `firstboot stack up` tries again"
+        ),
+    }
+}
+
+fn follow(root: &Root) -> Result<Option<String>> {
+    let path = root.path(flypack_contracts::stack::STACK_CONFIG);
+    let Some((cfg, stack)) = docker::load_stack_from(root, &path)? else {
+        return Ok(None);
+    };
+    let states = converge(root, &cfg, &stack)?;
+    let Some(service) = stack.service(SERVICE) else {
+        return Ok(Some("federation is off: vmagent-central does not run".into()));
+    };
+    match states.iter().find(|s| s.name == SERVICE) {
+        Some(s) if s.state.is_up(service.health.is_some()) => Ok(Some(
+            "federation follows the config: vmagent-central runs with its settings".into(),
+        )),
+        Some(s) => bail!("vmagent-central is {}", s.state),
+        None => bail!("the stack has no vmagent-central"),
+    }
+}
+
+/// Brings the stack to what its compose file and `.env` say, and records it.
+fn converge(
+    root: &Root,
+    cfg: &flypack_contracts::stack::StackConfig,
+    stack: &flypack_engine::compose::Stack,
+) -> Result<Vec<docker::ServiceState>> {
+    let (notes, states) = stages::stack::bring_up(root, cfg, stack, &mut |m| eprintln!("{m}"))?;
+    for n in notes {
+        eprintln!("{n}");
+    }
+    stages::stack::record(root, &states)?;
+    Ok(states)
+}
+
+/// Prints `done` when vmagent-central is up among `states`; exit 1
+/// otherwise, saying so after `kept`.
+fn report(states: &[docker::ServiceState], health: bool, done: &str, kept: &str) -> Result<i32> {
     match states.iter().find(|s| s.name == SERVICE) {
         Some(s) if s.state.is_up(health) => {
             println!("{done}");
             Ok(0)
         }
         Some(s) => {
-            eprintln!("the new password is in place, but vmagent-central is {}", s.state);
+            eprintln!("{kept}, but vmagent-central is {}", s.state);
             Ok(1)
         }
         None => {
-            eprintln!("the new password is in place, but the stack has no vmagent-central");
+            eprintln!("{kept}, but the stack has no vmagent-central");
             Ok(1)
         }
     }

@@ -66,16 +66,20 @@ pub fn run(root: &Root, a: &NetworkArgs, seed: Option<&Path>) -> Result<i32> {
                             rollback: true,
                         },
                     )?;
-                    if applied.ok() {
-                        crate::config::persist_local(root, &u)?;
+                    if !applied.ok() {
+                        return Ok(report(&applied));
                     }
-                    Ok(report(&applied))
+                    let persisted = crate::config::persist_local(root, &u)?;
+                    let code = report(&applied);
+                    super::central::follow_config(root, persisted);
+                    Ok(code)
                 }
             }
         }
         NetworkCommand::Confirm => {
-            let token = network::confirm(root)?;
+            let (token, persisted) = network::confirm(root)?;
             println!("change {token} confirmed: it stays");
+            super::central::follow_config(root, persisted);
             Ok(0)
         }
         NetworkCommand::Rollback(args) => {
@@ -255,8 +259,9 @@ pub fn interactive(
         "no",
     )?;
     if keep == "yes" {
-        network::confirm(root)?;
+        let (_, persisted) = network::confirm(root)?;
         writeln!(out, "kept")?;
+        super::central::follow_config(root, persisted);
         Ok(0)
     } else {
         let r = network::rollback(root, None)?;
