@@ -86,9 +86,10 @@ impl std::str::FromStr for GuestForward {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?}: expected GUEST:HOST ports, e.g. 8427:18427");
         let (g, h) = s.split_once(':').ok_or_else(bad)?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
         Ok(GuestForward {
-            guest: g.parse().map_err(|_| bad())?,
-            host: h.parse().map_err(|_| bad())?,
+            guest: port(g)?,
+            host: port(h)?,
         })
     }
 }
@@ -507,7 +508,9 @@ pub fn qemu_args(cfg: &VmConfig, overlay: &Path, tmp: &Path, accel: Accel) -> Re
             // restrict=on leaves explicit forwards working, these included.
             for f in &cfg.guest_forwards {
                 user.push_str(&format!(
-                    ",guestfwd=tcp:{}:{}-cmd:socat - TCP:127.0.0.1:{}",
+                    // socat's own messages would go into the guest's
+                    // connection (its stderr is the socket): none.
+                    ",guestfwd=tcp:{}:{}-cmd:socat -lf /dev/null - TCP:127.0.0.1:{}",
                     GuestForward::ADDRESS,
                     f.guest,
                     f.host
@@ -591,6 +594,7 @@ mod tests {
         );
         assert!("8427".parse::<GuestForward>().unwrap_err().contains("GUEST:HOST"));
         assert!("8427:99999".parse::<GuestForward>().is_err());
+        assert!("0:18427".parse::<GuestForward>().is_err());
     }
 
     #[test]
@@ -704,7 +708,7 @@ mod tests {
         let args = qemu_args(&g, Path::new("/t/disk.qcow2"), Path::new("/t"), Accel::Tcg).unwrap();
         assert!(
             args.iter()
-                .any(|x| x == "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:8427-cmd:socat - TCP:127.0.0.1:18427"),
+                .any(|x| x == "user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:8427-cmd:socat -lf /dev/null - TCP:127.0.0.1:18427"),
             "{args:?}"
         );
         let nat = VmConfig { nat: true, ..base() };

@@ -189,9 +189,8 @@ pub struct Splice<'a> {
 /// holds `splice.source`: that region's ranges are the source's (shifted,
 /// never merged with their neighbours), and the whole file's digest reads
 /// them from the source. So the region is neither scanned nor hashed per
-/// range in the file, and may still be being written while the rest is
-/// mapped; the caller promises it holds exactly the source's mapped ranges
-/// and zeros once written.
+/// range in the file; the caller promises it holds exactly the source's
+/// mapped ranges and zeros.
 pub fn map_file_spliced(path: &Path, splice: Splice, progress: impl FnMut(u64, u64)) -> Result<(Bmap, String)> {
     let m = splice.map;
     if !splice.at.is_multiple_of(BLOCK) || m.block_size != BLOCK || !m.image_size.is_multiple_of(BLOCK) {

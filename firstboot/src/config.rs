@@ -289,7 +289,7 @@ pub fn resolve_here(root: &Root, seed_override: Option<&Path>) -> Result<Resolve
 }
 
 /// What [`persist`] changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Persisted {
     /// The config in force (or its copy for the exporter) changed.
     pub config: bool,
@@ -297,6 +297,10 @@ pub struct Persisted {
     /// in service the stack must converge for that to count (the config
     /// stage's is followed by the stack stage).
     pub central: bool,
+    /// Why federation is not as the config says (`[central]` with no
+    /// password, settings that could not be written): for the person who
+    /// kept the config, not only the journal.
+    pub central_warning: Option<String>,
 }
 
 /// Writes the resolved config and its source to /etc/flypack (atomically,
@@ -323,12 +327,20 @@ pub fn persist(root: &Root, r: &Resolved) -> Result<Persisted> {
             .context("reading the stack config")
             .and_then(|c| write_central(&r.unit, &root.path(&c.compose)));
         match central {
-            Err(e) => tracing::warn!("the central's settings are not updated: {e:#}"),
+            Err(e) => {
+                let w = format!("the central's settings are not updated: {e:#}");
+                tracing::warn!("{w}");
+                // A half-done switch (the profile's file written, the
+                // settings not) still wants the stack to follow.
+                done.central = true;
+                done.central_warning = Some(w);
+            }
             Ok((changed, warning)) => {
                 done.central = changed;
-                if let Some(w) = warning {
+                if let Some(w) = &warning {
                     tracing::warn!("{w}");
                 }
+                done.central_warning = warning;
             }
         }
         // The node exporter's textfile folder (the last backup's time goes
@@ -620,7 +632,8 @@ mod tests {
             persist(&r, &x).unwrap(),
             Persisted {
                 config: true,
-                central: false
+                central: false,
+                central_warning: None
             }
         );
         assert_eq!(persist(&r, &x).unwrap(), Persisted::default());
@@ -641,7 +654,8 @@ mod tests {
             persist(&r, &x).unwrap(),
             Persisted {
                 config: false,
-                central: true
+                central: true,
+                central_warning: None
             }
         );
         assert_eq!(persist(&r, &x).unwrap(), Persisted::default());
@@ -655,7 +669,8 @@ mod tests {
             persist_local(&r, &y).unwrap(),
             Persisted {
                 config: true,
-                central: false
+                central: false,
+                central_warning: None
             },
             "[alerting] is not federation"
         );
@@ -664,6 +679,21 @@ mod tests {
         assert!(
             !write_notifier(&y.alerting, &compose).unwrap(),
             "unchanged: not rewritten"
+        );
+        // [central] with no password to send with: kept, and whoever kept
+        // it is told federation stays off, and why.
+        let z = parse_unit(
+            Path::new("x"),
+            &format!("{text}[central]\nurl = \"https://central.example/api/v1/write\"\nflypack = \"north\"\n"),
+        )
+        .unwrap();
+        let p = persist_local(&r, &z).unwrap();
+        assert!(p.config && !p.central, "{p:?}");
+        assert!(
+            p.central_warning
+                .as_deref()
+                .is_some_and(|w| w.contains("metrics are not sent") && w.contains("--central-password")),
+            "{p:?}"
         );
     }
 

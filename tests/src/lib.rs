@@ -927,6 +927,11 @@ pub fn start_central(dir: &Path, at: &CentralAt, flypack: &str, password: &str) 
             .status()
             .is_ok_and(|s| s.success());
         if ok {
+            // vmauth's port taken, on this machine: no other test's
+            // free_port() can hand it out meanwhile.
+            if at.prefix.is_empty() {
+                wait_for_port(at.auth.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port"));
+            }
             return procs;
         }
         assert!(

@@ -5,11 +5,13 @@
 //!
 //! No image registry is reachable here, so the upstream images the file
 //! names (`victoriametrics/victoria-metrics`, `vmauth`, `vmalert`) are
-//! stand-ins: the stack's own image of Debian's victoria-metrics package
-//! (built by `builder images`), committed under each upstream name with
-//! that binary as its entrypoint, as the upstream images have theirs. What
-//! runs is the compose file's wiring, flags and mounts, with Debian's
-//! build of the same programs.
+//! replaced, by an override file that changes only each service's
+//! `image:`, with stand-ins: the stack's own image of Debian's
+//! victoria-metrics package (built by `builder images`), committed under a
+//! test tag per service with that binary as its entrypoint, as the upstream
+//! images have theirs. What runs is the compose file's wiring, flags and
+//! mounts, with Debian's build of the same programs. The test tags go with
+//! the test; the upstream names are never touched.
 //!
 //! Checked: a vmagent on this machine sends over TLS (the fleet CA's
 //! certificate) with the flypack's password and its samples are stored
@@ -29,32 +31,44 @@ use serde_json::Value;
 const PASSWORD: &str = "north-password-for-compose";
 const ADMIN_KEY: &str = "admin-key-for-compose-0042";
 
-/// The upstream images the compose file names, and the binary each runs.
-const STAND_INS: [(&str, &str); 3] = [
-    ("victoriametrics/victoria-metrics:v1.79.5", "/usr/bin/victoria-metrics"),
-    ("victoriametrics/vmauth:v1.79.5", "/usr/bin/vmauth"),
-    ("victoriametrics/vmalert:v1.79.5", "/usr/bin/vmalert"),
+/// Each service of the compose file, its stand-in's tag, and the binary it runs.
+const STAND_INS: [(&str, &str, &str); 3] = [
+    (
+        "victoriametrics",
+        "flypack-e2e/central-victoria-metrics:test",
+        "/usr/bin/victoria-metrics",
+    ),
+    ("vmauth", "flypack-e2e/central-vmauth:test", "/usr/bin/vmauth"),
+    ("vmalert", "flypack-e2e/central-vmalert:test", "/usr/bin/vmalert"),
 ];
+
+/// The override file that puts the stand-ins in.
+const OVERRIDE: &str = "stand-ins.yml";
 
 fn docker(args: &[&str]) -> (bool, String) {
     sh(Command::new("docker").args(args))
 }
 
-/// `docker-compose -p PROJECT ARGS` in `dir`.
+/// `docker-compose -p PROJECT -f docker-compose.yml -f stand-ins.yml ARGS` in `dir`.
 fn compose(dir: &Path, project: &str, args: &[&str]) -> (bool, String) {
     sh(Command::new("docker-compose")
         .current_dir(dir)
         .args(["--ansi", "never", "-p", project])
+        .args(["-f", "docker-compose.yml", "-f", OVERRIDE])
         .args(args))
 }
 
-/// `docker-compose down -v` when the test ends, passed or not.
+/// `docker-compose down -v` and the stand-ins' tags removed when the test
+/// ends, passed or not.
 struct Down<'a>(&'a Path, String);
 impl Drop for Down<'_> {
     fn drop(&mut self) {
         let (ok, out) = compose(self.0, &self.1, &["down", "-v", "--remove-orphans"]);
         if !ok {
             eprintln!("docker-compose down: {out}");
+        }
+        for (_, tag, _) in STAND_INS {
+            docker(&["rmi", tag]);
         }
     }
 }
@@ -94,7 +108,9 @@ fn the_central_comes_up_with_docker_compose_and_stores_a_flypack() {
         .expect("the stack has Debian's victoria-metrics image");
     let (ok, out) = docker(&["load", "-i", vm_image["archive"].as_str().unwrap()]);
     assert!(ok, "{out}");
-    for (name, binary) in STAND_INS {
+    let mut over = String::from("version: \"2.4\"\nservices:\n");
+    for (service, tag, binary) in STAND_INS {
+        over.push_str(&format!("  {service}:\n    image: {tag}\n"));
         let (ok, id) = docker(&["create", "flypack/victoria-metrics:bookworm", binary]);
         assert!(ok, "{id}");
         let id = id.trim().to_string();
@@ -107,7 +123,7 @@ fn the_central_comes_up_with_docker_compose_and_stores_a_flypack() {
             "--change",
             "USER 0",
             &id,
-            name,
+            tag,
         ]);
         docker(&["rm", "-f", &id]);
         assert!(ok, "{out}");
@@ -120,6 +136,7 @@ fn the_central_comes_up_with_docker_compose_and_stores_a_flypack() {
     let (ok, out) = sh(Command::new("cp").arg("-r").arg(repo().join("compose")).arg(dir.path()));
     assert!(ok, "{out}");
     let central = dir.path().join("compose/central");
+    std::fs::write(central.join(OVERRIDE), over).unwrap();
     std::fs::write(central.join(".env"), format!("VMAUTH_ADMIN_KEY={ADMIN_KEY}\n")).unwrap();
     let example = std::fs::read_to_string(central.join("vmauth/auth.example.yml")).unwrap();
     assert!(example.contains("CHANGE-ME-north"));

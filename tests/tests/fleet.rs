@@ -98,7 +98,8 @@ fn two_units_from_the_laptop_status_backup_pull_a_config_push_and_an_access_rota
         .arg("--out")
         .arg(central_dir.join("tls")));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let (vm_port, auth_port) = (free_port(), free_port());
+    let vm_port = free_port();
+    let auth_port = std::iter::repeat_with(free_port).find(|p| *p != vm_port).unwrap();
     let _central = start_central(
         &central_dir,
         &CentralAt {

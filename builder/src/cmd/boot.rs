@@ -21,6 +21,14 @@ pub fn run(args: &BootArgs, rep: &Reporter) -> Result<i32> {
     if !args.guest_forward.is_empty() {
         crate::host::require(&[crate::host::Need::GuestForward])?;
     }
+    let mut guest_ports: Vec<u16> = args.guest_forward.iter().map(|f| f.guest).collect();
+    guest_ports.sort_unstable();
+    if let Some(w) = guest_ports.windows(2).find(|w| w[0] == w[1]) {
+        anyhow::bail!(
+            "--guest-forward names guest port {} twice: give each service its own port on 10.0.2.100",
+            w[0]
+        );
+    }
     let log = args.log.clone().unwrap_or_else(|| {
         let mut s = args.image.clone().into_os_string();
         s.push(format!(

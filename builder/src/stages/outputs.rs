@@ -61,7 +61,8 @@ pub fn run(
     fs::write(bmap_tmp.path(), map.to_xml()).with_context(|| format!("writing {}", bmap_tmp.path().display()))?;
     files.push(output(bmap_tmp, &plan.outputs.bmap, &stage)?);
     if let (Some(inst), Some((img, bmap))) = (installer, &plan.outputs.installer) {
-        stage.progress("mapping the USB installer");
+        // Mapped by the installer stage already, as a rule (a stick made
+        // otherwise is mapped here).
         let size = fs::metadata(inst.image.path())?.len();
         let (map, sha) = inst.map(|done, total| stage.bytes(done, total))?.clone();
         crate::interrupt::check()?;

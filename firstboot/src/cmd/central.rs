@@ -126,6 +126,9 @@ pub fn run(root: &Root, c: &CentralCommand, seed: Option<&Path>) -> Result<i32> 
 /// config is kept either way (the exit code says whether it was), and the
 /// stack's record, which the status page shows, says how the service is.
 pub fn follow_config(root: &Root, persisted: config::Persisted) {
+    if let Some(w) = &persisted.central_warning {
+        println!("warning: {w}");
+    }
     if !persisted.central {
         return;
     }
