@@ -63,6 +63,24 @@ pub struct Bins {
     pub webapp: PathBuf,
 }
 
+/// Whether `name` is a variable cargo sets for a test it runs (not one it
+/// reads as configuration, such as CARGO_HOME or CARGO_TARGET_DIR).
+fn cargo_test_variable(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_BIN_EXE_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || name == "OUT_DIR"
+}
+
 /// The `builder`, `firstboot`, `flypack-exporter` and `flypack-web` binaries under test.
 ///
 /// Under cargo-nextest (the README's test command) they are the ones its
@@ -99,7 +117,19 @@ pub fn bins() -> &'static Bins {
                     args.extend(["--profile", folder]);
                 }
                 let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-                let st = Command::new(cargo)
+                let mut cmd = Command::new(cargo);
+                // Without the variables cargo sets for a running test (this
+                // package's name, version, folder): build scripts that read
+                // them (ring's) are rerun when cargo's own environment has
+                // other values than the build's, and everything above them
+                // was compiled again, six minutes of CI inside a test.
+                for (k, _) in std::env::vars_os() {
+                    let k = k.to_string_lossy();
+                    if cargo_test_variable(&k) {
+                        cmd.env_remove(k.as_ref());
+                    }
+                }
+                let st = cmd
                     .args(&args)
                     .current_dir(repo())
                     .stdout(Stdio::null())
