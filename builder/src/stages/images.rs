@@ -346,6 +346,16 @@ fn build_debian_images(
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let archive = dir.join(format!("{key}.tar"));
     let ids_file = dir.join(format!("{key}.ids.json"));
+    // One build makes a given archive at a time; others wait for it and
+    // reuse it (two writers of one key could leave an archive beside the
+    // other's ids).
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        rep.info("another build is making the same stack images; waiting for it");
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
     if archive.is_file() && ids_file.is_file() {
         let ids: Vec<(String, String)> =
             serde_json::from_slice(&fs::read(&ids_file)?).context("reading cached image ids")?;
@@ -389,24 +399,12 @@ fn build_debian_images(
             StackImagePlan::Binaries { reference, binaries } => {
                 stage.progress(&format!("{reference}: our binaries"));
                 let tree = work.path().join(format!("img{i}"));
-                fs::create_dir_all(tree.join("usr/bin"))?;
-                let mut paths = Vec::new();
-                for b in binaries {
-                    let name = b.file_name().context("binary name")?;
-                    let dst = tree.join("usr/bin").join(name);
-                    fs::copy(b, &dst).with_context(|| format!("copying {}", b.display()))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
-                    rustix::fs::chown(&dst, Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT))?;
-                    paths.push(PathBuf::from("usr/bin").join(name));
-                }
-                // The layer's directories as in the base, so it does not shadow them.
-                for d in ["usr", "usr/bin"] {
-                    let m = fs::metadata(base_tree.join(d))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(tree.join(d), fs::Permissions::from_mode(m.mode() & 0o7777))?;
-                }
-                let l = write_layer(&tree, &paths, &[], &work.path().join(format!("img{i}.layer.tar")))?;
+                let l = binaries_layer(
+                    &base_tree,
+                    binaries,
+                    &tree,
+                    &work.path().join(format!("img{i}.layer.tar")),
+                )?;
                 Some((reference, l, "flypack builder: binaries".to_string()))
             }
             StackImagePlan::Archive { .. } | StackImagePlan::Docker { .. } => None,
@@ -472,6 +470,38 @@ fn build_debian_images(
         indicatif::HumanBytes(size)
     ));
     Ok((archive, ids))
+}
+
+/// The layer of an image made of our binaries (in `/usr/bin`), written from
+/// `tree` into `out`. Its directories are the base's, so it does not shadow
+/// them, and every time in it is the base's: the same binaries give the same
+/// layer, so the same image id, whenever they are built.
+fn binaries_layer(base_tree: &Path, binaries: &[PathBuf], tree: &Path, out: &Path) -> Result<Layer> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(tree.join("usr/bin"))?;
+    let base_time = fs::metadata(base_tree.join("usr/bin"))?.modified()?;
+    let mut paths = Vec::new();
+    for b in binaries {
+        let name = b.file_name().context("binary name")?;
+        let dst = tree.join("usr/bin").join(name);
+        fs::copy(b, &dst).with_context(|| format!("copying {}", b.display()))?;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
+        rustix::fs::chown(&dst, Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT))?;
+        set_mtime(&dst, base_time)?;
+        paths.push(PathBuf::from("usr/bin").join(name));
+    }
+    for d in ["usr/bin", "usr"] {
+        let m = fs::metadata(base_tree.join(d))?;
+        fs::set_permissions(tree.join(d), fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        set_mtime(&tree.join(d), m.modified()?)?;
+    }
+    write_layer(tree, &paths, &[], out)
+}
+
+fn set_mtime(path: &Path, time: std::time::SystemTime) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.set_modified(time))
+        .with_context(|| format!("setting the time of {}", path.display()))
 }
 
 fn seen_len(layers: &[Layer]) -> usize {
@@ -649,6 +679,43 @@ mod tests {
             ["etc", "etc/changed", "usr", "usr/bin", "usr/bin/new", "etc/.wh.gone"]
         );
         assert_eq!(layer.digest, sha256_file(&layer.file).unwrap());
+    }
+
+    #[test]
+    fn a_binaries_layer_is_the_same_whenever_it_is_built() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("base");
+        fs::create_dir_all(base.join("usr/bin")).unwrap();
+        let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        set_mtime(&base.join("usr/bin"), long_ago).unwrap();
+        set_mtime(&base.join("usr"), long_ago).unwrap();
+        let bin = d.path().join("flypack-exporter");
+        fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let first = binaries_layer(
+            &base,
+            std::slice::from_ref(&bin),
+            &d.path().join("t1"),
+            &d.path().join("l1.tar"),
+        )
+        .unwrap();
+        // Built again later from a copy with another time: the same layer.
+        set_mtime(&bin, long_ago + std::time::Duration::from_secs(86_400)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let again = binaries_layer(&base, &[bin], &d.path().join("t2"), &d.path().join("l2.tar")).unwrap();
+        assert_eq!(first.digest, again.digest);
+        let mut seen = Vec::new();
+        for e in tar::Archive::new(File::open(&first.file).unwrap()).entries().unwrap() {
+            let e = e.unwrap();
+            seen.push((e.path().unwrap().display().to_string(), e.header().mtime().unwrap()));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("usr".to_string(), 1_600_000_000),
+                ("usr/bin".to_string(), 1_600_000_000),
+                ("usr/bin/flypack-exporter".to_string(), 1_600_000_000)
+            ]
+        );
     }
 
     #[test]
