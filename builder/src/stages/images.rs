@@ -34,6 +34,10 @@ pub const STACK_ARCHIVE: &str = "stack-images.tar";
 /// layers, the image configs or the archive's layout change.
 pub const ARCHIVE_FORMAT: &str = "2 (image configs by oci-spec)";
 
+/// Archives of stack images kept in the cache (each about 230 MiB; a new
+/// build of our binaries makes a new one).
+const KEEP_CACHED: usize = 3;
+
 /// What the stage produced.
 #[derive(Debug, Clone)]
 pub struct Images {
@@ -359,6 +363,10 @@ fn build_debian_images(
     if archive.is_file() && ids_file.is_file() {
         let ids: Vec<(String, String)> =
             serde_json::from_slice(&fs::read(&ids_file)?).context("reading cached image ids")?;
+        // Touch it so pruning keeps the ones in use.
+        File::open(&archive)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("touching {}", archive.display()))?;
         return Ok((archive, ids));
     }
     let base =
@@ -462,6 +470,7 @@ fn build_debian_images(
     }
     tmp.persist(&archive)?;
     flypack_contracts::atomic::write_atomic(&ids_file, &serde_json::to_vec(&ids)?, 0o644)?;
+    super::prune_archives(&dir, &archive, KEEP_CACHED, &["ids.json", "lock"], "stack images")?;
     let size = fs::metadata(&archive)?.len();
     stage.done(&format!(
         "{} images, {} layers, {}",

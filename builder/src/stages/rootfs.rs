@@ -154,7 +154,13 @@ pub fn run_with(
     write_atomic(&list, serde_json::to_vec_pretty(&packages)?.as_slice(), 0o644)?;
     archive_tmp.persist(&plan.archive)?;
     drop(list_tmp);
-    prune(&dir, &plan.archive)?;
+    super::prune_archives(
+        &dir,
+        &plan.archive,
+        KEEP_CACHED,
+        &["packages.json", "lock"],
+        "root filesystem",
+    )?;
     let size = fs::metadata(&plan.archive).map(|m| m.len()).unwrap_or(0);
     stage.done(&format!(
         "built {} ({} packages, {})",
@@ -397,26 +403,6 @@ fn read_dpkg_list(path: &Path) -> Result<Vec<Package>> {
 fn read_packages(path: &Path) -> Result<Vec<Package>> {
     let text = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-/// Keeps the newest [`KEEP_CACHED`] archives.
-fn prune(dir: &Path, keep: &Path) -> Result<()> {
-    let mut tars: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tar") && p != keep)
-        .filter_map(|p| fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
-        .collect();
-    tars.sort();
-    let excess = tars.len().saturating_sub(KEEP_CACHED - 1);
-    for (_, p) in tars.into_iter().take(excess) {
-        tracing::info!("pruning cached root filesystem {}", p.display());
-        for ext in ["tar", "packages.json", "lock"] {
-            flypack_contracts::atomic::remove_any(&p.with_extension(ext))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
