@@ -90,7 +90,6 @@ pub fn run(root: &Root, c: &CentralCommand, seed: Option<&Path>) -> Result<i32> 
             &states,
             health,
             "changed: federation is on with the new password, vmagent-central started",
-            "the new password is in place",
         );
     }
     let running = docker::block_on(async {
@@ -105,16 +104,17 @@ pub fn run(root: &Root, c: &CentralCommand, seed: Option<&Path>) -> Result<i32> 
         println!("unchanged: vmagent-central sends with this password already");
         return Ok(0);
     }
+    let turn = stages::stack::exclusive(root, &mut |m| eprintln!("{m}"))?;
     let st = docker::block_on(async {
         let d = docker::connect_running().await?;
         docker::restart(&d, &stack, SERVICE, &mut |m| eprintln!("{m}")).await
     })
     .context("the new password is in place, but vmagent-central did not restart with it")?;
+    drop(turn);
     report(
         &[st],
         health,
         "changed: vmagent-central restarted with the new password",
-        "the new password is in place",
     )
 }
 
@@ -174,19 +174,20 @@ fn converge(
 }
 
 /// Prints `done` when vmagent-central is up among `states`; exit 1
-/// otherwise, saying so after `kept`.
-fn report(states: &[docker::ServiceState], health: bool, done: &str, kept: &str) -> Result<i32> {
+/// otherwise, saying the new password is kept all the same.
+fn report(states: &[docker::ServiceState], health: bool, done: &str) -> Result<i32> {
+    const KEPT: &str = "the new password is in place";
     match states.iter().find(|s| s.name == SERVICE) {
         Some(s) if s.state.is_up(health) => {
             println!("{done}");
             Ok(0)
         }
         Some(s) => {
-            eprintln!("{kept}, but vmagent-central is {}", s.state);
+            eprintln!("{KEPT}, but vmagent-central is {}", s.state);
             Ok(1)
         }
         None => {
-            eprintln!("{kept}, but the stack has no vmagent-central");
+            eprintln!("{KEPT}, but the stack has no vmagent-central");
             Ok(1)
         }
     }

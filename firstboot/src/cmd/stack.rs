@@ -40,6 +40,7 @@ pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
             docker::states(&d, &stack).await
         })?,
         StackCommand::Restart { service } => {
+            let _turn = stages::stack::exclusive(root, &mut |m| eprintln!("{m}"))?;
             let st = docker::block_on(async {
                 let d = docker::connect_running().await?;
                 docker::restart(&d, &stack, service, &mut |m| eprintln!("{m}")).await

@@ -16,9 +16,35 @@ use crate::runner::{Ctx, Outcome, Stage};
 /// Where the stage records the services' states.
 pub const RESULT: &str = "/var/lib/flypack/stack/result.json";
 
+/// Where changes of the stack take turns (a runtime lock: gone at reboot).
+pub const LOCK: &str = "/run/flypack/stack.lock";
+
 /// The stage.
 #[derive(Debug)]
 pub struct StackStage;
+
+/// Holds the stack for one change at a time: provisioning's stack stage,
+/// `firstboot stack up` and `stack restart`, federation following a kept
+/// config, a new central password. Two at once would race on the same
+/// containers (one recreating what the other waits on). Says so when it
+/// waits; the turn ends when the returned lock is dropped.
+pub fn exclusive(root: &Root, progress: &mut dyn FnMut(&str)) -> Result<std::fs::File> {
+    let p = root.path(LOCK);
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("opening {}", p.display()))?;
+    if f.try_lock().is_err() {
+        progress("another change of the stack is under way; waiting for it to end");
+        f.lock().with_context(|| format!("locking {}", p.display()))?;
+    }
+    Ok(f)
+}
 
 /// Checks (or loads) the images and brings the stack up; returns the
 /// services' states. `progress` hears what is being waited for.
@@ -33,6 +59,7 @@ pub fn bring_up(
     let alerting = crate::config::in_force(root)
         .map(|u| u.alerting.clone())
         .unwrap_or_default();
+    let _turn = exclusive(root, progress)?;
     crate::config::write_notifier(&alerting, &root.path(&cfg.compose)).context("writing vmalert's notifier file")?;
     docker::block_on(async {
         progress("waiting for the Docker daemon");
@@ -137,5 +164,41 @@ impl Stage for StackStage {
             },
             list.join(", ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second change of the stack waits for the first to end, and says so.
+    #[test]
+    fn changes_of_the_stack_take_turns() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let first = exclusive(&root, &mut |m| panic!("the first waited: {m}")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r2 = Root::new(d.path());
+        let second = std::thread::spawn(move || {
+            let mut heard = Vec::new();
+            let turn = exclusive(&r2, &mut |m| heard.push(m.to_string())).unwrap();
+            tx.send(()).unwrap();
+            drop(turn);
+            heard
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "the second change began while the first held the stack"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second change began once the first ended");
+        let heard = second.join().unwrap();
+        assert_eq!(
+            heard,
+            ["another change of the stack is under way; waiting for it to end"]
+        );
+        // Free again: no wait.
+        exclusive(&root, &mut |m| panic!("waited on a free stack: {m}")).unwrap();
     }
 }
