@@ -415,6 +415,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Asks `ok` every half second until it says yes; fails the test, naming
+/// `what`, when that takes longer than `within`.
+pub fn wait_for(what: &str, within: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Waits up to 30 s until something accepts connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -86,14 +86,6 @@ fn get(url: &str, extra: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn the_central_comes_up_with_docker_compose_and_stores_a_flypack() {
     let api = host_docker();
@@ -163,7 +155,7 @@ fn the_central_comes_up_with_docker_compose_and_stores_a_flypack() {
     let (ok, out) = compose(&central, &project, &["up", "-d"]);
     assert!(ok, "docker-compose up: {out}");
     let logs = || compose(&central, &project, &["logs", "--tail", "20"]).1;
-    wait_for("VictoriaMetrics on 127.0.0.1:8428", 60, || {
+    wait_for("VictoriaMetrics on 127.0.0.1:8428", Duration::from_secs(60), || {
         get("http://127.0.0.1:8428/health", &[]).0 == 200
     });
     eprintln!(
@@ -264,7 +256,7 @@ fn the_central_comes_up_with_docker_compose_and_stores_a_flypack() {
         .expect("a rule")
         .to_string();
     let mut names = Vec::new();
-    wait_for("vmalert's rules", 60, || {
+    wait_for("vmalert's rules", Duration::from_secs(60), || {
         let (code, body) = get("http://127.0.0.1:8880/api/v1/rules", &[]);
         let v: Value = serde_json::from_str(&body).unwrap_or_default();
         names = v["data"]["groups"]

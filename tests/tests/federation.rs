@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use flypack_contracts::unit::Central;
 use flypack_e2e::{
-    CentralAt, Kill, Netns, builder, compose_command, repo, run, set_flag, sh_ok, spawn_logged, start_central,
+    CentralAt, Kill, Netns, builder, compose_command, repo, run, set_flag, sh_ok, spawn_logged, start_central, wait_for,
 };
 use serde_json::Value;
 
@@ -100,14 +100,6 @@ fn agent_metric(ns: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn now() -> f64 {
@@ -235,7 +227,7 @@ fn units_federate_through_a_cut_link_and_lose_nothing() {
             &d.join(format!("{host}.log")),
         ));
     }
-    wait_for("both units at the central", 60, || {
+    wait_for("both units at the central", Duration::from_secs(60), || {
         series(&central, "up{flypack=\"north\"}").len() == 2
     });
 
@@ -369,7 +361,7 @@ fn units_federate_through_a_cut_link_and_lose_nothing() {
         ]
     );
     // The forger's samples are stored as its user's flypack; the guesser's not at all.
-    wait_for("the forger's samples", 30, || {
+    wait_for("the forger's samples", Duration::from_secs(30), || {
         !series(&central, "up{unit=\"forger\"}").is_empty()
     });
     let forged = series(&central, "up{unit=\"forger\"}");

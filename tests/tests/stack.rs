@@ -91,14 +91,6 @@ fn vm_query(q: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "{what} did not happen within {timeout:?}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
 #[test]
 fn the_stack_comes_up_healthy_and_converges() {
     let api = host_docker();
