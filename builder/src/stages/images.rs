@@ -562,12 +562,16 @@ fn export_from_docker(reference: &str, out: &Path) -> Result<()> {
             .inspect_image(reference)
             .await
             .with_context(|| format!("the local Docker daemon has no image {reference:?}"))?;
-        let mut f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        // Written beside and renamed into place: a build reading it (or a
+        // second build exporting the same image) never sees half of one.
+        let tmp = flypack_contracts::atomic::TempPath::sibling(out)?;
+        let mut f = File::create(tmp.path()).with_context(|| format!("creating {}", tmp.path().display()))?;
         let mut s = docker.export_image(reference);
         while let Some(chunk) = s.next().await {
             f.write_all(&chunk.with_context(|| format!("exporting {reference}"))?)?;
         }
         f.sync_all()?;
+        tmp.persist(out)?;
         anyhow::Ok(())
     })?
 }
