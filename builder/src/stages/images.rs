@@ -353,20 +353,13 @@ fn build_debian_images(
     // One build makes a given archive at a time; others wait for it and
     // reuse it (two writers of one key could leave an archive beside the
     // other's ids).
-    let lock_path = dir.join(format!("{key}.lock"));
-    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
+    let _turn = super::take_turn(&dir.join(format!("{key}.lock")), || {
         rep.info("another build is making the same stack images; waiting for it");
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
-    }
+    })?;
     if archive.is_file() && ids_file.is_file() {
         let ids: Vec<(String, String)> =
             serde_json::from_slice(&fs::read(&ids_file)?).context("reading cached image ids")?;
-        // Touch it so pruning keeps the ones in use.
-        File::open(&archive)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
-            .with_context(|| format!("touching {}", archive.display()))?;
+        super::touch(&archive)?;
         return Ok((archive, ids));
     }
     let base =
@@ -486,6 +479,7 @@ fn build_debian_images(
 /// them, and every time in it is the base's: the same binaries give the same
 /// layer, so the same image id, whenever they are built.
 fn binaries_layer(base_tree: &Path, binaries: &[PathBuf], tree: &Path, out: &Path) -> Result<Layer> {
+    use super::set_mtime;
     use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(tree.join("usr/bin"))?;
     let base_time = fs::metadata(base_tree.join("usr/bin"))?.modified()?;
@@ -505,12 +499,6 @@ fn binaries_layer(base_tree: &Path, binaries: &[PathBuf], tree: &Path, out: &Pat
         set_mtime(&tree.join(d), m.modified()?)?;
     }
     write_layer(tree, &paths, &[], out)
-}
-
-fn set_mtime(path: &Path, time: std::time::SystemTime) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.set_modified(time))
-        .with_context(|| format!("setting the time of {}", path.display()))
 }
 
 fn seen_len(layers: &[Layer]) -> usize {
@@ -696,6 +684,7 @@ mod tests {
 
     #[test]
     fn a_binaries_layer_is_the_same_whenever_it_is_built() {
+        use crate::stages::set_mtime;
         let d = tempfile::tempdir().unwrap();
         let base = d.path().join("base");
         fs::create_dir_all(base.join("usr/bin")).unwrap();

@@ -16,6 +16,31 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// Takes the cache entry at `lock_path` for this build: one build makes a
+/// given entry at a time, and one that must wait says `waiting` first. The
+/// turn ends when the returned file is dropped.
+pub(crate) fn take_turn(lock_path: &Path, waiting: impl FnOnce()) -> Result<fs::File> {
+    let lock = fs::File::create(lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        waiting();
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
+    Ok(lock)
+}
+
+/// Sets the modification time of `path` (a file or a folder).
+pub(crate) fn set_mtime(path: &Path, time: std::time::SystemTime) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|f| f.set_modified(time))
+        .with_context(|| format!("setting the time of {}", path.display()))
+}
+
+/// Marks a cache entry used now, so pruning keeps it.
+pub(crate) fn touch(path: &Path) -> Result<()> {
+    set_mtime(path, std::time::SystemTime::now())
+}
+
 /// Keeps the newest `count` cached archives (`*.tar`) in `dir`, `keep`
 /// among them; an archive goes with its companions (the same name with
 /// each of `companions` for extension). Files named `docker-*` are not

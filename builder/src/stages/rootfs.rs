@@ -9,7 +9,7 @@
 //! archive per input digest in `CACHE/rootfs/`, written under a temporary
 //! name and renamed when complete, with the installed package list beside it.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,21 +60,14 @@ pub fn run_with(
     let list = plan.archive.with_extension("packages.json");
 
     // One build makes a given root filesystem at a time; others wait for it.
-    let lock_path = plan.archive.with_extension("lock");
-    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
+    let _turn = super::take_turn(&plan.archive.with_extension("lock"), || {
         rep.info("another build is making the same root filesystem; waiting for it");
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
-    }
+    })?;
 
     if !plan.refresh && plan.archive.is_file() && list.is_file() {
         let stage = rep.stage("rootfs", "reusing the cached root filesystem");
         let packages = read_packages(&list)?;
-        // Touch it so pruning keeps the ones in use.
-        File::open(&plan.archive)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
-            .with_context(|| format!("touching {}", plan.archive.display()))?;
+        super::touch(&plan.archive)?;
         stage.done(&format!("cached {} ({} packages)", short(&plan.key), packages.len()));
         return Ok(Rootfs {
             archive: plan.archive.clone(),
@@ -101,13 +94,9 @@ pub fn run_with(
     }
 
     // One mmdebstrap at a time shares the package cache (sync-in/sync-out).
-    let apt_lock = File::create(&apt_lock_path).with_context(|| format!("creating {}", apt_lock_path.display()))?;
-    if apt_lock.try_lock().is_err() {
+    let _apt_turn = super::take_turn(&apt_lock_path, || {
         stage.progress("waiting for another build using the package cache");
-        apt_lock
-            .lock()
-            .with_context(|| format!("locking {}", apt_lock_path.display()))?;
-    }
+    })?;
     // Under /tmp: the hooks copy it to the same path inside the tree (dpkg,
     // chrooted, opens the path apt gives it) and remove it from there.
     // Kept (and removed) with the folder until mmdebstrap is done.

@@ -69,12 +69,12 @@ pub fn run(images: &Images, cache: &Path, rep: &Reporter) -> Result<Store> {
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let dir = root.join(&key[..16]);
     let lock_path = root.join(format!("{}.lock", &key[..16]));
-    let lock = fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let _turn = super::take_turn(&lock_path, || {
+        rep.info("another build is making the same Docker store; waiting for it");
+    })?;
     if dir.join("image").is_dir() {
         let stage = rep.stage("store", "reusing the cached Docker store");
-        touch(&dir)?;
+        super::touch(&dir)?;
         stage.done(&format!("cached {}", &key[..16]));
         return Ok(Store {
             dir,
@@ -130,12 +130,6 @@ pub fn run(images: &Images, cache: &Path, rep: &Reporter) -> Result<Store> {
         dockerd,
         cached: false,
     })
-}
-
-fn touch(dir: &Path) -> Result<()> {
-    let f = fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-    f.set_modified(std::time::SystemTime::now())
-        .with_context(|| format!("touching {}", dir.display()))
 }
 
 /// Keeps the [`KEEP`] most recently used stores.
