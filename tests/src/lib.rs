@@ -415,6 +415,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Ansible's connection timeout (seconds) for units that are QEMU guests
+/// under software emulation (`ANSIBLE_TIMEOUT`): they can take more than
+/// the default 10 s to answer SSH and sudo while other tests load the host.
+pub const UNIT_TIMEOUT: &str = "60";
+
 /// Asks `ok` every half second until it says yes; fails the test, naming
 /// `what`, when that takes longer than `within`.
 pub fn wait_for(what: &str, within: std::time::Duration, mut ok: impl FnMut() -> bool) {

@@ -62,6 +62,12 @@ fn playbook(name: &str, inventories: &[&Path], args: &[String]) -> (bool, String
     let mut cmd = Command::new("timeout");
     cmd.args(["900", "ansible-playbook"])
         .arg(format!("playbooks/fleet/{name}"))
+        // The units are QEMU guests under software emulation, two at once
+        // beside other tests on 2 cores: once, both took more than
+        // Ansible's default 10 s to answer SSH and sudo right after their
+        // first boot ("Timeout (12s) waiting for privilege escalation
+        // prompt"). Real units answer in well under a second.
+        .env("ANSIBLE_TIMEOUT", UNIT_TIMEOUT)
         .current_dir(repo().join("ansible"));
     for i in inventories {
         cmd.arg("-i").arg(i);

@@ -765,6 +765,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         let t = std::time::Instant::now();
         let o = Command::new("timeout")
             .args(["1800", "ansible-playbook", "playbooks/fleet/image-update.yml", "-i"])
+            .env("ANSIBLE_TIMEOUT", UNIT_TIMEOUT)
             .arg(&inv)
             .arg("-e")
             .arg(format!(
