@@ -109,8 +109,10 @@ pub fn run(root: &Root, c: &CentralCommand, seed: Option<&Path>) -> Result<i32> 
         let d = docker::connect_running().await?;
         docker::restart(&d, &stack, SERVICE, &mut |m| eprintln!("{m}")).await
     })
-    .context("the new password is in place, but vmagent-central did not restart with it")?;
+    .context("the new password is in place, but vmagent-central did not restart with it");
+    stages::stack::refresh_record(root, &stack);
     drop(turn);
+    let st = st?;
     report(
         &[st],
         health,
@@ -165,11 +167,10 @@ fn converge(
     cfg: &flypack_contracts::stack::StackConfig,
     stack: &flypack_engine::compose::Stack,
 ) -> Result<Vec<docker::ServiceState>> {
-    let (notes, states) = stages::stack::bring_up(root, cfg, stack, &mut |m| eprintln!("{m}"))?;
+    let (notes, states) = stages::stack::converge(root, cfg, stack, &mut |m| eprintln!("{m}"))?;
     for n in notes {
         eprintln!("{n}");
     }
-    stages::stack::record(root, &states)?;
     Ok(states)
 }
 

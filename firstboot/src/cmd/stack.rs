@@ -21,17 +21,20 @@ pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
     let states = match &a.command {
         StackCommand::Up => {
             let mut last = String::new();
-            let (notes, states) = stages::stack::bring_up(root, &cfg, &stack, &mut |m| {
+            let mut progress = |m: &str| {
                 if m != last {
                     eprintln!("{m}");
                     last = m.to_string();
                 }
-            })?;
+            };
+            // Another config than the unit's is not the unit's stack: no record.
+            let (notes, states) = if a.config.is_none() {
+                stages::stack::converge(root, &cfg, &stack, &mut progress)?
+            } else {
+                stages::stack::bring_up(root, &cfg, &stack, &mut progress)?
+            };
             for n in notes {
                 eprintln!("{n}");
-            }
-            if a.config.is_none() {
-                stages::stack::record(root, &states)?;
             }
             states
         }
@@ -44,8 +47,11 @@ pub fn run(root: &Root, a: &StackArgs) -> Result<i32> {
             let st = docker::block_on(async {
                 let d = docker::connect_running().await?;
                 docker::restart(&d, &stack, service, &mut |m| eprintln!("{m}")).await
-            })?;
-            vec![st]
+            });
+            if a.config.is_none() {
+                stages::stack::refresh_record(root, &stack);
+            }
+            vec![st?]
         }
     };
     if a.json {

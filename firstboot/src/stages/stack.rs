@@ -97,6 +97,59 @@ pub fn bring_up(
     })
 }
 
+/// Brings the stack up ([`bring_up`]) and records how its services were
+/// left. When the change fails halfway, the record is what Docker says of
+/// them now, so the status page never shows the stack as it was before a
+/// change that went wrong; the change's error is returned all the same.
+pub fn converge(
+    root: &Root,
+    cfg: &flypack_contracts::stack::StackConfig,
+    stack: &flypack_engine::compose::Stack,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(Vec<String>, Vec<ServiceState>)> {
+    let r = bring_up(root, cfg, stack, progress);
+    recorded_after(root, r, || live(stack))
+}
+
+/// The services' states as Docker has them now.
+pub fn live(stack: &flypack_engine::compose::Stack) -> Result<Vec<ServiceState>> {
+    docker::block_on(async {
+        let d = docker::connect_running().await?;
+        docker::states(&d, stack).await
+    })
+}
+
+/// Records the live states after a change of one service (a restart),
+/// so the record is not left behind; a failure to read or write them is
+/// said, not fatal: the change itself is done.
+pub fn refresh_record(root: &Root, stack: &flypack_engine::compose::Stack) {
+    if let Err(e) = live(stack).and_then(|states| record(root, &states)) {
+        eprintln!("warning: the stack's record (what the status page shows) was not updated: {e:#}");
+    }
+}
+
+/// Records the states a change returned, or, when it failed, the ones
+/// `live` reads; returns the change's result.
+fn recorded_after<T>(
+    root: &Root,
+    r: Result<(T, Vec<ServiceState>)>,
+    live: impl FnOnce() -> Result<Vec<ServiceState>>,
+) -> Result<(T, Vec<ServiceState>)> {
+    match r {
+        Ok((t, states)) => {
+            record(root, &states)?;
+            Ok((t, states))
+        }
+        Err(e) => {
+            match live().and_then(|states| record(root, &states)) {
+                Ok(()) => {}
+                Err(l) => tracing::warn!("the stack's record was not updated after a failed change: {l:#}"),
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Writes the recorded states.
 pub fn record(root: &Root, states: &[ServiceState]) -> Result<()> {
     let p = root.path(RESULT);
@@ -140,8 +193,7 @@ impl Stage for StackStage {
             return Ok(Outcome::skipped("not the running system"));
         }
         let mut rep = ctx.reporter("stack");
-        let (notes, states) = bring_up(&ctx.root, &cfg, &stack, &mut |m| rep.report(m))?;
-        record(&ctx.root, &states)?;
+        let (notes, states) = converge(&ctx.root, &cfg, &stack, &mut |m| rep.report(m))?;
         let up = |s: &ServiceState| {
             let has_health = stack.service(&s.name).is_some_and(|svc| svc.health.is_some());
             s.state.is_up(has_health)
@@ -170,6 +222,42 @@ impl Stage for StackStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docker::State;
+
+    fn service(name: &str, state: State) -> ServiceState {
+        ServiceState {
+            name: name.into(),
+            state,
+            critical: true,
+            container: "0123456789ab".into(),
+            action: String::new(),
+            gave_up: None,
+        }
+    }
+
+    /// A change that ends records the states it returned; one that fails
+    /// halfway records what Docker says now, not what was before it, and
+    /// its error comes back; when Docker cannot be asked either, the error
+    /// is still the change's.
+    #[test]
+    fn a_failed_change_leaves_the_live_states_on_record() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let done = recorded_after(
+            &root,
+            Ok(((), vec![service("victoriametrics", State::Healthy)])),
+            || panic!("a change that ended reads nothing"),
+        )
+        .unwrap();
+        assert_eq!(done.1, recorded(&root).unwrap());
+        let failed: Result<((), Vec<ServiceState>)> = Err(anyhow::anyhow!("vmalert did not become healthy"));
+        let e = recorded_after(&root, failed, || Ok(vec![service("victoriametrics", State::Exited)])).unwrap_err();
+        assert_eq!(format!("{e:#}"), "vmalert did not become healthy");
+        assert_eq!(recorded(&root).unwrap(), [service("victoriametrics", State::Exited)]);
+        let failed: Result<((), Vec<ServiceState>)> = Err(anyhow::anyhow!("Docker did not answer"));
+        let e = recorded_after(&root, failed, || Err(anyhow::anyhow!("no daemon"))).unwrap_err();
+        assert_eq!(format!("{e:#}"), "Docker did not answer");
+    }
 
     /// A second change of the stack waits for the first to end, and says so.
     #[test]
