@@ -312,28 +312,61 @@ fn built(profile: &Path, out: &Path, what: &str) -> Image {
 /// run (rebuilt only when its plan digest changed), on the cached root
 /// filesystem.
 pub fn updated_image() -> Image {
-    let out = e2e_dir().join("update");
-    let src = e2e_dir().join("update-src");
-    let _l = lock("update-image");
+    variant_image("update", "the updated image", |overlay| {
+        let sysctl = overlay.join("etc/sysctl.d/60-flypack-video.conf");
+        let text = std::fs::read_to_string(&sysctl).expect("the video sysctl");
+        assert!(text.contains("net.core.rmem_max = 67108864"), "{text}");
+        std::fs::write(
+            &sysctl,
+            text.replace("net.core.rmem_max = 67108864", "net.core.rmem_max = 33554432"),
+        )
+        .expect("writing the sysctl");
+    })
+}
+
+/// A bad update: the default image whose time service cannot start (a
+/// drop-in in the overlay runs `/bin/false` in place of chronyd). A unit
+/// that runs it comes back NO-GO (`sys.services`, a critical check), with
+/// SSH and everything else up. Built as [`updated_image`] is.
+pub fn broken_image() -> Image {
+    variant_image("broken", "the broken image", |overlay| {
+        let dropin = overlay.join("etc/systemd/system/chrony.service.d");
+        std::fs::create_dir_all(&dropin).expect("creating the drop-in folder");
+        std::fs::write(
+            dropin.join("90-e2e-broken.conf"),
+            "# e2e: an update that breaks the time service\n[Service]\nExecStart=\nExecStart=/bin/false\n",
+        )
+        .expect("writing the drop-in");
+    })
+}
+
+/// The default profile built with its overlay changed by `edit` (given the
+/// copy of `overlays/base`), into `E2E_DIR/NAME`: once per run, rebuilt
+/// only when its plan digest changed.
+fn variant_image(name: &str, what: &str, edit: impl FnOnce(&Path)) -> Image {
+    let out = e2e_dir().join(name);
+    let src = e2e_dir().join(format!("{name}-src"));
+    let _l = lock(&format!("{name}-image"));
     let _ = std::fs::remove_dir_all(&src);
-    std::fs::create_dir_all(&src).expect("creating the update's overlay folder");
+    std::fs::create_dir_all(&src).expect("creating the variant's overlay folder");
     let overlay = src.join("base");
     let (ok, msg) = sh(Command::new("cp")
         .arg("-a")
         .arg(repo().join("overlays/base"))
         .arg(&overlay));
     assert!(ok, "{msg}");
-    let sysctl = overlay.join("etc/sysctl.d/60-flypack-video.conf");
-    let text = std::fs::read_to_string(&sysctl).expect("the video sysctl");
-    assert!(text.contains("net.core.rmem_max = 67108864"), "{text}");
-    std::fs::write(
-        &sysctl,
-        text.replace("net.core.rmem_max = 67108864", "net.core.rmem_max = 33554432"),
-    )
-    .expect("writing the sysctl");
+    edit(&overlay);
     let profile = src.join("flypack.toml");
     std::fs::write(&profile, default_profile_text(Some(&[&overlay]))).expect("writing the profile");
-    built(&profile, &out, "the updated image")
+    built(&profile, &out, what)
+}
+
+/// A host's line of an ansible-playbook run's PLAY RECAP (`HOST : ok=…`),
+/// if the run reached that host at all.
+pub fn recap(out: &str, host: &str) -> Option<String> {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(host) && l.contains("ok="))
+        .map(str::to_string)
 }
 
 /// How a boot ended.

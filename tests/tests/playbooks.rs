@@ -498,11 +498,6 @@ fn image_update_skips_a_unit_on_the_image_and_refuses_another_profile() {
             ),
         ]
     };
-    let recap = |o: &str, h: &str| {
-        o.lines()
-            .find(|l| l.starts_with(h) && l.contains("ok="))
-            .map(str::to_string)
-    };
     let (ok, o) = playbook("image-update.yml", &[&inv, &conn], &vars("flypack.img"));
     assert!(!ok && o.contains("as absolute paths"), "a relative image path: {o}");
     let image = image.display().to_string();

@@ -5,7 +5,8 @@
 //! VLAN, checked inside the guest; the stack and its metrics); a VLAN id
 //! change recreates the VLAN; a NIC matched by name gets its tuning; with
 //! changed identity and metrics, backed up (encrypted) and restored onto a
-//! blank disk, it comes back as it was. These checks share boots: each costs
+//! blank disk, it comes back as it was; a rolling update to a bad image stops
+//! at it (NO-GO), and one to a good image brings it back. These checks share boots: each costs
 //! minutes under emulation. Archives that are damaged, made with another
 //! key, altered, crafted to escape, or too large are refused before anything
 //! is written.
@@ -19,7 +20,7 @@ use std::process::{Command, Stdio};
 use flypack_contracts::status::{StageState, Verdict};
 use flypack_e2e::*;
 use flypack_engine::backup::{self, AuthKey, Entry, FleetKey, Kind, Manifest, Writer};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 fn manifest(image: &str) -> Manifest {
@@ -380,7 +381,10 @@ const FACTS: &str = "cat /etc/machine-id && sudo cat /etc/ssh/ssh_host_ed25519_k
 /// the next boot converges to GO with its seeded config applied (addresses,
 /// VLAN, stack, metrics); an engineer changes the VLAN id, tunes a NIC,
 /// renames the unit and moves its address; its encrypted backup, restored
-/// onto a blank disk, comes back with identity and data.
+/// onto a blank disk, comes back with identity and data. Then the rolling
+/// update from the laptop: to a bad image first (the unit comes back NO-GO
+/// and the rollout stops before the next unit), then to a good one, which
+/// brings it back GO with the same identity and data.
 #[test]
 fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup() {
     let img = shared_image();
@@ -747,30 +751,24 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
     // backup, restores it into a newer image on this laptop, sends that to
     // the unit, which writes it over its own disk and reboots into it (the
     // same QEMU: a real unit's reboot); its first boot restores the backup.
-    let new = updated_image();
-    assert_ne!(new.manifest.plan_digest, img.manifest.plan_digest);
+    let reach = json!({
+        "ansible_host": "127.0.0.1", "ansible_port": s.port, "ansible_user": "flypack",
+        "ansible_ssh_private_key_file": key,
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                                    -o ServerAliveInterval=5 -o ServerAliveCountMax=3"});
     let inv = dir.path().join("inventory.json");
-    std::fs::write(
-        &inv,
-        serde_json::json!({"all": {"hosts": {"fp-renamed-07": {
-            "ansible_host": "127.0.0.1", "ansible_port": s.port, "ansible_user": "flypack",
-            "ansible_ssh_private_key_file": key,
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-                                        -o ServerAliveInterval=5 -o ServerAliveCountMax=3"}}}})
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&inv, json!({"all": {"hosts": {"fp-renamed-07": reach}}}).to_string()).unwrap();
     let work = dir.path().join("image-update");
-    let update = |what: &str| {
+    let update = |image: &Path, inv: &Path, what: &str| {
         let t = std::time::Instant::now();
         let o = Command::new("timeout")
             .args(["1800", "ansible-playbook", "playbooks/fleet/image-update.yml", "-i"])
             .env("ANSIBLE_TIMEOUT", UNIT_TIMEOUT)
-            .arg(&inv)
+            .arg(inv)
             .arg("-e")
             .arg(format!(
                 "image_update_image={} image_update_key={} image_update_work_dir={} image_update_builder={}",
-                new.path.display(),
+                image.display(),
                 fleet_key.display(),
                 work.display(),
                 bins().builder.display()
@@ -789,9 +787,80 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         );
         (o.status.success(), out)
     };
-    let (ok, out) = update("the update");
+
+    // First a bad update, to an image whose time service does not start,
+    // across this unit and the next one in the inventory (a scratch unit
+    // on this laptop that runs the old image: reached, it would be backed
+    // up). The unit comes back NO-GO with its backup restored, and the
+    // rollout stops there.
+    let bad = broken_image();
+    assert_ne!(bad.manifest.plan_digest, img.manifest.plan_digest);
+    let next_manifest = dir.path().join("fp-next.manifest.json");
+    std::fs::write(
+        &next_manifest,
+        json!({"name": img.manifest.name, "plan_digest": img.manifest.plan_digest,
+               "built_at": img.manifest.built_at})
+        .to_string(),
+    )
+    .unwrap();
+    let next = json!({"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+                      "image_update_unit_manifest": next_manifest});
+    // Written by hand: the order of the hosts is the rollout's (a JSON
+    // object built here would sort them by name).
+    let two = dir.path().join("two-units.json");
+    std::fs::write(
+        &two,
+        format!(r#"{{"all": {{"hosts": {{"fp-renamed-07": {reach}, "fp-next": {next}}}}}}}"#),
+    )
+    .unwrap();
+    let (ok, out) = update(&bad.path, &two, "to a bad image, stopped at NO-GO");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("fp-renamed-07 came back NO-GO on the new image")
+            && out.contains("chrony.service")
+            && out.contains("The rollout stops here"),
+        "{out}\n{}",
+        console_tail(&s.log, 40)
+    );
+    if let Some(said) = out.lines().find(|l| l.contains("came back NO-GO")) {
+        println!("restore: the playbook said: {said}");
+    }
+    assert!(
+        recap(&out, "fp-renamed-07").is_some_and(|r| r.contains("failed=1")),
+        "{out}"
+    );
+    assert!(
+        recap(&out, "fp-next").is_none(),
+        "the rollout went on after a NO-GO unit: {out}"
+    );
+    assert!(!work.join("fp-next").exists(), "{out}");
+    let (code, text) = s.ssh("cat /var/lib/flypack/status.json /usr/share/flypack/manifest.json");
+    assert_eq!(code, 0, "{text}");
+    let mut docs = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
+    let (now, runs) = (
+        docs.next().unwrap().unwrap_or_else(|e| panic!("{e}: {text}")),
+        docs.next().unwrap().unwrap_or_else(|e| panic!("{e}: {text}")),
+    );
+    assert_eq!(
+        (
+            now["verdict"].as_str(),
+            now["hostname"].as_str(),
+            runs["plan_digest"].as_str()
+        ),
+        (
+            Some("NO-GO"),
+            Some("fp-renamed-07"),
+            Some(bad.manifest.plan_digest.as_str())
+        ),
+        "{text}"
+    );
+
+    // Then the good one, which also brings the NO-GO unit back.
+    let new = updated_image();
+    assert_ne!(new.manifest.plan_digest, img.manifest.plan_digest);
+    let (ok, out) = update(&new.path, &inv, "the update");
     assert!(ok, "{out}\n{}", console_tail(&s.log, 60));
-    assert!(out.contains("GO on the image built"), "{out}");
+    assert!(out.contains("fp-renamed-07: GO on the image built"), "{out}");
     // The laptop keeps the verified backup, not the image holding its secrets.
     let names: Vec<String> = names(&work.join("fp-renamed-07"));
     assert!(
@@ -799,7 +868,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         "{names:?}"
     );
     // A second run finds the unit on the new image and changes nothing.
-    let (ok, again) = update("again");
+    let (ok, again) = update(&new.path, &inv, "again");
     assert!(
         ok && again.contains("changed=0") && again.contains("skipped"),
         "{again}"
