@@ -388,6 +388,10 @@ const FACTS: &str = "cat /etc/machine-id && sudo cat /etc/ssh/ssh_host_ed25519_k
 #[test]
 fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup() {
     let img = shared_image();
+    // The two images the rolling updates at the end need, built while the
+    // unit boots below (nothing there is timed tightly; built after, they
+    // added a minute to CI's serial chain).
+    let updates = std::thread::spawn(|| (broken_image(), updated_image()));
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(dir.path());
     let copy = seeded_copy(&img.path, dir.path(), &example_unit_with_key(&public));
@@ -793,8 +797,9 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
     // on this laptop that runs the old image: reached, it would be backed
     // up). The unit comes back NO-GO with its backup restored, and the
     // rollout stops there.
-    let bad = broken_image();
+    let (bad, new) = updates.join().expect("building the images of the updates");
     assert_ne!(bad.manifest.plan_digest, img.manifest.plan_digest);
+    assert_ne!(new.manifest.plan_digest, img.manifest.plan_digest);
     let next_manifest = dir.path().join("fp-next.manifest.json");
     std::fs::write(
         &next_manifest,
@@ -822,7 +827,7 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
         "{out}\n{}",
         console_tail(&s.log, 40)
     );
-    if let Some(said) = out.lines().find(|l| l.contains("came back NO-GO")) {
+    if let Some(said) = out.lines().find(|l| l.contains("fp-renamed-07 came back NO-GO")) {
         println!("restore: the playbook said: {said}");
     }
     assert!(
@@ -856,8 +861,6 @@ fn a_unit_cut_off_while_provisioning_reaches_go_and_comes_back_from_its_backup()
     );
 
     // Then the good one, which also brings the NO-GO unit back.
-    let new = updated_image();
-    assert_ne!(new.manifest.plan_digest, img.manifest.plan_digest);
     let (ok, out) = update(&new.path, &inv, "the update");
     assert!(ok, "{out}\n{}", console_tail(&s.log, 60));
     assert!(out.contains("fp-renamed-07: GO on the image built"), "{out}");
