@@ -156,17 +156,34 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     let tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
     lap("tree", &mut secs);
     crate::interrupt::check()?;
-    let disk = stages::disk::run(plan, &tree, rep)?;
-    lap("disk", &mut secs);
-    crate::interrupt::check()?;
-    // The installer uses the tree up (and removes it while it works);
-    // without one, the tree's GiBs are removed while the outputs are hashed.
-    let (installer, tree) = if plan.outputs.installer.is_some() {
-        let installer = stages::installer::run(plan, tree, &disk, rep)?;
+    // With an installer, its tree is copied from the appliance's (while the
+    // appliance image is made from it: both only read it) and the two disk
+    // images are made side by side (mkfs.ext4 -d keeps about one core busy);
+    // the installer then takes the appliance image in, and the trees (removed
+    // while it hashes the stick). Without one, the tree's GiBs are removed
+    // while the outputs are hashed.
+    let (disk, installer, tree) = if plan.outputs.installer.is_some() {
+        let (disk, stick) = std::thread::scope(|scope| {
+            let appliance = scope.spawn(|| stages::disk::run(plan, &tree, rep));
+            let stick = stages::installer::prepare(plan, &tree, rep).and_then(|stick| {
+                let made = stages::installer::disk(plan, &stick, rep)?;
+                Ok((stick, made))
+            });
+            let disk = appliance
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the appliance image's thread panicked")));
+            (disk, stick)
+        });
+        let (disk, (stick, stick_disk)) = (disk?, stick?);
+        lap("disk", &mut secs);
+        crate::interrupt::check()?;
+        let installer = stages::installer::finish(plan, stick, stick_disk, &disk, tree, rep)?;
         lap("installer", &mut secs);
-        (Some(installer), None)
+        (disk, Some(installer), None)
     } else {
-        (None, Some(tree))
+        let disk = stages::disk::run(plan, &tree, rep)?;
+        lap("disk", &mut secs);
+        (disk, None, Some(tree))
     };
     // While the outputs are hashed, the images' data goes to the disk (the
     // renames into place fsync them again, with little left to write). The

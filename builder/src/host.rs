@@ -66,6 +66,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         need: Need::Build,
     },
     Requirement {
+        what: "debugfs",
+        package: "e2fsprogs",
+        why: "writes the payload's block map into the USB installer's root filesystem",
+        need: Need::Build,
+    },
+    Requirement {
         what: "mkfs.vfat",
         package: "dosfstools",
         why: "makes the ESP and seed filesystems",

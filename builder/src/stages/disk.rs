@@ -55,16 +55,22 @@ impl Disk {
 
 /// Runs the stage: the appliance image.
 pub fn run(plan: &Plan, tree: &Tree, rep: &Reporter) -> Result<Disk> {
-    build(plan, &plan.disk, &plan.outputs.image, tree, rep)
+    let stage = rep.stage(
+        "disk",
+        &format!("writing the partition table of {}", plan.outputs.image.display()),
+    );
+    build(plan, &plan.disk, &plan.outputs.image, tree, stage)
 }
 
 /// Assembles a disk image laid out as `disk` from `tree`, under a temporary
-/// name beside `final_name`.
-pub fn build(plan: &Plan, disk: &DiskPlan, final_name: &Path, tree: &Tree, rep: &Reporter) -> Result<Disk> {
-    let stage = rep.stage(
-        "disk",
-        &format!("writing the partition table of {}", final_name.display()),
-    );
+/// name beside `final_name`, reporting as `stage`.
+pub fn build(
+    plan: &Plan,
+    disk: &DiskPlan,
+    final_name: &Path,
+    tree: &Tree,
+    stage: crate::progress::Stage,
+) -> Result<Disk> {
     check_root_fits(plan, disk, tree)?;
     let image = TempPath::sibling(final_name)?;
     {
@@ -256,6 +262,55 @@ fn mkfs_ext4(plan: &Plan, disk: &DiskPlan, img: &Path, tree: &Tree) -> Result<()
     }
 }
 
+/// Adds files to the ext4 filesystem of partition `part` of the image `img`
+/// once it is made (debugfs, without mounting): each `(folder, name, bytes)`
+/// becomes `/folder/name`, root's, mode 644. The folders must exist and the
+/// names must not. Every file is read back: debugfs exits 0 even when one
+/// of its commands failed.
+pub fn add_files_to_ext4(img: &Path, part: &PartitionPlan, files: &[(&str, &str, &[u8])]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // debugfs takes the filesystem's offset after a `?` in the image's name
+    // and splits its commands on spaces: it is given a name of ours (a link
+    // to the image) and files of ours, relative to its working folder.
+    let work = tempfile::tempdir().context("creating a temporary folder for debugfs")?;
+    let img = std::path::absolute(img).with_context(|| format!("resolving {}", img.display()))?;
+    std::os::unix::fs::symlink(&img, work.path().join("fs.img")).context("linking the image for debugfs")?;
+    let target = format!("fs.img?offset={}", part.start);
+    let mut script = String::new();
+    for (i, (dir, name, data)) in files.iter().enumerate() {
+        ensure!(
+            [*dir, *name]
+                .iter()
+                .all(|s| !s.is_empty() && !s.contains(char::is_whitespace)),
+            "cannot add {dir:?}/{name:?} with debugfs: a name with spaces"
+        );
+        let src = work.path().join(format!("f{i}"));
+        fs::write(&src, data).with_context(|| format!("writing {}", src.display()))?;
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o644))?;
+        script.push_str(&format!("write f{i} /{}/{name}\n", dir.trim_start_matches('/')));
+    }
+    let debugfs = |args: &[&str]| Cmd::new("debugfs").args(args).arg(&target).current_dir(work.path());
+    debugfs(&["-w", "-f", "-"])
+        .stdin_bytes(script)
+        .run()
+        .with_context(|| format!("adding files to partition {} ({}) with debugfs", part.number, part.name))?;
+    for (dir, name, data) in files {
+        let path = format!("/{}/{name}", dir.trim_start_matches('/'));
+        let back = debugfs(&["-R", &format!("cat {path}")])
+            .run()
+            .with_context(|| format!("reading {path} back from partition {} with debugfs", part.number))?;
+        ensure!(
+            back.stdout == *data,
+            "debugfs did not write {path} into partition {} ({}): it reads back as {} bytes, not {}",
+            part.number,
+            part.name,
+            back.stdout.len(),
+            data.len()
+        );
+    }
+    Ok(())
+}
+
 fn install_bios(img: &Path, disk: &DiskPlan, boot_img: &Path, core_img: &Path) -> Result<()> {
     let boot = fs::read(boot_img).with_context(|| format!("reading {}", boot_img.display()))?;
     let core = fs::read(core_img).with_context(|| format!("reading {}", core_img.display()))?;
@@ -274,4 +329,114 @@ fn install_bios(img: &Path, disk: &DiskPlan, boot_img: &Path, core_img: &Path) -
     f.write_all(&first).context("writing the boot sector")?;
     f.sync_all().context("syncing the image")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ext4 filesystem at 1 MiB into a file, made from a tree with
+    /// `/var/lib/flypack/installer` and `/etc/flypack`, as the stick's is.
+    fn ext4_at_offset(dir: &Path) -> (std::path::PathBuf, PartitionPlan) {
+        let tree = dir.join("tree");
+        for d in ["var/lib/flypack/installer", "etc/flypack"] {
+            fs::create_dir_all(tree.join(d)).unwrap();
+        }
+        fs::write(tree.join("etc/flypack/kept"), b"kept\n").unwrap();
+        let img = dir.join("with ? and space.img");
+        File::create(&img).unwrap().set_len(40 << 20).unwrap();
+        let part = PartitionPlan {
+            number: 4,
+            name: "root",
+            type_guid: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+            uuid: uuid::Uuid::new_v4(),
+            start: 1 << 20,
+            size: 32 << 20,
+            fs: None,
+        };
+        Cmd::new("mkfs.ext4")
+            .args(["-F", "-q", "-E", "offset=1048576,root_owner=0:0", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .arg("32768k")
+            .run()
+            .unwrap();
+        (img, part)
+    }
+
+    fn debugfs(img: &Path, req: &str) -> String {
+        // The test's own copy of the partition: debugfs reads it without an offset.
+        let out = Cmd::new("debugfs").args(["-R", req]).arg(img).run().unwrap();
+        out.stdout_str()
+    }
+
+    fn partition_copy(img: &Path, part: &PartitionPlan) -> std::path::PathBuf {
+        let bytes = fs::read(img).unwrap();
+        let start = usize::try_from(part.start).unwrap();
+        let end = start + usize::try_from(part.size).unwrap();
+        let copy = img.with_file_name("part.ext4");
+        fs::write(&copy, &bytes[start..end]).unwrap();
+        copy
+    }
+
+    #[test]
+    fn files_added_to_an_ext4_partition_are_there_root_owned_and_the_filesystem_is_clean() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root for mkfs.ext4 -d with root-owned files");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (img, part) = ext4_at_offset(d.path());
+        let bmap = b"<?xml version=\"1.0\"?>\n<bmap version=\"2.0\"></bmap>\n".repeat(200);
+        add_files_to_ext4(
+            &img,
+            &part,
+            &[
+                ("var/lib/flypack/installer", "payload.bmap", &bmap),
+                ("/etc/flypack", "installer.json", b"{}\n"),
+            ],
+        )
+        .unwrap();
+        let copy = partition_copy(&img, &part);
+        let fsck = Cmd::new("e2fsck").args(["-f", "-n"]).arg(&copy).run();
+        assert!(fsck.is_ok(), "e2fsck after the additions: {fsck:?}");
+        assert_eq!(
+            debugfs(&copy, "cat /var/lib/flypack/installer/payload.bmap").as_bytes(),
+            bmap.as_slice()
+        );
+        assert_eq!(debugfs(&copy, "cat /etc/flypack/installer.json"), "{}\n");
+        assert_eq!(
+            debugfs(&copy, "cat /etc/flypack/kept"),
+            "kept\n",
+            "a file that was there"
+        );
+        let stat = debugfs(&copy, "stat /etc/flypack/installer.json");
+        assert!(stat.contains("Mode:  0644"), "{stat}");
+        assert!(stat.contains("User:     0   Group:     0"), "{stat}");
+        // Nothing outside the partition was touched.
+        let bytes = fs::read(&img).unwrap();
+        assert!(bytes[..1 << 20].iter().all(|b| *b == 0));
+        assert!(bytes[(33 << 20)..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_file_debugfs_could_not_add_is_an_error_that_names_it() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root for mkfs.ext4 -d with root-owned files");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (img, part) = ext4_at_offset(d.path());
+        // A folder that is not there, and a name that is: debugfs says so
+        // on its output and exits 0.
+        for (dir, name) in [("var/lib/missing", "payload.bmap"), ("etc/flypack", "kept")] {
+            let e = add_files_to_ext4(&img, &part, &[(dir, name, b"new\n")]).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains(&format!("/{dir}/{name}")), "{msg}");
+            assert!(msg.contains("debugfs did not write"), "{msg}");
+        }
+        assert_eq!(debugfs(&partition_copy(&img, &part), "cat /etc/flypack/kept"), "kept\n");
+        let e = add_files_to_ext4(&img, &part, &[("etc", "two words", b"x")]).unwrap_err();
+        assert!(format!("{e:#}").contains("spaces"), "{e:#}");
+    }
 }
