@@ -246,6 +246,54 @@ fn variant_profile(dir: &Path, overlays: &[&Path], edit: impl Fn(String) -> Stri
     p
 }
 
+/// The unpacked root filesystem the builder keeps beside the archive that
+/// `profile` builds on (`KEY.tree`).
+fn unpacked_rootfs(profile: &Path, out: &Path) -> std::path::PathBuf {
+    let o = builder()
+        .args(["build", "--dry-run"])
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("dry run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
+    let archive = Path::new(plan["rootfs"]["archive"].as_str().expect("rootfs archive"));
+    let tree = archive.with_extension("tree");
+    assert!(tree.is_dir(), "no unpacked root filesystem at {}", tree.display());
+    tree
+}
+
+/// Every entry of a tree: its type and mode, owner, size, modification time,
+/// and its content's digest (a file) or target (a link).
+fn snapshot(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = p.symlink_metadata().unwrap();
+            let what = if m.is_file() {
+                flypack_contracts::digest::sha256_file(&p).unwrap()
+            } else if m.is_symlink() {
+                std::fs::read_link(&p).unwrap().display().to_string()
+            } else {
+                String::new()
+            };
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            let key = p.strip_prefix(root).unwrap().to_path_buf();
+            out.insert(
+                key,
+                format!("{:o} {}:{} {} {} {what}", m.mode(), m.uid(), m.gid(), m.size(), m.mtime()),
+            );
+        }
+    }
+    out
+}
+
 fn copy_tree(src: &Path, dst: &Path) {
     let (ok, msg) = sh(Command::new("cp").arg("-a").arg(src).arg(dst));
     assert!(ok, "{msg}");
@@ -264,6 +312,12 @@ fn a_changed_overlay_reuses_the_cached_rootfs_and_an_unreachable_gateway_is_no_g
     std::fs::write(&sysctl, text).unwrap();
     let profile = variant_profile(dir.path(), &[&overlay], |t| t);
     let out = dir.path().join("out");
+    // The build's tree is hard links to the unpacked root filesystem kept in
+    // the cache: a build that wrote into one of its files would change every
+    // later image. It must come out of a rebuild as it went in.
+    let unpacked = unpacked_rootfs(&profile, &out);
+    let before = snapshot(&unpacked);
+    assert!(before.len() > 10_000, "{} holds {} entries", unpacked.display(), before.len());
 
     let r = build(&profile, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -271,6 +325,19 @@ fn a_changed_overlay_reuses_the_cached_rootfs_and_an_unreachable_gateway_is_no_g
     assert_eq!(
         result["rootfs_cached"], true,
         "the root filesystem was rebuilt for an overlay change"
+    );
+    let after = snapshot(&unpacked);
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .chain(after.keys().filter(|k| !before.contains_key(*k)))
+        .take(10)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the build changed the cached root filesystem {}: {changed:?}",
+        unpacked.display()
     );
     let img = Image::load(&out, "flypack");
     assert_eq!(img.manifest.rootfs.digest, base.manifest.rootfs.digest);

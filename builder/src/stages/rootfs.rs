@@ -147,7 +147,7 @@ pub fn run_with(
         &dir,
         &plan.archive,
         KEEP_CACHED,
-        &["packages.json", "lock"],
+        &[&["packages.json", "lock"], crate::stages::tree::UNPACKED_COMPANIONS].concat(),
         "root filesystem",
     )?;
     let size = fs::metadata(&plan.archive).map(|m| m.len()).unwrap_or(0);
