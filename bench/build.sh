@@ -9,7 +9,8 @@
 # 1. Cold build of the default profile vs a bare mmdebstrap of the same
 #    package set, in the same run, alternating, both with empty package
 #    caches (both download everything). Ratio = builder / mmdebstrap.
-# 2. Warm rebuild after changing one overlay file (root filesystem cached).
+# 2. Warm rebuild after changing one overlay file (root filesystem cached),
+#    three times (a new value each), and their median.
 # 3. Boot to the FLYPACK-STATUS line under BIOS and UEFI, median of 3 each,
 #    one VM at a time.
 # 4. Image size: bytes of data in the sparse image, and zstd -3 size.
@@ -57,21 +58,25 @@ echo "median: mmdebstrap ${cold_m}s  builder ${cold_b}s  ratio $(echo "scale=3; 
 fi
 
 if want 2; then
-echo "== 2. warm rebuild after one overlay file changed =="
+echo "== 2. warm rebuild after one overlay file changed (3 rebuilds, a new value each) =="
 cp -a overlays/base "$work/overlay"
-sed -i 's/^net.core.netdev_max_backlog = .*/net.core.netdev_max_backlog = 12000/' "$work/overlay/etc/sysctl.d/60-flypack-video.conf"
 sed -e "s|preseed = \"flypack.preseed\"|preseed = \"$PWD/images/flypack.preseed\"|" \
     -e "s|unit_defaults = \"flypack.unit.toml\"|unit_defaults = \"$PWD/images/flypack.unit.toml\"|" \
     -e "s|compose = \"../compose/monitoring/docker-compose.yml\"|compose = \"$PWD/compose/monitoring/docker-compose.yml\"|" \
     -e "s|ansible = \"../ansible\"|ansible = \"$PWD/ansible\"|" \
     -e "s|overlays = \[\"../overlays/base\"\]|overlays = [\"$work/overlay\"]|" images/flypack.toml > "$work/warm.toml"
-t0=$(now)
-FLYPACK_CACHE="$work/c" "$builder" --json build "$work/warm.toml" --out "$work/o" > "$work/warm.json" 2>/dev/null
-t1=$(now)
-warm=$(echo "$t1 - $t0" | bc)
-echo "warm rebuild ${warm}s (goal <= 15 s)"
-grep '"result"' "$work/warm.json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  stages:", r["stage_seconds"], " rootfs cached:", r["rootfs_cached"])'
-
+: > "$work/warm"
+for i in 1 2 3; do
+  sed -i "s/^net.core.netdev_max_backlog = .*/net.core.netdev_max_backlog = $((12000 + i))/" "$work/overlay/etc/sysctl.d/60-flypack-video.conf"
+  t0=$(now)
+  FLYPACK_CACHE="$work/c" "$builder" --json build "$work/warm.toml" --out "$work/o" > "$work/warm.json" 2>/dev/null
+  t1=$(now)
+  warm=$(echo "$t1 - $t0" | bc)
+  echo "$warm" >> "$work/warm"
+  echo "rebuild $i: ${warm}s"
+  grep '"result"' "$work/warm.json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  stages:", r["stage_seconds"], " rootfs cached:", r["rootfs_cached"])'
+done
+echo "median warm rebuild $(median < "$work/warm")s (goal <= 15 s)"
 fi
 
 if want 3; then
