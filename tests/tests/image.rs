@@ -287,7 +287,14 @@ fn snapshot(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Strin
             let key = p.strip_prefix(root).unwrap().to_path_buf();
             out.insert(
                 key,
-                format!("{:o} {}:{} {} {} {what}", m.mode(), m.uid(), m.gid(), m.size(), m.mtime()),
+                format!(
+                    "{:o} {}:{} {} {} {what}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.size(),
+                    m.mtime()
+                ),
             );
         }
     }
@@ -317,7 +324,12 @@ fn a_changed_overlay_reuses_the_cached_rootfs_and_an_unreachable_gateway_is_no_g
     // later image. It must come out of a rebuild as it went in.
     let unpacked = unpacked_rootfs(&profile, &out);
     let before = snapshot(&unpacked);
-    assert!(before.len() > 10_000, "{} holds {} entries", unpacked.display(), before.len());
+    assert!(
+        before.len() > 10_000,
+        "{} holds {} entries",
+        unpacked.display(),
+        before.len()
+    );
 
     let r = build(&profile, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);

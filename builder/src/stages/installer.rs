@@ -235,11 +235,11 @@ fn copy_ranges(image: &Path, map: &Bmap, out: &Path, at: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     const ALIGN: u64 = 4096;
     const CHUNK: usize = 8 << 20;
-    let aligned = at % ALIGN == 0
+    let aligned = at.is_multiple_of(ALIGN)
         && map.ranges.iter().all(|r| {
             let start = r.offset(map.block_size);
             let end = (start + r.len(map.block_size)).min(map.image_size);
-            start % ALIGN == 0 && end % ALIGN == 0
+            start.is_multiple_of(ALIGN) && end.is_multiple_of(ALIGN)
         });
     let direct = if aligned {
         rustix::fs::open(out, OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC, Mode::empty()).ok()
