@@ -207,8 +207,8 @@ pub fn build(profile: &Path, out: &Path) -> Run {
     run(builder().args(["--json", "build"]).arg(profile).arg("--out").arg(out))
 }
 
-/// The plan digest `builder build --dry-run` computes for a profile.
-pub fn plan_digest(profile: &Path, out: &Path) -> String {
+/// The plan `builder build --dry-run` prints for a profile.
+pub fn dry_run(profile: &Path, out: &Path) -> Value {
     let o = builder()
         .args(["build", "--dry-run"])
         .arg(profile)
@@ -221,8 +221,15 @@ pub fn plan_digest(profile: &Path, out: &Path) -> String {
         "dry run failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let plan: Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
-    plan["digest"].as_str().expect("plan digest").to_string()
+    serde_json::from_slice(&o.stdout).expect("plan JSON")
+}
+
+/// The plan digest `builder build --dry-run` computes for a profile.
+pub fn plan_digest(profile: &Path, out: &Path) -> String {
+    dry_run(profile, out)["digest"]
+        .as_str()
+        .expect("plan digest")
+        .to_string()
 }
 
 /// A built image.

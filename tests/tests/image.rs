@@ -249,15 +249,7 @@ fn variant_profile(dir: &Path, overlays: &[&Path], edit: impl Fn(String) -> Stri
 /// The unpacked root filesystem the builder keeps beside the archive that
 /// `profile` builds on (`KEY.tree`).
 fn unpacked_rootfs(profile: &Path, out: &Path) -> std::path::PathBuf {
-    let o = builder()
-        .args(["build", "--dry-run"])
-        .arg(profile)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("dry run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
+    let plan = dry_run(profile, out);
     let archive = Path::new(plan["rootfs"]["archive"].as_str().expect("rootfs archive"));
     let tree = archive.with_extension("tree");
     assert!(tree.is_dir(), "no unpacked root filesystem at {}", tree.display());
