@@ -81,9 +81,9 @@ pub fn prepare(plan: &Plan, appliance: &Tree, rep: &Reporter) -> Result<Stick> {
     remove_any(&root.join("usr/share/flypack/stack.json"))?;
     // The payload is not a file in the stick's root (mkfs.ext4 -d copies a
     // file's GiBs at about 100 MiB/s of CPU): it is the image itself, raw, in
-    // a partition of its own after root, copied in by the kernel
-    // (copy_file_range) once the stick's filesystems are made. The block map
-    // in this folder says which ranges hold data and checks each one.
+    // a partition of its own after root, copied in once the stick's
+    // filesystems are made ([`finish`]). The block map in this folder says
+    // which ranges hold data and checks each one.
     let payload_dir = root.join(PAYLOAD_DIR);
     fs::create_dir_all(&payload_dir).with_context(|| format!("creating {}", payload_dir.display()))?;
     replace_file(
