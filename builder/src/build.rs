@@ -1,4 +1,4 @@
-//! `builder build`: validate → plan → rootfs → tree → disk → outputs.
+//! `builder build`: validate → plan → rootfs (+ images, store) → tree (+ security gate) → disk → outputs.
 
 use std::fs;
 use std::path::Path;
@@ -132,29 +132,75 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
             };
             anyhow::Ok((images, store, laps))
         });
-        let appliance = rootfs_and_gate(plan, rep);
-        if appliance.is_err() {
+        let rootfs = appliance_rootfs(&plan.rootfs, plan, rep);
+        if rootfs.is_err() {
             // Moot now: stop it rather than wait for it.
             crate::interrupt::stop_the_rest();
         }
-        (appliance, containers.join())
+        (rootfs, containers.join())
     });
-    let (rootfs, security, laps) = appliance?;
+    let (mut rootfs, rootfs_secs) = appliance?;
     let (images, store, container_laps) =
         containers.map_err(|_| anyhow::anyhow!("the container images' thread panicked"))??;
-    secs.extend(laps);
+    secs.push(("rootfs", rootfs_secs));
     secs.extend(container_laps);
     // Restart the clock for the stages below (those above timed themselves).
     lap("", &mut Vec::new());
     crate::interrupt::check()?;
-    let mut manifest = manifest(plan, &rootfs)?;
-    manifest.security = security;
-    if let (Some(i), Some(s)) = (&images, &store) {
-        manifest.container_images = i.in_store();
-        manifest.docker_store = Some(s.dockerd.clone());
-    }
-    let tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
+    let in_store = |mut m: Manifest| {
+        if let (Some(i), Some(s)) = (&images, &store) {
+            m.container_images = i.in_store();
+            m.docker_store = Some(s.dockerd.clone());
+        }
+        m
+    };
+    let mut manifest = in_store(manifest(plan, &rootfs)?);
+    // The security gate reads the archive's indices (the network, then gpgv
+    // and xz) while the tree is laid: only its verdict, and the report in
+    // the manifest, wait for it.
+    let (security, tree) = std::thread::scope(|scope| {
+        let gate = scope.spawn(|| {
+            let t = std::time::Instant::now();
+            let r = stages::gate::check(&plan.gate, &rootfs.packages, &plan.cache_dir, rep);
+            r.map(|r| (r, t.elapsed().as_secs_f64()))
+        });
+        let tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep);
+        let security = gate
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the security gate's thread panicked")));
+        (security, tree)
+    });
+    let (mut security, gate_secs) = security?;
+    let mut tree = tree?;
+    secs.push(("gate", gate_secs));
     lap("tree", &mut secs);
+    // A cache must never give what a fresh build would not: when the cached
+    // root filesystem lags a security or updates index (Debian published a
+    // fix since it was made) and no snapshot pins the archive, build it again
+    // from the archive, which has the fix, check again, and lay the tree again.
+    let stale = security.as_ref().is_some_and(|r| fresh_build_would_take(plan, r));
+    if stale && rootfs.cached && plan.rootfs.snapshot.is_none() {
+        drop(tree);
+        rep.info("the cached root filesystem lags the security index: building it again from the archive");
+        let fresh = RootfsPlan {
+            refresh: true,
+            ..plan.rootfs.clone()
+        };
+        let (again, rootfs_secs) = appliance_rootfs(&fresh, plan, rep)?;
+        rootfs = again;
+        secs.push(("rootfs (refreshed)", rootfs_secs));
+        lap("", &mut Vec::new());
+        security = stages::gate::check(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
+        lap("gate (again)", &mut secs);
+        manifest = in_store(self::manifest(plan, &rootfs)?);
+        tree = stages::tree::run(plan, &rootfs, store.as_ref(), &manifest, rep)?;
+        lap("tree (again)", &mut secs);
+    }
+    if let Some(r) = &security {
+        stages::gate::enforce(r)?;
+    }
+    manifest.security = security;
+    stages::tree::write_manifest(&mut tree, &manifest)?;
     crate::interrupt::check()?;
     // With an installer, its tree is copied from the appliance's (while the
     // appliance image is made from it: both only read it) and the two disk
@@ -213,50 +259,15 @@ pub fn run(plan: &Plan, rep: &Reporter) -> Result<Report> {
     })
 }
 
-/// The appliance's root filesystem, checked against the security indices
-/// (built again from the archive when the cached one lags them); with the
-/// seconds each step took.
-#[allow(clippy::type_complexity)]
-fn rootfs_and_gate(
-    plan: &Plan,
-    rep: &Reporter,
-) -> Result<(
-    Rootfs,
-    Option<flypack_contracts::manifest::SecurityReport>,
-    Vec<(&'static str, f64)>,
-)> {
-    let mut secs = Vec::new();
-    let mut t = std::time::Instant::now();
-    let mut lap = |name: &'static str, secs: &mut Vec<(&'static str, f64)>| {
-        secs.push((name, t.elapsed().as_secs_f64()));
-        t = std::time::Instant::now();
-    };
-    let mut rootfs = stages::rootfs::run(&plan.rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
-    lap("rootfs", &mut secs);
-    check_glibc(plan, &rootfs)?;
-    let mut security = stages::gate::check(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
-    lap("gate", &mut secs);
-    // A cache must never give what a fresh build would not: when the cached
-    // root filesystem lags a security or updates index (Debian published a
-    // fix since it was made) and no snapshot pins the archive, build it again
-    // from the archive, which has the fix, and check again.
-    let stale = security.as_ref().is_some_and(|r| fresh_build_would_take(plan, r));
-    if stale && rootfs.cached && plan.rootfs.snapshot.is_none() {
-        rep.info("the cached root filesystem lags the security index: building it again from the archive");
-        let fresh = RootfsPlan {
-            refresh: true,
-            ..plan.rootfs.clone()
-        };
-        rootfs = stages::rootfs::run(&fresh, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
-        lap("rootfs (refreshed)", &mut secs);
-        check_glibc(plan, &rootfs)?;
-        security = stages::gate::check(&plan.gate, &rootfs.packages, &plan.cache_dir, rep)?;
-        lap("gate (again)", &mut secs);
-    }
-    if let Some(r) = &security {
-        stages::gate::enforce(r)?;
-    }
-    Ok((rootfs, security, secs))
+/// The appliance's root filesystem as `rootfs` plans it (from the cache or
+/// the archive), with the seconds it took; its libc6 checked against
+/// firstboot's needs.
+fn appliance_rootfs(rootfs: &RootfsPlan, plan: &Plan, rep: &Reporter) -> Result<(Rootfs, f64)> {
+    let t = std::time::Instant::now();
+    let made = stages::rootfs::run(rootfs, &plan.cache_dir, Path::new(&plan.profile.path), rep)?;
+    let secs = t.elapsed().as_secs_f64();
+    check_glibc(plan, &made)?;
+    Ok((made, secs))
 }
 
 /// The root filesystem's libc6 must be at least what firstboot needs.

@@ -153,6 +153,17 @@ pub fn run(
     })
 }
 
+/// Writes the image's manifest into the tree, once it is whole: the
+/// security gate's report comes in while the tree is being laid (the build
+/// reads the archive's indices beside this stage).
+pub fn write_manifest(tree: &mut Tree, manifest: &Manifest) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(manifest)?;
+    replace_file(&tree.path().join(target::MANIFEST), &bytes, 0o644)?;
+    tree.used_bytes += (bytes.len() as u64).div_ceil(4096) * 4096;
+    tree.inodes += 1;
+    Ok(())
+}
+
 /// The unpacked root filesystem kept beside its archive
 /// (`KEY.tree`), and what it was unpacked from (`KEY.tree.id`).
 fn unpacked_paths(archive: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -398,11 +409,6 @@ fn write_system_files(plan: &Plan, manifest: &Manifest, root: &Path) -> Result<(
         .with_context(|| format!("linking {}", resolv.display()))?;
     let share = root.join("usr/share/flypack");
     fs::create_dir_all(&share).with_context(|| format!("creating {}", share.display()))?;
-    replace_file(
-        &root.join(target::MANIFEST),
-        &serde_json::to_vec_pretty(manifest)?,
-        0o644,
-    )?;
     replace_file(&root.join(target::PLAN), &serde_json::to_vec_pretty(plan)?, 0o644)?;
     replace_file(
         &root.join("usr/share/flypack/unit.defaults.toml"),
