@@ -1,7 +1,7 @@
 //! Tree stage: unpack the root filesystem into a work folder, lay the
 //! overlays over it, install our programs and the generated system files
-//! (fstab, grub.cfg, hostname, manifest), and make it clonable (no machine-id,
-//! no SSH host keys).
+//! (fstab, grub.cfg, hostname; the manifest last, [`write_manifest`]), and
+//! make it clonable (no machine-id, no SSH host keys).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -98,7 +98,9 @@ impl Tree {
     }
 }
 
-/// Runs the stage. `manifest` is the image's manifest (written inside).
+/// Runs the stage. `manifest` is the image's manifest (its container images
+/// and build time are used here; the build writes it inside with
+/// [`write_manifest`] once the security gate has reported).
 pub fn run(
     plan: &Plan,
     rootfs: &Rootfs,
